@@ -1,0 +1,57 @@
+#include "engine/device.h"
+
+#include <charconv>
+
+#include "engine/cuda_check.h"
+#include "engine/dtype.h"
+#include "engine/error.h"
+
+namespace rz {
+
+std::string Device::str() const {
+  return is_cpu() ? std::string("cpu") : "cuda:" + std::to_string(index);
+}
+
+int cuda_device_count() {
+#if defined(RZ_HAVE_CUDA)
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // no driver or no GPU: not an error for a CPU run
+    return 0;
+  }
+  return n;
+#else
+  return 0;
+#endif
+}
+
+Device parse_device(std::string_view s) {
+  if (s == "cpu") return Device::cpu();
+  if (s == "auto") return cuda_device_count() > 0 ? Device::cuda(0) : Device::cpu();
+  if (s.starts_with("cuda")) {
+    int index = 0;
+    if (s.size() > 4) {
+      RZ_CHECK(s[4] == ':', "bad device '", s, "' (expected cpu, cuda, cuda:N or auto)");
+      const auto digits = s.substr(5);
+      const auto [ptr, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), index);
+      RZ_CHECK(ec == std::errc() && ptr == digits.data() + digits.size() && index >= 0,
+               "bad device index in '", s, "'");
+    }
+    const int n = cuda_device_count();
+    RZ_CHECK(index < n, "device '", s, "' requested but ", n, " CUDA device(s) are usable",
+             n == 0 ? " (no GPU, or a build without CUDA)" : "");
+    return Device::cuda(index);
+  }
+  RZ_THROW("bad device '", s, "' (expected cpu, cuda, cuda:N or auto)");
+}
+
+DType parse_dtype(std::string_view name) {
+  if (name == "f32" || name == "float32" || name == "fp32") return DType::F32;
+  if (name == "f64" || name == "float64" || name == "fp64") return DType::F64;
+  if (name == "bf16" || name == "bfloat16") return DType::BF16;
+  if (name == "u8" || name == "uint8") return DType::U8;
+  if (name == "i64" || name == "int64") return DType::I64;
+  RZ_THROW("unknown dtype '", name, "' (expected f32, f64, bf16, u8 or i64)");
+}
+
+}  // namespace rz

@@ -1,0 +1,19 @@
+#include "engine/error.h"
+
+#include <cstring>
+
+namespace rz::detail {
+
+void throw_error(const char* file, int line, const std::string& msg) {
+  // Keep the path short: from the project's top-level folder on.
+  const char* short_file = file;
+  for (const char* top : {"engine/", "kernels/", "models/", "data/", "train/", "tests/"}) {
+    if (const char* p = std::strstr(file, top)) {
+      short_file = p;
+      break;
+    }
+  }
+  throw Error(msg + " [" + short_file + ":" + std::to_string(line) + "]");
+}
+
+}  // namespace rz::detail

@@ -1,0 +1,82 @@
+// Differentiable op front-ends: each checks shapes and dtypes, dispatches to
+// the kernel for the tensor's device, and (when a gradient is needed) records
+// its backward right next to the forward. Image tensors are NHWC; conv
+// weights are KRSC [out, kh, kw, in].
+//
+// All inputs of an op must be on the same device and have the same dtype.
+// The CPU backend computes in f32 or f64.
+#pragma once
+
+#include "engine/tensor.h"
+
+namespace rz {
+
+// ---- elementwise (same shapes) ----
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor scale(const Tensor& a, double factor);
+Tensor relu(const Tensor& x);
+Tensor sigmoid(const Tensor& x);
+Tensor sum(const Tensor& x);   // all elements -> shape [] (one element)
+Tensor mean(const Tensor& x);  // all elements -> shape []
+
+inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
+inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
+inline Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
+inline Tensor operator*(const Tensor& a, double f) { return scale(a, f); }
+inline Tensor operator*(double f, const Tensor& a) { return scale(a, f); }
+
+// ---- shape (views sharing storage) ----
+Tensor reshape(const Tensor& x, Shape shape);  // one dimension may be -1
+Tensor flatten(const Tensor& x);               // [N, ...] -> [N, rest]
+
+// ---- convolution: x [N, H, W, C], w [K, R, S, C] -> [N, OH, OW, K], no bias ----
+struct Conv2dOptions {
+  int64_t stride = 1;
+  int64_t padding = 0;
+};
+Tensor conv2d(const Tensor& x, const Tensor& w, Conv2dOptions opt = {});
+
+// ---- batch norm over N, H, W of x [N, H, W, C] (any rank >= 2, channels last) ----
+// training: normalizes with the batch statistics and updates running_mean /
+// running_var in place (momentum, unbiased variance, like PyTorch); eval: uses
+// the running statistics. running_* may be undefined in training (no tracking).
+struct BatchNormOptions {
+  bool training = true;
+  double momentum = 0.1;
+  double eps = 1e-5;
+};
+Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                    const Tensor& running_mean, const Tensor& running_var,
+                    BatchNormOptions opt = {});
+
+// ---- squeeze-excitation multiply: x [N, H, W, C] * s [N, C] (or [N, 1, 1, C]) ----
+Tensor channel_scale(const Tensor& x, const Tensor& s);
+
+// ---- pooling, NHWC ----
+struct Pool2dOptions {
+  int64_t kernel = 2;
+  int64_t stride = 2;
+  int64_t padding = 0;
+  bool ceil_mode = false;
+  bool count_include_pad = true;  // avg pool only
+};
+Tensor max_pool2d(const Tensor& x, Pool2dOptions opt);
+Tensor avg_pool2d(const Tensor& x, Pool2dOptions opt);
+Tensor global_avg_pool(const Tensor& x);  // [N, H, W, C] -> [N, C]
+
+// ---- linear: x [N, in], w [out, in], b [out] (may be undefined) -> [N, out] ----
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b);
+
+// ---- losses (means over all elements; results have shape []) ----
+// logits and targets [N, L]; pos_weight [L] or undefined (PyTorch BCEWithLogitsLoss).
+Tensor bce_with_logits(const Tensor& logits, const Tensor& targets,
+                       const Tensor& pos_weight = Tensor());
+Tensor mse_loss(const Tensor& a, const Tensor& b);
+
+// Shared argument checks of the front-ends.
+void check_same(const Tensor& a, const Tensor& b, const char* op);  // dtype and device
+void check_cpu(const Tensor& t, const char* op);  // CPU until the op has a CUDA kernel
+
+}  // namespace rz

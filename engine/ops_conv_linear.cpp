@@ -1,0 +1,111 @@
+// conv2d and linear: the GEMM-shaped ops.
+#include "engine/autograd.h"
+#include "engine/dispatch.h"
+#include "engine/ops.h"
+#include "kernels/cpu/conv2d.h"
+#include "kernels/cpu/gemm.h"
+
+namespace rz {
+
+Tensor conv2d(const Tensor& x, const Tensor& w, Conv2dOptions opt) {
+  check_same(x, w, "conv2d");
+  check_cpu(x, "conv2d");
+  RZ_CHECK(x.dim() == 4, "conv2d: input must be NHWC [N, H, W, C], got ", x.str());
+  RZ_CHECK(w.dim() == 4, "conv2d: weight must be KRSC [K, R, S, C], got ", w.str());
+  RZ_CHECK(w.size(3) == x.size(3), "conv2d: weight ", shape_str(w.shape()), " expects ",
+           w.size(3), " input channels, input ", shape_str(x.shape()), " has ", x.size(3));
+  RZ_CHECK(opt.stride >= 1 && opt.padding >= 0, "conv2d: stride ", opt.stride, " padding ",
+           opt.padding);
+  const Conv2dGeom g = make_conv2d_geom(x.size(0), x.size(1), x.size(2), x.size(3), w.size(0),
+                                        w.size(1), w.size(2), opt.stride, opt.stride,
+                                        opt.padding, opt.padding);
+  RZ_CHECK(g.OH >= 1 && g.OW >= 1, "conv2d: kernel ", g.R, "x", g.S, " does not fit input ",
+           shape_str(x.shape()), " with padding ", opt.padding);
+  Tensor y = Tensor::empty({g.N, g.OH, g.OW, g.K}, x.dtype(), x.device());
+  dispatch_float(x.dtype(), "conv2d", [&](auto tag) {
+    using T = decltype(tag);
+    conv2d_fwd_cpu(x.data<T>(), w.data<T>(), y.data<T>(), g);
+  });
+  if (any_requires_grad({&x, &w})) {
+    const bool need_x = x.requires_grad(), need_w = w.requires_grad();
+    SavedTensor sx(need_w ? x : Tensor()), sw(need_x ? w : Tensor());
+    record_op(y, "conv2d", {&x, &w}, [sx, sw, g, need_x, need_w](const Tensor& dy) {
+      std::vector<Tensor> grads(2);
+      dispatch_float(dy.dtype(), "conv2d backward", [&](auto tag) {
+        using T = decltype(tag);
+        if (need_x) {
+          Tensor wt = sw.get("conv2d");
+          grads[0] = Tensor::empty({g.N, g.H, g.W, g.C}, dy.dtype(), dy.device());
+          conv2d_bwd_data_cpu(dy.data<T>(), wt.data<T>(), grads[0].data<T>(), g);
+        }
+        if (need_w) {
+          Tensor xt = sx.get("conv2d");
+          grads[1] = Tensor::empty({g.K, g.R, g.S, g.C}, dy.dtype(), dy.device());
+          conv2d_bwd_weight_cpu(xt.data<T>(), dy.data<T>(), grads[1].data<T>(), g);
+        }
+      });
+      return grads;
+    });
+  }
+  return y;
+}
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
+  check_same(x, w, "linear");
+  check_cpu(x, "linear");
+  RZ_CHECK(x.dim() == 2 && w.dim() == 2 && w.size(1) == x.size(1), "linear: input ", x.str(),
+           " and weight ", w.str(), " (expected [N, in] and [out, in])");
+  const int64_t N = x.size(0), in = x.size(1), out = w.size(0);
+  if (b.defined()) {
+    check_same(x, b, "linear");
+    check_shape(b, {out}, "linear bias");
+  }
+  Tensor y = Tensor::empty({N, out}, x.dtype(), x.device());
+  dispatch_float(x.dtype(), "linear", [&](auto tag) {
+    using T = decltype(tag);
+    T* py = y.data<T>();
+    if (b.defined()) {  // y = broadcast(b) + x w^T
+      const T* pb = b.data<T>();
+      for (int64_t i = 0; i < N; ++i)
+        for (int64_t j = 0; j < out; ++j) py[i * out + j] = pb[j];
+    }
+    gemm_cpu<T>(false, true, N, out, in, T(1), x.data<T>(), in, w.data<T>(), in,
+                b.defined() ? T(1) : T(0), py, out);
+  });
+  if (any_requires_grad({&x, &w, &b})) {
+    const bool need_x = x.requires_grad(), need_w = w.requires_grad();
+    const bool need_b = b.defined() && b.requires_grad();
+    SavedTensor sx(need_w ? x : Tensor()), sw(need_x ? w : Tensor());
+    record_op(y, "linear", {&x, &w, &b},
+              [sx, sw, need_x, need_w, need_b, N, in, out](const Tensor& dy) {
+                std::vector<Tensor> grads(3);
+                dispatch_float(dy.dtype(), "linear backward", [&](auto tag) {
+                  using T = decltype(tag);
+                  const T* pdy = dy.data<T>();
+                  if (need_x) {  // dx = dy w
+                    grads[0] = Tensor::empty({N, in}, dy.dtype(), dy.device());
+                    gemm_cpu<T>(false, false, N, in, out, T(1), pdy, out,
+                                sw.get("linear").data<T>(), in, T(0), grads[0].data<T>(), in);
+                  }
+                  if (need_w) {  // dw = dy^T x
+                    grads[1] = Tensor::empty({out, in}, dy.dtype(), dy.device());
+                    gemm_cpu<T>(true, false, out, in, N, T(1), pdy, out,
+                                sx.get("linear").data<T>(), in, T(0), grads[1].data<T>(), in);
+                  }
+                  if (need_b) {  // db = column sums of dy, in double
+                    grads[2] = Tensor::empty({out}, dy.dtype(), dy.device());
+                    T* pdb = grads[2].data<T>();
+                    for (int64_t j = 0; j < out; ++j) {
+                      double s = 0;
+                      for (int64_t i = 0; i < N; ++i) s += static_cast<double>(pdy[i * out + j]);
+                      pdb[j] = static_cast<T>(s);
+                    }
+                  }
+                });
+                return grads;
+              });
+  }
+  return y;
+}
+
+}  // namespace rz

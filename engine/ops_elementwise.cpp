@@ -1,0 +1,194 @@
+// Elementwise ops, reductions to a scalar, and reshape views.
+#include "engine/autograd.h"
+#include "engine/cuda_check.h"
+#include "engine/dispatch.h"
+#include "engine/ops.h"
+#include "kernels/cpu/activation.h"
+#include "kernels/cpu/elementwise.h"
+#if defined(RZ_HAVE_CUDA)
+#include "kernels/cuda/elementwise.cuh"
+#endif
+
+namespace rz {
+
+void check_same(const Tensor& a, const Tensor& b, const char* op) {
+  RZ_CHECK(a.defined() && b.defined(), op, ": undefined input");
+  RZ_CHECK(a.dtype() == b.dtype(), op, ": dtype mismatch: ", a.str(), " vs ", b.str());
+  RZ_CHECK(a.device() == b.device(), op, ": device mismatch: ", a.str(), " vs ", b.str());
+}
+
+void check_cpu(const Tensor& t, const char* op) {
+  RZ_CHECK(t.device().is_cpu(), op, " has no CUDA kernel in this build yet (input ", t.str(), ")");
+}
+
+namespace {
+enum class Binary { Add, Sub, Mul };
+
+Tensor binary_forward(const Tensor& a, const Tensor& b, Binary kind, const char* op) {
+  check_same(a, b, op);
+  RZ_CHECK(a.shape() == b.shape(), op, ": shape mismatch ", shape_str(a.shape()), " vs ",
+           shape_str(b.shape()));
+  Tensor c = Tensor::empty_like(a);
+  const int64_t n = a.numel();
+  dispatch_float(a.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    const T* pa = a.data<T>();
+    const T* pb = b.data<T>();
+    T* pc = c.data<T>();
+    if (a.device().is_cpu()) {
+      switch (kind) {
+        case Binary::Add: add_cpu(pa, pb, pc, n); break;
+        case Binary::Sub: sub_cpu(pa, pb, pc, n); break;
+        case Binary::Mul: mul_cpu(pa, pb, pc, n); break;
+      }
+    } else {
+#if defined(RZ_HAVE_CUDA)
+      switch (kind) {
+        case Binary::Add: RZ_CUDA_CHECK(add_cuda(pa, pb, pc, n, cudaStreamPerThread)); break;
+        case Binary::Sub: RZ_CUDA_CHECK(sub_cuda(pa, pb, pc, n, cudaStreamPerThread)); break;
+        case Binary::Mul: RZ_CUDA_CHECK(mul_cuda(pa, pb, pc, n, cudaStreamPerThread)); break;
+      }
+#endif
+    }
+  });
+  return c;
+}
+}  // namespace
+
+Tensor add(const Tensor& a, const Tensor& b) {
+  Tensor c = binary_forward(a, b, Binary::Add, "add");
+  if (any_requires_grad({&a, &b}))
+    record_op(c, "add", {&a, &b}, [](const Tensor& g) { return std::vector<Tensor>{g, g}; });
+  return c;
+}
+
+Tensor sub(const Tensor& a, const Tensor& b) {
+  Tensor c = binary_forward(a, b, Binary::Sub, "sub");
+  if (any_requires_grad({&a, &b}))
+    record_op(c, "sub", {&a, &b},
+              [](const Tensor& g) { return std::vector<Tensor>{g, scale(g, -1.0)}; });
+  return c;
+}
+
+Tensor mul(const Tensor& a, const Tensor& b) {
+  Tensor c = binary_forward(a, b, Binary::Mul, "mul");
+  if (any_requires_grad({&a, &b})) {
+    const bool need_a = a.requires_grad(), need_b = b.requires_grad();
+    SavedTensor sa(need_b ? a : Tensor());  // each gradient needs only the other factor
+    SavedTensor sb(need_a ? b : Tensor());
+    record_op(c, "mul", {&a, &b}, [sa, sb, need_a, need_b](const Tensor& g) {
+      return std::vector<Tensor>{need_a ? mul(g, sb.get("mul")) : Tensor(),
+                                 need_b ? mul(g, sa.get("mul")) : Tensor()};
+    });
+  }
+  return c;
+}
+
+Tensor scale(const Tensor& a, double factor) {
+  Tensor c = a.clone();
+  c.mul_(factor);
+  if (any_requires_grad({&a}))
+    record_op(c, "scale", {&a},
+              [factor](const Tensor& g) { return std::vector<Tensor>{scale(g, factor)}; });
+  return c;
+}
+
+Tensor relu(const Tensor& x) {
+  check_cpu(x, "relu");
+  Tensor y = Tensor::empty_like(x);
+  dispatch_float(x.dtype(), "relu", [&](auto tag) {
+    using T = decltype(tag);
+    relu_fwd_cpu(x.data<T>(), y.data<T>(), x.numel());
+  });
+  if (any_requires_grad({&x})) {
+    SavedTensor sy(y);  // the output decides the mask: x > 0 <=> y > 0
+    record_op(y, "relu", {&x}, [sy](const Tensor& g) {
+      Tensor out = sy.get("relu");
+      Tensor dx = Tensor::empty_like(g);
+      dispatch_float(g.dtype(), "relu backward", [&](auto tag) {
+        using T = decltype(tag);
+        relu_bwd_cpu(out.data<T>(), g.data<T>(), dx.data<T>(), g.numel());
+      });
+      return std::vector<Tensor>{dx};
+    });
+  }
+  return y;
+}
+
+Tensor sigmoid(const Tensor& x) {
+  check_cpu(x, "sigmoid");
+  Tensor y = Tensor::empty_like(x);
+  dispatch_float(x.dtype(), "sigmoid", [&](auto tag) {
+    using T = decltype(tag);
+    sigmoid_fwd_cpu(x.data<T>(), y.data<T>(), x.numel());
+  });
+  if (any_requires_grad({&x})) {
+    SavedTensor sy(y);
+    record_op(y, "sigmoid", {&x}, [sy](const Tensor& g) {
+      Tensor out = sy.get("sigmoid");
+      Tensor dx = Tensor::empty_like(g);
+      dispatch_float(g.dtype(), "sigmoid backward", [&](auto tag) {
+        using T = decltype(tag);
+        sigmoid_bwd_cpu(out.data<T>(), g.data<T>(), dx.data<T>(), g.numel());
+      });
+      return std::vector<Tensor>{dx};
+    });
+  }
+  return y;
+}
+
+Tensor sum(const Tensor& x) {
+  check_cpu(x, "sum");
+  const double total = dispatch_float(x.dtype(), "sum", [&](auto tag) {
+    using T = decltype(tag);
+    return sum_cpu(x.data<T>(), x.numel());
+  });
+  Tensor y = Tensor::full({}, total, x.dtype(), x.device());
+  if (any_requires_grad({&x})) {
+    const Shape shape = x.shape();
+    record_op(y, "sum", {&x}, [shape](const Tensor& g) {
+      return std::vector<Tensor>{Tensor::full(shape, g.item(), g.dtype(), g.device())};
+    });
+  }
+  return y;
+}
+
+Tensor mean(const Tensor& x) {
+  RZ_CHECK(x.numel() > 0, "mean of an empty tensor ", x.str());
+  return scale(sum(x), 1.0 / static_cast<double>(x.numel()));
+}
+
+Tensor reshape(const Tensor& x, Shape shape) {
+  int64_t known = 1, infer = -1;
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (shape[i] == -1) {
+      RZ_CHECK(infer < 0, "reshape: more than one -1 in ", shape_str(shape));
+      infer = static_cast<int64_t>(i);
+    } else {
+      RZ_CHECK(shape[i] >= 0, "reshape: bad dimension in ", shape_str(shape));
+      known *= shape[i];
+    }
+  }
+  if (infer >= 0) {
+    RZ_CHECK(known > 0 && x.numel() % known == 0, "reshape: cannot infer -1 in ",
+             shape_str(shape), " for ", x.str());
+    shape[static_cast<size_t>(infer)] = x.numel() / known;
+  }
+  RZ_CHECK(shape_numel(shape) == x.numel(), "reshape: ", x.str(), " has ", x.numel(),
+           " elements, target shape ", shape_str(shape), " has ", shape_numel(shape));
+  Tensor y = x.detach();
+  y.impl().shape = shape;
+  if (any_requires_grad({&x})) {
+    const Shape in_shape = x.shape();
+    record_op(y, "reshape", {&x},
+              [in_shape](const Tensor& g) { return std::vector<Tensor>{reshape(g, in_shape)}; });
+  }
+  return y;
+}
+
+Tensor flatten(const Tensor& x) {
+  RZ_CHECK(x.dim() >= 1, "flatten needs a batch dimension, got ", x.str());
+  return reshape(x, {x.size(0), -1});
+}
+
+}  // namespace rz

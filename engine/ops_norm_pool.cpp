@@ -1,0 +1,209 @@
+// Batch norm, the SE channel scale and pooling.
+#include <cmath>
+
+#include "engine/autograd.h"
+#include "engine/dispatch.h"
+#include "engine/ops.h"
+#include "kernels/cpu/batch_norm.h"
+#include "kernels/cpu/channel_scale.h"
+#include "kernels/cpu/pool.h"
+
+namespace rz {
+
+Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                    const Tensor& running_mean, const Tensor& running_var,
+                    BatchNormOptions opt) {
+  check_cpu(x, "batch_norm2d");
+  RZ_CHECK(x.dim() >= 2, "batch_norm2d: input must be channels-last with rank >= 2, got ",
+           x.str());
+  const int64_t C = x.size(-1), M = x.numel() / std::max<int64_t>(C, 1);
+  check_same(x, gamma, "batch_norm2d");
+  check_same(x, beta, "batch_norm2d");
+  check_shape(gamma, {C}, "batch_norm2d weight");
+  check_shape(beta, {C}, "batch_norm2d bias");
+  const bool track = running_mean.defined();
+  RZ_CHECK(track == running_var.defined(), "batch_norm2d: running_mean and running_var must be "
+                                           "given together");
+  if (track) {
+    check_same(x, running_mean, "batch_norm2d");
+    check_same(x, running_var, "batch_norm2d");
+    check_shape(running_mean, {C}, "batch_norm2d running_mean");
+    check_shape(running_var, {C}, "batch_norm2d running_var");
+  }
+  RZ_CHECK(opt.training || track, "batch_norm2d: eval mode needs running statistics");
+  RZ_CHECK(!opt.training || M > 1, "batch_norm2d: training needs more than one value per "
+                                   "channel, got input ", shape_str(x.shape()));
+
+  Tensor y = Tensor::empty_like(x);
+  // Statistics used by backward: the batch's in training, the running ones in eval.
+  Tensor mean = Tensor::empty({C}, x.dtype()), invstd = Tensor::empty({C}, x.dtype());
+  dispatch_float(x.dtype(), "batch_norm2d", [&](auto tag) {
+    using T = decltype(tag);
+    if (opt.training) {
+      Tensor rm = running_mean, rv = running_var;
+      if (track) {
+        rm.bump_version();
+        rv.bump_version();
+      }
+      batch_norm_fwd_train_cpu(x.data<T>(), gamma.data<T>(), beta.data<T>(), y.data<T>(),
+                               mean.data<T>(), invstd.data<T>(),
+                               track ? rm.data<T>() : nullptr, track ? rv.data<T>() : nullptr,
+                               M, C, opt.momentum, opt.eps);
+    } else {
+      batch_norm_fwd_eval_cpu(x.data<T>(), gamma.data<T>(), beta.data<T>(),
+                              running_mean.data<T>(), running_var.data<T>(), y.data<T>(), M, C,
+                              opt.eps);
+      const T* rm = running_mean.data<T>();
+      const T* rv = running_var.data<T>();
+      T* pm = mean.data<T>();
+      T* pi = invstd.data<T>();
+      for (int64_t c = 0; c < C; ++c) {
+        pm[c] = rm[c];
+        pi[c] = static_cast<T>(1.0 / std::sqrt(static_cast<double>(rv[c]) + opt.eps));
+      }
+    }
+  });
+  if (any_requires_grad({&x, &gamma, &beta})) {
+    const bool need_x = x.requires_grad(), need_g = gamma.requires_grad(),
+               need_b = beta.requires_grad();
+    const bool training = opt.training;
+    SavedTensor sx(x), sg(gamma);
+    record_op(y, "batch_norm2d", {&x, &gamma, &beta},
+              [sx, sg, mean, invstd, need_x, need_g, need_b, training, M, C](const Tensor& dy) {
+                Tensor xs = sx.get("batch_norm2d"), gs = sg.get("batch_norm2d");
+                std::vector<Tensor> grads(3);
+                if (need_x) grads[0] = Tensor::empty_like(xs);
+                if (need_g) grads[1] = Tensor::empty({C}, dy.dtype());
+                if (need_b) grads[2] = Tensor::empty({C}, dy.dtype());
+                dispatch_float(dy.dtype(), "batch_norm2d backward", [&](auto tag) {
+                  using T = decltype(tag);
+                  batch_norm_bwd_cpu(xs.data<T>(), dy.data<T>(), gs.data<T>(), mean.data<T>(),
+                                     invstd.data<T>(), need_x ? grads[0].data<T>() : nullptr,
+                                     need_g ? grads[1].data<T>() : nullptr,
+                                     need_b ? grads[2].data<T>() : nullptr, M, C, training);
+                });
+                return grads;
+              });
+  }
+  return y;
+}
+
+Tensor channel_scale(const Tensor& x, const Tensor& s) {
+  check_same(x, s, "channel_scale");
+  check_cpu(x, "channel_scale");
+  RZ_CHECK(x.dim() == 4, "channel_scale: input must be NHWC, got ", x.str());
+  const int64_t N = x.size(0), HW = x.size(1) * x.size(2), C = x.size(3);
+  RZ_CHECK(s.numel() == N * C && s.size(0) == N && s.size(-1) == C,
+           "channel_scale: scale must be [N, C] or [N, 1, 1, C] = [", N, ", ", C, "], got ",
+           shape_str(s.shape()));
+  Tensor y = Tensor::empty_like(x);
+  dispatch_float(x.dtype(), "channel_scale", [&](auto tag) {
+    using T = decltype(tag);
+    channel_scale_fwd_cpu(x.data<T>(), s.data<T>(), y.data<T>(), N, HW, C);
+  });
+  if (any_requires_grad({&x, &s})) {
+    const bool need_x = x.requires_grad(), need_s = s.requires_grad();
+    SavedTensor sx(need_s ? x : Tensor()), ss(s);
+    const Shape s_shape = s.shape();
+    record_op(y, "channel_scale", {&x, &s},
+              [sx, ss, need_x, need_s, s_shape, N, HW, C](const Tensor& dy) {
+                Tensor xs = sx.get("channel_scale"), sv = ss.get("channel_scale");
+                std::vector<Tensor> grads(2);
+                if (need_x) grads[0] = Tensor::empty_like(dy);
+                if (need_s) grads[1] = Tensor::empty(s_shape, dy.dtype());
+                dispatch_float(dy.dtype(), "channel_scale backward", [&](auto tag) {
+                  using T = decltype(tag);
+                  channel_scale_bwd_cpu(need_s ? xs.data<T>() : nullptr, sv.data<T>(),
+                                        dy.data<T>(), need_x ? grads[0].data<T>() : nullptr,
+                                        need_s ? grads[1].data<T>() : nullptr, N, HW, C);
+                });
+                return grads;
+              });
+  }
+  return y;
+}
+
+namespace {
+Pool2dGeom pool_geom(const Tensor& x, const Pool2dOptions& opt, const char* op) {
+  check_cpu(x, op);
+  RZ_CHECK(x.dim() == 4, op, ": input must be NHWC, got ", x.str());
+  RZ_CHECK(opt.kernel >= 1 && opt.stride >= 1 && opt.padding >= 0 && 2 * opt.padding <= opt.kernel,
+           op, ": kernel ", opt.kernel, " stride ", opt.stride, " padding ", opt.padding,
+           " (padding must be at most half the kernel)");
+  const Pool2dGeom g =
+      make_pool2d_geom(x.size(0), x.size(1), x.size(2), x.size(3), opt.kernel, opt.kernel,
+                       opt.stride, opt.stride, opt.padding, opt.padding, opt.ceil_mode);
+  RZ_CHECK(g.OH >= 1 && g.OW >= 1, op, ": output would be empty for input ", x.str());
+  return g;
+}
+}  // namespace
+
+Tensor max_pool2d(const Tensor& x, Pool2dOptions opt) {
+  const Pool2dGeom g = pool_geom(x, opt, "max_pool2d");
+  Tensor y = Tensor::empty({g.N, g.OH, g.OW, g.C}, x.dtype(), x.device());
+  // Window argmax per output element (index into the input plane), kept for backward.
+  auto argmax = std::make_shared<std::vector<int32_t>>(static_cast<size_t>(y.numel()));
+  RZ_CHECK(g.H * g.W <= INT32_MAX, "max_pool2d: input plane too large: ", x.str());
+  dispatch_float(x.dtype(), "max_pool2d", [&](auto tag) {
+    using T = decltype(tag);
+    max_pool2d_fwd_cpu(x.data<T>(), y.data<T>(), argmax->data(), g);
+  });
+  if (any_requires_grad({&x})) {
+    record_op(y, "max_pool2d", {&x}, [argmax, g](const Tensor& dy) {
+      Tensor dx = Tensor::empty({g.N, g.H, g.W, g.C}, dy.dtype(), dy.device());
+      dispatch_float(dy.dtype(), "max_pool2d backward", [&](auto tag) {
+        using T = decltype(tag);
+        max_pool2d_bwd_cpu(dy.data<T>(), argmax->data(), dx.data<T>(), g);
+      });
+      return std::vector<Tensor>{dx};
+    });
+  }
+  return y;
+}
+
+Tensor avg_pool2d(const Tensor& x, Pool2dOptions opt) {
+  const Pool2dGeom g = pool_geom(x, opt, "avg_pool2d");
+  Tensor y = Tensor::empty({g.N, g.OH, g.OW, g.C}, x.dtype(), x.device());
+  const bool include_pad = opt.count_include_pad;
+  dispatch_float(x.dtype(), "avg_pool2d", [&](auto tag) {
+    using T = decltype(tag);
+    avg_pool2d_fwd_cpu(x.data<T>(), y.data<T>(), g, include_pad);
+  });
+  if (any_requires_grad({&x})) {
+    record_op(y, "avg_pool2d", {&x}, [g, include_pad](const Tensor& dy) {
+      Tensor dx = Tensor::empty({g.N, g.H, g.W, g.C}, dy.dtype(), dy.device());
+      dispatch_float(dy.dtype(), "avg_pool2d backward", [&](auto tag) {
+        using T = decltype(tag);
+        avg_pool2d_bwd_cpu(dy.data<T>(), dx.data<T>(), g, include_pad);
+      });
+      return std::vector<Tensor>{dx};
+    });
+  }
+  return y;
+}
+
+Tensor global_avg_pool(const Tensor& x) {
+  check_cpu(x, "global_avg_pool");
+  RZ_CHECK(x.dim() == 4, "global_avg_pool: input must be NHWC, got ", x.str());
+  const int64_t N = x.size(0), HW = x.size(1) * x.size(2), C = x.size(3);
+  RZ_CHECK(HW > 0, "global_avg_pool: empty spatial extent in ", x.str());
+  Tensor y = Tensor::empty({N, C}, x.dtype(), x.device());
+  dispatch_float(x.dtype(), "global_avg_pool", [&](auto tag) {
+    using T = decltype(tag);
+    global_avg_pool_fwd_cpu(x.data<T>(), y.data<T>(), N, HW, C);
+  });
+  if (any_requires_grad({&x})) {
+    const Shape in_shape = x.shape();
+    record_op(y, "global_avg_pool", {&x}, [in_shape, N, HW, C](const Tensor& dy) {
+      Tensor dx = Tensor::empty(in_shape, dy.dtype(), dy.device());
+      dispatch_float(dy.dtype(), "global_avg_pool backward", [&](auto tag) {
+        using T = decltype(tag);
+        global_avg_pool_bwd_cpu(dy.data<T>(), dx.data<T>(), N, HW, C);
+      });
+      return std::vector<Tensor>{dx};
+    });
+  }
+  return y;
+}
+
+}  // namespace rz

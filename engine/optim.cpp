@@ -1,0 +1,103 @@
+#include "engine/optim.h"
+
+#include "engine/dispatch.h"
+#include "engine/ops.h"
+#include "kernels/cpu/optim.h"
+
+namespace rz {
+
+Optimizer::Optimizer(std::vector<Tensor> params) : params_(std::move(params)) {
+  for (size_t i = 0; i < params_.size(); ++i) {
+    RZ_CHECK(params_[i].defined() && is_floating(params_[i].dtype()),
+             "optimizer parameter ", i, " must be a floating tensor");
+  }
+}
+
+void Optimizer::zero_grad() {
+  for (auto& p : params_) p.zero_grad();
+}
+
+namespace {
+void check_grad(const Tensor& p, const Tensor& g, size_t i) {
+  RZ_CHECK(g.shape() == p.shape() && g.dtype() == p.dtype() && g.device() == p.device(),
+           "gradient of parameter ", i, " is ", g.str(), " but the parameter is ", p.str());
+  check_cpu(p, "optimizer step");
+}
+}  // namespace
+
+Sgd::Sgd(std::vector<Tensor> params, SgdHyper hyper)
+    : Optimizer(std::move(params)), hyper_(hyper), momentum_(params_.size()) {
+  RZ_CHECK(hyper.lr >= 0 && hyper.momentum >= 0 && hyper.weight_decay >= 0, "sgd: lr ", hyper.lr,
+           " momentum ", hyper.momentum, " weight_decay ", hyper.weight_decay);
+  RZ_CHECK(!hyper.nesterov || (hyper.momentum > 0 && hyper.dampening == 0),
+           "sgd: nesterov needs momentum > 0 and dampening 0");
+}
+
+void Sgd::step() {
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Tensor& p = params_[i];
+    const Tensor g = p.grad();
+    if (!g.defined()) continue;
+    check_grad(p, g, i);
+    const bool first = hyper_.momentum != 0 && !momentum_[i].defined();
+    if (first) momentum_[i] = Tensor::zeros_like(p);
+    p.bump_version();
+    dispatch_float(p.dtype(), "sgd", [&](auto tag) {
+      using T = decltype(tag);
+      sgd_step_cpu(p.data<T>(), g.data<T>(),
+                   momentum_[i].defined() ? momentum_[i].data<T>() : nullptr, p.numel(), hyper_,
+                   first);
+    });
+  }
+}
+
+NamedTensors Sgd::state() const {
+  NamedTensors out;
+  for (size_t i = 0; i < momentum_.size(); ++i)
+    if (momentum_[i].defined()) out.emplace_back(std::to_string(i) + ".momentum_buffer", momentum_[i]);
+  return out;
+}
+
+Adam::Adam(std::vector<Tensor> params, AdamHyper hyper)
+    : Optimizer(std::move(params)),
+      hyper_(hyper),
+      m_(params_.size()),
+      v_(params_.size()),
+      steps_(params_.size(), 0) {
+  RZ_CHECK(hyper.lr >= 0 && hyper.eps >= 0 && hyper.weight_decay >= 0, "adam: lr ", hyper.lr,
+           " eps ", hyper.eps, " weight_decay ", hyper.weight_decay);
+  RZ_CHECK(hyper.beta1 >= 0 && hyper.beta1 < 1 && hyper.beta2 >= 0 && hyper.beta2 < 1,
+           "adam: betas must be in [0, 1), got ", hyper.beta1, ", ", hyper.beta2);
+}
+
+void Adam::step() {
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Tensor& p = params_[i];
+    const Tensor g = p.grad();
+    if (!g.defined()) continue;
+    check_grad(p, g, i);
+    if (!m_[i].defined()) {
+      m_[i] = Tensor::zeros_like(p);
+      v_[i] = Tensor::zeros_like(p);
+    }
+    ++steps_[i];
+    p.bump_version();
+    dispatch_float(p.dtype(), "adam", [&](auto tag) {
+      using T = decltype(tag);
+      adam_step_cpu(p.data<T>(), g.data<T>(), m_[i].data<T>(), v_[i].data<T>(), p.numel(),
+                    hyper_, steps_[i]);
+    });
+  }
+}
+
+NamedTensors Adam::state() const {
+  NamedTensors out;
+  for (size_t i = 0; i < m_.size(); ++i) {
+    if (!m_[i].defined()) continue;
+    out.emplace_back(std::to_string(i) + ".exp_avg", m_[i]);
+    out.emplace_back(std::to_string(i) + ".exp_avg_sq", v_[i]);
+  }
+  return out;
+}
+
+}  // namespace rz

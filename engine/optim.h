@@ -1,0 +1,65 @@
+// Optimizers over a list of parameter tensors, with PyTorch semantics (see
+// kernels/cpu/optim.h for the exact update formulas). A parameter whose
+// .grad() is undefined (frozen, or not reached by backward) is skipped and its
+// state left untouched, as in PyTorch. The learning rate is set from outside
+// (by an LrSchedule) before each step.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "engine/module.h"
+#include "kernels/common/optim_math.h"
+
+namespace rz {
+
+class Optimizer {
+ public:
+  explicit Optimizer(std::vector<Tensor> params);
+  virtual ~Optimizer() = default;
+  virtual void step() = 0;
+  virtual std::string name() const = 0;
+  void zero_grad();
+  virtual void set_lr(double lr) = 0;
+  virtual double lr() const = 0;
+  // Per-parameter state tensors (momentum, first/second moments), in a fixed
+  // order, for checkpoints: "<index>.<slot>".
+  virtual NamedTensors state() const = 0;
+  const std::vector<Tensor>& params() const { return params_; }
+
+ protected:
+  std::vector<Tensor> params_;
+};
+
+class Sgd final : public Optimizer {
+ public:
+  Sgd(std::vector<Tensor> params, SgdHyper hyper);
+  void step() override;
+  std::string name() const override { return "sgd"; }
+  void set_lr(double lr) override { hyper_.lr = lr; }
+  double lr() const override { return hyper_.lr; }
+  NamedTensors state() const override;
+
+ private:
+  SgdHyper hyper_;
+  std::vector<Tensor> momentum_;  // per parameter, created at its first step
+};
+
+// Adam, or AdamW when hyper.decoupled is set.
+class Adam final : public Optimizer {
+ public:
+  Adam(std::vector<Tensor> params, AdamHyper hyper);
+  void step() override;
+  std::string name() const override { return hyper_.decoupled ? "adamw" : "adam"; }
+  void set_lr(double lr) override { hyper_.lr = lr; }
+  double lr() const override { return hyper_.lr; }
+  NamedTensors state() const override;
+  int64_t step_count(size_t param_index) const { return steps_.at(param_index); }
+
+ private:
+  AdamHyper hyper_;
+  std::vector<Tensor> m_, v_;
+  std::vector<int64_t> steps_;  // per parameter, like PyTorch's state["step"]
+};
+
+}  // namespace rz

@@ -1,0 +1,150 @@
+// Memory traffic: im2col expands the input R*S/(sh*sw) times; the GEMM then
+// dominates (2*M*K*RSC flops). To bound the workspace, images are processed in
+// groups whose im2col matrix stays under kColBudgetBytes; the weight gradient
+// accumulates over groups with beta = 1 (fixed group order: deterministic).
+// col2im is written as a gather over input pixels (each dx element sums the
+// taps that read it), so it parallelizes without atomics.
+#include "kernels/cpu/conv2d.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "kernels/cpu/gemm.h"
+
+namespace rz {
+
+namespace {
+constexpr int64_t kColBudgetBytes = 64ll << 20;
+
+template <typename T> int64_t images_per_group(const Conv2dGeom& g) {
+  const int64_t per_image = g.OH * g.OW * g.taps() * static_cast<int64_t>(sizeof(T));
+  return std::clamp<int64_t>(kColBudgetBytes / std::max<int64_t>(per_image, 1), 1, g.N);
+}
+}  // namespace
+
+Conv2dGeom make_conv2d_geom(int64_t N, int64_t H, int64_t W, int64_t C, int64_t K, int64_t R,
+                            int64_t S, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
+  Conv2dGeom g{N, H, W, C, K, R, S, sh, sw, ph, pw, 0, 0};
+  g.OH = (H + 2 * ph - R) / sh + 1;
+  g.OW = (W + 2 * pw - S) / sw + 1;
+  return g;
+}
+
+template <typename T>
+void im2col_cpu(const T* x, T* col, const Conv2dGeom& g, int64_t n0, int64_t count) {
+  const int64_t taps = g.taps();
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t n = 0; n < count; ++n) {
+    for (int64_t oh = 0; oh < g.OH; ++oh) {
+      const T* xn = x + (n0 + n) * g.H * g.W * g.C;
+      for (int64_t ow = 0; ow < g.OW; ++ow) {
+        T* row = col + ((n * g.OH + oh) * g.OW + ow) * taps;
+        for (int64_t r = 0; r < g.R; ++r) {
+          const int64_t ih = oh * g.sh - g.ph + r;
+          for (int64_t s = 0; s < g.S; ++s) {
+            const int64_t iw = ow * g.sw - g.pw + s;
+            T* dst = row + (r * g.S + s) * g.C;
+            if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) {
+              std::fill(dst, dst + g.C, T(0));
+            } else {
+              const T* src = xn + (ih * g.W + iw) * g.C;
+              std::copy(src, src + g.C, dst);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+void col2im_cpu(const T* dcol, T* dx, const Conv2dGeom& g, int64_t n0, int64_t count) {
+  const int64_t taps = g.taps();
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t n = 0; n < count; ++n) {
+    for (int64_t ih = 0; ih < g.H; ++ih) {
+      T* dxn = dx + (n0 + n) * g.H * g.W * g.C;
+      for (int64_t iw = 0; iw < g.W; ++iw) {
+        T* dst = dxn + (ih * g.W + iw) * g.C;
+        std::fill(dst, dst + g.C, T(0));
+        // Taps (r, s) with ih = oh*sh - ph + r for an integer output row oh in range.
+        for (int64_t r = 0; r < g.R; ++r) {
+          const int64_t th = ih + g.ph - r;
+          if (th < 0 || th % g.sh != 0 || th / g.sh >= g.OH) continue;
+          const int64_t oh = th / g.sh;
+          for (int64_t s = 0; s < g.S; ++s) {
+            const int64_t tw = iw + g.pw - s;
+            if (tw < 0 || tw % g.sw != 0 || tw / g.sw >= g.OW) continue;
+            const int64_t ow = tw / g.sw;
+            const T* src = dcol + ((n * g.OH + oh) * g.OW + ow) * taps + (r * g.S + s) * g.C;
+            for (int64_t c = 0; c < g.C; ++c) dst[c] += src[c];
+          }
+        }
+      }
+    }
+  }
+}
+
+template <typename T> void conv2d_fwd_cpu(const T* x, const T* w, T* y, const Conv2dGeom& g) {
+  const int64_t taps = g.taps();
+  if (g.is_pointwise()) {
+    gemm_cpu<T>(false, true, g.rows(), g.K, taps, T(1), x, taps, w, taps, T(0), y, g.K);
+    return;
+  }
+  const int64_t group = images_per_group<T>(g);
+  std::vector<T> col(static_cast<size_t>(group * g.OH * g.OW * taps));
+  for (int64_t n0 = 0; n0 < g.N; n0 += group) {
+    const int64_t count = std::min(group, g.N - n0);
+    const int64_t m = count * g.OH * g.OW;
+    im2col_cpu(x, col.data(), g, n0, count);
+    gemm_cpu<T>(false, true, m, g.K, taps, T(1), col.data(), taps, w, taps, T(0),
+                y + n0 * g.OH * g.OW * g.K, g.K);
+  }
+}
+
+template <typename T>
+void conv2d_bwd_data_cpu(const T* dy, const T* w, T* dx, const Conv2dGeom& g) {
+  const int64_t taps = g.taps();
+  if (g.is_pointwise()) {
+    gemm_cpu<T>(false, false, g.rows(), taps, g.K, T(1), dy, g.K, w, taps, T(0), dx, taps);
+    return;
+  }
+  const int64_t group = images_per_group<T>(g);
+  std::vector<T> dcol(static_cast<size_t>(group * g.OH * g.OW * taps));
+  for (int64_t n0 = 0; n0 < g.N; n0 += group) {
+    const int64_t count = std::min(group, g.N - n0);
+    const int64_t m = count * g.OH * g.OW;
+    gemm_cpu<T>(false, false, m, taps, g.K, T(1), dy + n0 * g.OH * g.OW * g.K, g.K, w, taps, T(0),
+                dcol.data(), taps);
+    col2im_cpu(dcol.data(), dx, g, n0, count);
+  }
+}
+
+template <typename T>
+void conv2d_bwd_weight_cpu(const T* x, const T* dy, T* dw, const Conv2dGeom& g) {
+  const int64_t taps = g.taps();
+  if (g.is_pointwise()) {
+    gemm_cpu<T>(true, false, g.K, taps, g.rows(), T(1), dy, g.K, x, taps, T(0), dw, taps);
+    return;
+  }
+  const int64_t group = images_per_group<T>(g);
+  std::vector<T> col(static_cast<size_t>(group * g.OH * g.OW * taps));
+  for (int64_t n0 = 0; n0 < g.N; n0 += group) {
+    const int64_t count = std::min(group, g.N - n0);
+    const int64_t m = count * g.OH * g.OW;
+    im2col_cpu(x, col.data(), g, n0, count);
+    gemm_cpu<T>(true, false, g.K, taps, m, T(1), dy + n0 * g.OH * g.OW * g.K, g.K, col.data(),
+                taps, n0 == 0 ? T(0) : T(1), dw, taps);
+  }
+}
+
+#define RZ_INSTANTIATE_CONV(T)                                                          \
+  template void conv2d_fwd_cpu<T>(const T*, const T*, T*, const Conv2dGeom&);           \
+  template void conv2d_bwd_data_cpu<T>(const T*, const T*, T*, const Conv2dGeom&);      \
+  template void conv2d_bwd_weight_cpu<T>(const T*, const T*, T*, const Conv2dGeom&);    \
+  template void im2col_cpu<T>(const T*, T*, const Conv2dGeom&, int64_t, int64_t);       \
+  template void col2im_cpu<T>(const T*, T*, const Conv2dGeom&, int64_t, int64_t);
+RZ_INSTANTIATE_CONV(float)
+RZ_INSTANTIATE_CONV(double)
+
+}  // namespace rz

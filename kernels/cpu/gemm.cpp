@@ -1,0 +1,452 @@
+// CPU GEMM, GotoBLAS/BLIS structure.
+//
+// Loop nest (outermost first), with where each operand lives while it is reused:
+//   jc  over N in blocks of NC   B block  KC x NC   packed once, shared by all threads (L3)
+//   pc  over K in blocks of KC   beta applies on the first K block only, then C += ...
+//   ic  over M in blocks of MC   A block  MC x KC   packed per thread (L2, 1 MiB/core)
+//   jr  over NC in panels of NR  B panel  KC x NR   reused by MC/MR micro-kernels (L1)
+//   ir  over MC in panels of MR  A panel  MR x KC   streamed from L2
+//   micro-kernel: an MR x NR tile of C held in registers for the whole K block.
+//
+// Memory traffic (float, AVX-512, MR=14, NR=32, KC=256): each k step of the micro-kernel
+// does 28 vector FMAs (896 flops) for 2 aligned 64-byte loads of B (L1) and 14 scalar
+// broadcasts of A (56 bytes from L2), i.e. ~2 B/cycle from L2 at one FMA per cycle; the
+// C tile is read and written once per K block (KC = 256 makes that 1/128 of the flops'
+// bytes). B panels are fetched from L3 once per MC rows, A blocks from memory once per
+// NC columns. Packing costs O(MK + KN) per (jc, pc) and pads edge panels with zeros, so
+// the micro-kernel never branches on sizes inside its K loop; partial C tiles are staged
+// through a small aligned buffer.
+//
+// Threads: the MR-row panels of M are split among tm threads and the NR-column panels
+// of each NC block among tn threads (tm * tn = thread count, chosen to balance tiles).
+// The B block is packed cooperatively and shared; each thread packs its own A block.
+// Every C element is owned by exactly one thread and summed in k order, so the result
+// is bitwise independent of the thread count.
+#include "kernels/cpu/gemm.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <new>
+
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+#include <immintrin.h>
+#endif
+
+namespace rz {
+namespace {
+
+// ---- Vector types: one register of W lanes and the handful of operations we need. ----
+
+#if defined(__AVX512F__)
+struct VecF32 {
+  using T = float;
+  using R = __m512;
+  static constexpr int W = 16;
+  static R zero() { return _mm512_setzero_ps(); }
+  static R load(const T* p) { return _mm512_load_ps(p); }
+  static R loadu(const T* p) { return _mm512_loadu_ps(p); }
+  static R set1(T x) { return _mm512_set1_ps(x); }
+  static R fma(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
+  static R mul(R a, R b) { return _mm512_mul_ps(a, b); }
+  static void storeu(T* p, R v) { _mm512_storeu_ps(p, v); }
+};
+struct VecF64 {
+  using T = double;
+  using R = __m512d;
+  static constexpr int W = 8;
+  static R zero() { return _mm512_setzero_pd(); }
+  static R load(const T* p) { return _mm512_load_pd(p); }
+  static R loadu(const T* p) { return _mm512_loadu_pd(p); }
+  static R set1(T x) { return _mm512_set1_pd(x); }
+  static R fma(R a, R b, R c) { return _mm512_fmadd_pd(a, b, c); }
+  static R mul(R a, R b) { return _mm512_mul_pd(a, b); }
+  static void storeu(T* p, R v) { _mm512_storeu_pd(p, v); }
+};
+// 32 zmm registers: MR x NV accumulators + NV B vectors + 1 broadcast A must fit.
+constexpr int kMrF32 = 14, kNvF32 = 2;  // 14 x 32 tile, 28 accumulators
+constexpr int kMrF64 = 14, kNvF64 = 2;  // 14 x 16 tile
+#elif defined(__AVX2__) && defined(__FMA__)
+struct VecF32 {
+  using T = float;
+  using R = __m256;
+  static constexpr int W = 8;
+  static R zero() { return _mm256_setzero_ps(); }
+  static R load(const T* p) { return _mm256_load_ps(p); }
+  static R loadu(const T* p) { return _mm256_loadu_ps(p); }
+  static R set1(T x) { return _mm256_set1_ps(x); }
+  static R fma(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
+  static R mul(R a, R b) { return _mm256_mul_ps(a, b); }
+  static void storeu(T* p, R v) { _mm256_storeu_ps(p, v); }
+};
+struct VecF64 {
+  using T = double;
+  using R = __m256d;
+  static constexpr int W = 4;
+  static R zero() { return _mm256_setzero_pd(); }
+  static R load(const T* p) { return _mm256_load_pd(p); }
+  static R loadu(const T* p) { return _mm256_loadu_pd(p); }
+  static R set1(T x) { return _mm256_set1_pd(x); }
+  static R fma(R a, R b, R c) { return _mm256_fmadd_pd(a, b, c); }
+  static R mul(R a, R b) { return _mm256_mul_pd(a, b); }
+  static void storeu(T* p, R v) { _mm256_storeu_pd(p, v); }
+};
+// 16 ymm registers: 6 x 2 accumulators + 2 B + 1 A.
+constexpr int kMrF32 = 6, kNvF32 = 2;
+constexpr int kMrF64 = 6, kNvF64 = 2;
+#else
+// Portable fallback: "vectors" of one lane; the compiler may still auto-vectorize.
+template <typename TT>
+struct VecScalar {
+  using T = TT;
+  using R = TT;
+  static constexpr int W = 1;
+  static R zero() { return R(0); }
+  static R load(const T* p) { return *p; }
+  static R loadu(const T* p) { return *p; }
+  static R set1(T x) { return x; }
+  static R fma(R a, R b, R c) { return a * b + c; }
+  static R mul(R a, R b) { return a * b; }
+  static void storeu(T* p, R v) { *p = v; }
+};
+using VecF32 = VecScalar<float>;
+using VecF64 = VecScalar<double>;
+constexpr int kMrF32 = 4, kNvF32 = 4;
+constexpr int kMrF64 = 4, kNvF64 = 4;
+#endif
+
+// Blocking per element type. KC bounds the B panel (KC x NR) to what L1 keeps warm
+// across the ir loop; MC x KC (the A block) stays well inside the 1 MiB L2; NC x KC
+// (the shared B block) sits in L3.
+template <typename T>
+struct Blocking;
+template <>
+struct Blocking<float> {
+  using V = VecF32;
+  static constexpr int MR = kMrF32, NV = kNvF32, NR = NV * V::W;
+#ifndef TKC
+#define TKC 256
+#define TMC 12
+#endif
+  static constexpr int64_t KC = TKC, MC = MR * TMC, NC = 4096;
+};
+template <>
+struct Blocking<double> {
+  using V = VecF64;
+  static constexpr int MR = kMrF64, NV = kNvF64, NR = NV * V::W;
+  static constexpr int64_t KC = 256, MC = MR * 6, NC = 2048;
+};
+
+constexpr std::size_t kAlign = 64;
+
+// Grow-only, 64-byte aligned scratch; one per thread and role, so steady-state calls
+// allocate nothing.
+template <typename T>
+class Scratch {
+ public:
+  T* get(std::size_t n) {
+    if (n > cap_) {
+      std::size_t bytes = (n * sizeof(T) + kAlign - 1) / kAlign * kAlign;
+      void* p = std::aligned_alloc(kAlign, bytes);
+      if (p == nullptr) throw std::bad_alloc();
+      buf_.reset(static_cast<T*>(p));
+      cap_ = n;
+    }
+    return buf_.get();
+  }
+
+ private:
+  struct Free {
+    void operator()(T* p) const { std::free(p); }
+  };
+  std::unique_ptr<T, Free> buf_;
+  std::size_t cap_ = 0;
+};
+
+template <typename T>
+Scratch<T>& a_scratch() {
+  thread_local Scratch<T> s;
+  return s;
+}
+template <typename T>
+Scratch<T>& b_scratch() {
+  thread_local Scratch<T> s;
+  return s;
+}
+
+// ---- Packing ----
+
+// A panel: rows [i0, i0+mr) of op(A), columns [k0, k0+kc), stored k-major:
+// ap[k*MR + i]; rows mr..MR-1 are zero so the micro-kernel always runs full tiles.
+template <typename T, int MR>
+void pack_a_panel(bool trans_a, const T* A, int64_t lda, int64_t i0, int mr, int64_t k0,
+                  int64_t kc, T* __restrict ap) {
+  if (trans_a) {
+    // op(A)[i,k] = A[k*lda + i]: each k is MR contiguous elements.
+    for (int64_t k = 0; k < kc; ++k) {
+      const T* src = A + (k0 + k) * lda + i0;
+      T* dst = ap + k * MR;
+      int i = 0;
+      for (; i < mr; ++i) dst[i] = src[i];
+      for (; i < MR; ++i) dst[i] = T(0);
+    }
+    return;
+  }
+  // op(A)[i,k] = A[i*lda + k]: MR row streams, each read sequentially.
+  const T* rows[MR];
+  for (int i = 0; i < MR; ++i) rows[i] = A + (i0 + std::min(i, mr - 1)) * lda + k0;
+  if (mr == MR) {
+    for (int64_t k = 0; k < kc; ++k) {
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i) ap[k * MR + i] = rows[i][k];
+    }
+  } else {
+    for (int64_t k = 0; k < kc; ++k) {
+      for (int i = 0; i < MR; ++i) ap[k * MR + i] = i < mr ? rows[i][k] : T(0);
+    }
+  }
+}
+
+// B panel: columns [j0, j0+nr) of op(B), rows [k0, k0+kc), stored k-major:
+// bp[k*NR + j]; columns nr..NR-1 are zero.
+template <typename T, int NR>
+void pack_b_panel(bool trans_b, const T* B, int64_t ldb, int64_t j0, int nr, int64_t k0,
+                  int64_t kc, T* __restrict bp) {
+  if (!trans_b) {
+    // op(B)[k,j] = B[k*ldb + j]: each k is nr contiguous elements.
+    for (int64_t k = 0; k < kc; ++k) {
+      const T* src = B + (k0 + k) * ldb + j0;
+      T* dst = bp + k * NR;
+      if (nr == NR) {
+#pragma GCC unroll 4
+        for (int j = 0; j < NR; ++j) dst[j] = src[j];
+      } else {
+        int j = 0;
+        for (; j < nr; ++j) dst[j] = src[j];
+        for (; j < NR; ++j) dst[j] = T(0);
+      }
+    }
+    return;
+  }
+  // op(B)[k,j] = B[j*ldb + k]: read each stored row sequentially, scatter with stride NR.
+  for (int j = 0; j < nr; ++j) {
+    const T* src = B + (j0 + j) * ldb + k0;
+    for (int64_t k = 0; k < kc; ++k) bp[k * NR + j] = src[k];
+  }
+  for (int j = nr; j < NR; ++j) {
+    for (int64_t k = 0; k < kc; ++k) bp[k * NR + j] = T(0);
+  }
+}
+
+// ---- Micro-kernel ----
+
+// acc = ap^T-panel (MR x kc) * bp-panel (kc x NR); then C = alpha*acc + beta*C on the
+// mr x nr corner of the tile (beta == 0: C is not read).
+template <typename V, int MR, int NV>
+void micro_kernel(int64_t kc, const typename V::T* __restrict ap,
+                  const typename V::T* __restrict bp, typename V::T* c, int64_t ldc, int mr,
+                  int nr, typename V::T alpha, typename V::T beta) {
+  using T = typename V::T;
+  using R = typename V::R;
+  constexpr int W = V::W;
+  constexpr int NR = NV * W;
+
+#ifdef TPFC
+  for (int i = 0; i < mr; ++i) {
+    for (int j = 0; j < NR * int(sizeof(T)); j += 64) __builtin_prefetch(reinterpret_cast<const char*>(c + i * ldc) + j, 1, 3);
+  }
+#endif
+  R acc[MR][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[i][v] = V::zero();
+  }
+
+#ifdef TUNR
+#pragma GCC unroll 4
+#endif
+  for (int64_t k = 0; k < kc; ++k) {
+#ifdef TPFA
+    __builtin_prefetch(ap + TPFA * MR, 0, 3);
+#endif
+    R b[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) b[v] = V::load(bp + v * W);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const R a = V::set1(ap[i]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[i][v] = V::fma(a, b[v], acc[i][v]);
+    }
+    ap += MR;
+    bp += NR;
+  }
+
+  // Partial tiles go through an aligned staging tile so that they get exactly the same
+  // arithmetic as full tiles.
+  const bool full = mr == MR && nr == NR;
+  alignas(kAlign) T stage[MR * NR];
+  T* dst = c;
+  int64_t ld = ldc;
+  if (!full) {
+    dst = stage;
+    ld = NR;
+    std::fill(stage, stage + MR * NR, T(0));
+    if (beta != T(0)) {
+      for (int i = 0; i < mr; ++i) std::memcpy(stage + i * NR, c + i * ldc, nr * sizeof(T));
+    }
+  }
+  const R va = V::set1(alpha);
+  if (beta == T(0)) {
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) V::storeu(dst + i * ld + v * W, V::mul(va, acc[i][v]));
+    }
+  } else if (beta == T(1)) {
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        T* p = dst + i * ld + v * W;
+        V::storeu(p, V::fma(va, acc[i][v], V::loadu(p)));
+      }
+    }
+  } else {
+    const R vb = V::set1(beta);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        T* p = dst + i * ld + v * W;
+        V::storeu(p, V::fma(va, acc[i][v], V::mul(vb, V::loadu(p))));
+      }
+    }
+  }
+  if (!full) {
+    for (int i = 0; i < mr; ++i) std::memcpy(c + i * ldc, stage + i * NR, nr * sizeof(T));
+  }
+}
+
+// ---- Driver ----
+
+template <typename T>
+void scale_c(int64_t M, int64_t N, T beta, T* C, int64_t ldc) {
+  if (beta == T(1)) return;
+  for (int64_t i = 0; i < M; ++i) {
+    T* row = C + i * ldc;
+    if (beta == T(0)) {
+      std::fill(row, row + N, T(0));
+    } else {
+      for (int64_t j = 0; j < N; ++j) row[j] *= beta;
+    }
+  }
+}
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Splits [0, n) into `parts` near-equal contiguous ranges; returns the start of `part`.
+inline int64_t split_at(int64_t n, int64_t parts, int64_t part) { return n * part / parts; }
+
+}  // namespace
+
+template <typename T>
+void gemm_cpu(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha,
+              const T* A, int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0 || alpha == T(0)) {
+    scale_c(M, N, beta, C, ldc);
+    return;
+  }
+
+  using Blk = Blocking<T>;
+  using V = typename Blk::V;
+  constexpr int MR = Blk::MR, NR = Blk::NR;
+  constexpr int64_t MC = Blk::MC, NC = Blk::NC;
+
+  // Equal K blocks no larger than KC: no tiny remainder block paying a full C pass.
+  const int64_t k_blocks = ceil_div(K, Blk::KC);
+  const int64_t KC = ceil_div(K, k_blocks);
+
+  const int64_t m_panels = ceil_div(M, MR);
+  const int64_t n_panels = ceil_div(N, NR);
+
+  // Threads: at most one per C tile, and roughly >= 4 MFLOP each so that fork/join and
+  // packing stay small next to the math.
+  const double flops = 2.0 * double(M) * double(N) * double(K);
+  int64_t nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+  nt = std::min<int64_t>(nt, std::max<int64_t>(1, int64_t(flops / 4e6)));
+  nt = std::max<int64_t>(1, std::min(nt, m_panels * n_panels));
+
+  // tm x tn thread grid minimizing the largest per-thread tile count; ties go to
+  // splitting M (threads then share every packed B panel and pack disjoint A).
+  int64_t tm = nt, tn = 1, best = -1;
+  for (int64_t cand = nt; cand >= 1; --cand) {
+    if (nt % cand != 0) continue;
+    const int64_t load = ceil_div(m_panels, cand) * ceil_div(std::min(n_panels, NC / NR), nt / cand);
+    if (best < 0 || load < best) {
+      best = load;
+      tm = cand;
+      tn = nt / cand;
+    }
+  }
+
+  const int64_t nc_max = std::min(NC, N);
+  T* bbuf = b_scratch<T>().get(std::size_t(KC * ceil_div(nc_max, NR) * NR));
+
+#pragma omp parallel num_threads(int(nt)) if (nt > 1)
+  {
+    const int64_t tid = omp_get_thread_num();
+    const int64_t im = tid / tn, in = tid % tn;
+    const int64_t m0 = std::min(M, split_at(m_panels, tm, im) * MR);
+    const int64_t m1 = std::min(M, split_at(m_panels, tm, im + 1) * MR);
+    T* abuf = a_scratch<T>().get(std::size_t(KC * MC));
+
+    for (int64_t jc = 0; jc < N; jc += NC) {
+      const int64_t nc = std::min(NC, N - jc);
+      const int64_t np = ceil_div(nc, NR);
+      const int64_t q0 = split_at(np, tn, in), q1 = split_at(np, tn, in + 1);
+
+      for (int64_t pc = 0; pc < K; pc += KC) {
+        const int64_t kc = std::min(KC, K - pc);
+        for (int64_t q = split_at(np, nt, tid); q < split_at(np, nt, tid + 1); ++q) {
+          const int nr = int(std::min<int64_t>(NR, nc - q * NR));
+          pack_b_panel<T, NR>(trans_b, B, ldb, jc + q * NR, nr, pc, kc, bbuf + q * kc * NR);
+        }
+#pragma omp barrier
+        const T beta_k = pc == 0 ? beta : T(1);
+        for (int64_t ic = m0; ic < m1; ic += MC) {
+          const int64_t mc = std::min(MC, m1 - ic);
+          const int64_t mp = ceil_div(mc, MR);
+          for (int64_t p = 0; p < mp; ++p) {
+            const int mr = int(std::min<int64_t>(MR, mc - p * MR));
+            pack_a_panel<T, MR>(trans_a, A, lda, ic + p * MR, mr, pc, kc, abuf + p * kc * MR);
+          }
+          for (int64_t q = q0; q < q1; ++q) {
+            const int nr = int(std::min<int64_t>(NR, nc - q * NR));
+            for (int64_t p = 0; p < mp; ++p) {
+              const int mr = int(std::min<int64_t>(MR, mc - p * MR));
+              micro_kernel<V, MR, Blk::NV>(kc, abuf + p * kc * MR, bbuf + q * kc * NR,
+                                           C + (ic + p * MR) * ldc + jc + q * NR, ldc, mr, nr,
+                                           alpha, beta_k);
+            }
+          }
+        }
+        // The B block is repacked next iteration: nobody may still be reading it.
+#pragma omp barrier
+      }
+    }
+  }
+}
+
+template void gemm_cpu<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*,
+                              int64_t, const float*, int64_t, float, float*, int64_t);
+template void gemm_cpu<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*,
+                               int64_t, const double*, int64_t, double, double*, int64_t);
+
+}  // namespace rz

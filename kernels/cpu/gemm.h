@@ -1,0 +1,34 @@
+// CPU general matrix multiply: the engine of every CPU convolution (im2col + GEMM)
+// and linear layer. A BLIS/GotoBLAS-style kernel: packed, cache-blocked panels and a
+// register-blocked AVX-512 (or AVX2, or portable) micro-kernel; see gemm.cpp for the
+// blocking and its memory-traffic budget.
+#pragma once
+
+#include <cstdint>
+
+namespace rz {
+
+// C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C, every matrix row-major.
+//   op(A) = A   (A is M x K, row stride lda >= K)  when !trans_a
+//         = A^T (A is stored K x M, lda >= M)       when  trans_a
+//   op(B) = B   (B is K x N, ldb >= N)              when !trans_b
+//         = B^T (B is stored N x K, ldb >= K)       when  trans_b
+//   C is M x N with ldc >= N.
+// beta == 0 overwrites C without reading it (NaN or Inf already in C never propagates);
+// alpha == 0 or K == 0 only scales C by beta. M or N == 0 does nothing.
+// Parallel over the OpenMP threads (omp_get_max_threads()); small problems run on
+// fewer. Deterministic: every C element is summed over K in the same order by one
+// thread, so the result does not depend on the thread count or on scheduling.
+// A, B must not alias C. Sizes must be >= 0 (not checked: kernels/ throws nothing).
+template <typename T>
+void gemm_cpu(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha,
+              const T* A, int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+
+extern template void gemm_cpu<float>(bool, bool, int64_t, int64_t, int64_t, float,
+                                     const float*, int64_t, const float*, int64_t, float,
+                                     float*, int64_t);
+extern template void gemm_cpu<double>(bool, bool, int64_t, int64_t, int64_t, double,
+                                      const double*, int64_t, const double*, int64_t, double,
+                                      double*, int64_t);
+
+}  // namespace rz

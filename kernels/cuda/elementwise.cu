@@ -1,0 +1,85 @@
+// Memory traffic: one read per input, one write per output element; a
+// grid-stride loop with 256 threads per block keeps these bandwidth-bound
+// kernels simple (v1). Per-element math is shared with the CPU twins through
+// kernels/common/convert.h.
+#include "kernels/cuda/elementwise.cuh"
+
+#include "kernels/common/convert.h"
+
+namespace rz {
+
+namespace {
+constexpr int kThreads = 256;
+
+unsigned grid_for(int64_t n) {
+  const int64_t blocks = (n + kThreads - 1) / kThreads;
+  return static_cast<unsigned>(blocks < 65535 * 8 ? (blocks > 0 ? blocks : 1) : 65535 * 8);
+}
+
+template <typename F> __global__ void map_kernel(int64_t n, F f) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    f(i);
+}
+
+template <typename F> cudaError_t launch_map(int64_t n, cudaStream_t stream, F f) {
+  if (n <= 0) return cudaSuccess;
+  map_kernel<<<grid_for(n), kThreads, 0, stream>>>(n, f);
+  return cudaGetLastError();
+}
+}  // namespace
+
+template <typename T> cudaError_t fill_cuda(T* y, T value, int64_t n, cudaStream_t stream) {
+  return launch_map(n, stream, [=] __device__(int64_t i) { y[i] = value; });
+}
+template <typename T>
+cudaError_t axpy_cuda(T alpha, const T* x, T* y, int64_t n, cudaStream_t stream) {
+  return launch_map(n, stream, [=] __device__(int64_t i) { y[i] += alpha * x[i]; });
+}
+template <typename T> cudaError_t scale_cuda(T* y, T alpha, int64_t n, cudaStream_t stream) {
+  return launch_map(n, stream, [=] __device__(int64_t i) { y[i] *= alpha; });
+}
+template <typename T>
+cudaError_t add_cuda(const T* a, const T* b, T* c, int64_t n, cudaStream_t stream) {
+  return launch_map(n, stream, [=] __device__(int64_t i) { c[i] = a[i] + b[i]; });
+}
+template <typename T>
+cudaError_t sub_cuda(const T* a, const T* b, T* c, int64_t n, cudaStream_t stream) {
+  return launch_map(n, stream, [=] __device__(int64_t i) { c[i] = a[i] - b[i]; });
+}
+template <typename T>
+cudaError_t mul_cuda(const T* a, const T* b, T* c, int64_t n, cudaStream_t stream) {
+  return launch_map(n, stream, [=] __device__(int64_t i) { c[i] = a[i] * b[i]; });
+}
+template <typename S, typename D>
+cudaError_t cast_cuda(const S* src, D* dst, int64_t n, cudaStream_t stream) {
+  return launch_map(n, stream,
+                    [=] __device__(int64_t i) { dst[i] = convert_element<S, D>(src[i]); });
+}
+
+#define RZ_INSTANTIATE_ARITH(T)                                                   \
+  template cudaError_t fill_cuda<T>(T*, T, int64_t, cudaStream_t);                \
+  template cudaError_t axpy_cuda<T>(T, const T*, T*, int64_t, cudaStream_t);      \
+  template cudaError_t scale_cuda<T>(T*, T, int64_t, cudaStream_t);               \
+  template cudaError_t add_cuda<T>(const T*, const T*, T*, int64_t, cudaStream_t); \
+  template cudaError_t sub_cuda<T>(const T*, const T*, T*, int64_t, cudaStream_t); \
+  template cudaError_t mul_cuda<T>(const T*, const T*, T*, int64_t, cudaStream_t);
+RZ_INSTANTIATE_ARITH(float)
+RZ_INSTANTIATE_ARITH(double)
+template cudaError_t fill_cuda<uint8_t>(uint8_t*, uint8_t, int64_t, cudaStream_t);
+template cudaError_t fill_cuda<int64_t>(int64_t*, int64_t, int64_t, cudaStream_t);
+template cudaError_t fill_cuda<bf16>(bf16*, bf16, int64_t, cudaStream_t);
+
+#define RZ_INSTANTIATE_CAST_FROM(S)                                                \
+  template cudaError_t cast_cuda<S, float>(const S*, float*, int64_t, cudaStream_t);   \
+  template cudaError_t cast_cuda<S, double>(const S*, double*, int64_t, cudaStream_t); \
+  template cudaError_t cast_cuda<S, bf16>(const S*, bf16*, int64_t, cudaStream_t);     \
+  template cudaError_t cast_cuda<S, uint8_t>(const S*, uint8_t*, int64_t, cudaStream_t); \
+  template cudaError_t cast_cuda<S, int64_t>(const S*, int64_t*, int64_t, cudaStream_t);
+RZ_INSTANTIATE_CAST_FROM(float)
+RZ_INSTANTIATE_CAST_FROM(double)
+RZ_INSTANTIATE_CAST_FROM(bf16)
+RZ_INSTANTIATE_CAST_FROM(uint8_t)
+RZ_INSTANTIATE_CAST_FROM(int64_t)
+
+}  // namespace rz

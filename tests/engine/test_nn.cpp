@@ -1,0 +1,172 @@
+#include <doctest/doctest.h>
+
+#include <cmath>
+
+#include "engine/autograd.h"
+#include "engine/nn.h"
+#include "engine/optim.h"
+
+using namespace rz;
+
+namespace {
+// A block with named submodules, the way the model zoo nests them.
+struct Block : Module {
+  std::shared_ptr<Conv2d> conv1;
+  std::shared_ptr<BatchNorm2d> bn1;
+  Block(int64_t c, Generator& gen) {
+    conv1 = register_module("conv1", std::make_shared<Conv2d>(c, c, 3, gen, 1, 1));
+    bn1 = register_module("bn1", std::make_shared<BatchNorm2d>(c));
+  }
+  Tensor forward(const Tensor& x) override { return relu(add((*bn1)(conv1->forward(x)), x)); }
+};
+}  // namespace
+
+TEST_CASE("nn: recursive names, state dict order, train/eval") {
+  Generator gen(1);
+  Sequential layer1;
+  layer1.push_back(std::make_shared<Block>(4, gen));
+  layer1.push_back(std::make_shared<Block>(4, gen));
+  std::vector<std::string> names;
+  for (auto& [n, t] : layer1.state_dict()) names.push_back(n);
+  const std::vector<std::string> expect = {
+      "0.conv1.weight", "0.bn1.weight", "0.bn1.bias", "0.bn1.running_mean", "0.bn1.running_var",
+      "0.bn1.num_batches_tracked", "1.conv1.weight", "1.bn1.weight", "1.bn1.bias",
+      "1.bn1.running_mean", "1.bn1.running_var", "1.bn1.num_batches_tracked"};
+  CHECK(names == expect);
+  CHECK(layer1.named_parameters().size() == 6);
+  CHECK(layer1.named_buffers().size() == 6);
+  layer1.eval();
+  for (auto& [n, c] : layer1.named_children()) CHECK_FALSE(c->is_training());
+  layer1.train();
+  CHECK(layer1.named_children()[1].second->is_training());
+  CHECK(layer1.set_requires_grad("1.", false) == 3);
+  CHECK_FALSE(layer1.named_parameters()[3].second.requires_grad());
+  CHECK(layer1.named_parameters()[0].second.requires_grad());
+}
+
+TEST_CASE("nn: init follows timm/PyTorch") {
+  Generator gen(2);
+  Conv2d conv(64, 128, 3, gen);
+  CHECK(conv.weight.shape() == Shape{128, 3, 3, 64});
+  double s2 = 0;
+  for (float v : conv.weight.to_vector<float>()) s2 += static_cast<double>(v) * v;
+  const double std_measured = std::sqrt(s2 / static_cast<double>(conv.weight.numel()));
+  CHECK(std_measured == doctest::Approx(std::sqrt(2.0 / (128 * 9))).epsilon(0.02));  // fan_out
+  Linear fc(100, 11, gen);
+  for (float v : fc.weight.to_vector<float>()) CHECK(std::abs(v) <= 0.1f);
+  BatchNorm2d bn(5);
+  CHECK(bn.weight.to_vector<float>() == std::vector<float>(5, 1.0f));
+  CHECK(bn.running_var.to_vector<float>() == std::vector<float>(5, 1.0f));
+}
+
+TEST_CASE("nn: load_state_dict by name, strict and lenient") {
+  Generator gen(3);
+  Linear a(3, 2, gen), b(3, 2, gen);
+  b.load_state_dict(a.state_dict());
+  CHECK(b.weight.to_vector<float>() == a.weight.to_vector<float>());
+  NamedTensors partial = {{"weight", a.weight}, {"extra", a.bias}};
+  CHECK_THROWS_WITH_AS(b.load_state_dict(partial), doctest::Contains("missing 'bias'"), rz::Error);
+  auto report = b.load_state_dict(partial, /*strict=*/false);
+  CHECK(report.missing == std::vector<std::string>{"bias"});
+  CHECK(report.unexpected == std::vector<std::string>{"extra"});
+  NamedTensors wrong = {{"weight", Tensor::zeros({2, 4})}, {"bias", a.bias}};
+  CHECK_THROWS_WITH_AS(b.load_state_dict(wrong), doctest::Contains("'weight' has shape [2, 4]"),
+                       rz::Error);
+}
+
+TEST_CASE("nn: BatchNorm2d counts batches and switches statistics with the mode") {
+  Generator gen(4);
+  BatchNorm2d bn(3);
+  Tensor x = Tensor::normal({4, 2, 2, 3}, 5.0, 2.0, gen);
+  bn(x);
+  bn(x);
+  CHECK(bn.num_batches_tracked.item() == 2);
+  bn.eval();
+  Tensor before = bn.running_mean.clone();
+  Tensor y = bn(x);
+  CHECK(bn.running_mean.to_vector<float>() == before.to_vector<float>());
+  CHECK(bn.num_batches_tracked.item() == 2);
+  CHECK(y.shape() == x.shape());
+}
+
+TEST_CASE("nn: to(dtype) converts parameters in place and keeps them trainable") {
+  Generator gen(5);
+  Linear fc(4, 2, gen);
+  Tensor handle = fc.weight;
+  fc.to(DType::F64);
+  CHECK(handle.dtype() == DType::F64);
+  CHECK(fc.named_parameters()[0].second.dtype() == DType::F64);
+  Tensor x = Tensor::ones({1, 4}, DType::F64);
+  sum(fc(x)).backward();
+  CHECK(fc.weight.grad().dtype() == DType::F64);
+}
+
+TEST_CASE("nn: optimizers drive parameters through the engine") {
+  // One parameter p = 3 with loss p^2: gradient 2p. SGD lr 0.1: p <- 3 - 0.6 = 2.4.
+  Tensor p = Tensor::from_vector(std::vector<float>{3.0f}, {1});
+  p.set_requires_grad(true);
+  Sgd sgd({p}, SgdHyper{.lr = 0.1});
+  sum(mul(p, p)).backward();
+  sgd.step();
+  CHECK(p.item() == doctest::Approx(2.4));
+  sgd.zero_grad();
+  CHECK_FALSE(p.grad().defined());
+  // Adam's first step moves by lr regardless of the gradient's scale.
+  Tensor q = Tensor::from_vector(std::vector<float>{3.0f}, {1});
+  q.set_requires_grad(true);
+  Adam adam({q}, AdamHyper{.lr = 0.01});
+  sum(scale(q, 1000.0)).backward();
+  adam.step();
+  CHECK(q.item() == doctest::Approx(2.99).epsilon(1e-6));
+  CHECK(adam.step_count(0) == 1);
+  CHECK(adam.state().size() == 2);
+  // A parameter without a gradient is skipped.
+  Tensor frozen = Tensor::ones({1});
+  frozen.set_requires_grad(true);
+  Adam adam2({frozen}, AdamHyper{.lr = 0.1});
+  adam2.step();
+  CHECK(frozen.item() == 1.0);
+  CHECK(adam2.step_count(0) == 0);
+}
+
+TEST_CASE("nn: a tiny conv net with BN and an SE scale overfits a batch of 8") {
+  Generator gen(2024);
+  struct TinyNet : Module {
+    std::shared_ptr<Conv2d> conv1, conv2;
+    std::shared_ptr<BatchNorm2d> bn1, bn2;
+    std::shared_ptr<Linear> fc1, fc2, head;
+    explicit TinyNet(Generator& g) {
+      conv1 = register_module("conv1", std::make_shared<Conv2d>(3, 8, 3, g, 1, 1));
+      bn1 = register_module("bn1", std::make_shared<BatchNorm2d>(8));
+      conv2 = register_module("conv2", std::make_shared<Conv2d>(8, 16, 3, g, 2, 1));
+      bn2 = register_module("bn2", std::make_shared<BatchNorm2d>(16));
+      fc1 = register_module("fc1", std::make_shared<Linear>(16, 8, g));
+      fc2 = register_module("fc2", std::make_shared<Linear>(8, 16, g));
+      head = register_module("head", std::make_shared<Linear>(16, 11, g));
+    }
+    Tensor forward(const Tensor& x) override {
+      Tensor h = relu((*bn1)((*conv1)(x)));
+      h = relu((*bn2)((*conv2)(h)));
+      Tensor s = sigmoid((*fc2)(relu((*fc1)(global_avg_pool(h)))));
+      h = channel_scale(h, s);
+      return (*head)(global_avg_pool(h));
+    }
+  } net(gen);
+  Tensor x = Tensor::normal({8, 8, 8, 3}, 0, 1, gen);
+  Tensor y = Tensor::empty({8, 11});
+  for (int64_t i = 0; i < 88; ++i) y.data<float>()[i] = static_cast<float>(gen.below(2));
+  Adam opt(net.parameters(), AdamHyper{.lr = 0.02});
+  double first = 0, last = 0;
+  for (int step = 0; step < 300; ++step) {
+    opt.zero_grad();
+    Tensor loss = bce_with_logits(net(x), y);
+    if (step == 0) first = loss.item();
+    last = loss.item();
+    loss.backward();
+    opt.step();
+    if (last < 0.02) break;
+  }
+  MESSAGE("tiny net BCE: first ", first, ", last ", last);
+  CHECK(first > 0.5);
+  CHECK(last < 0.05);
+}

@@ -1,0 +1,193 @@
+// gemm_cpu against an independent naive triple loop in double: odd sizes, every
+// transpose combination, alpha/beta cases (beta 0 over NaN), padded leading dimensions
+// with sentinels in the padding, degenerate sizes, and thread-count determinism.
+#include <doctest/doctest.h>
+#include <omp.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/gemm.h"
+
+namespace {
+
+struct Shape {
+  int64_t M, N, K;
+};
+
+// A row-major matrix stored with padding columns that hold a sentinel.
+template <typename T>
+struct Mat {
+  int64_t rows = 0, cols = 0, ld = 0;
+  std::vector<T> data;
+  Mat(int64_t r, int64_t c, int64_t pad, T fill) : rows(r), cols(c), ld(c + pad) {
+    data.assign(std::size_t(std::max<int64_t>(r * ld, 1)), fill);
+  }
+  T& at(int64_t i, int64_t j) { return data[std::size_t(i * ld + j)]; }
+  T at(int64_t i, int64_t j) const { return data[std::size_t(i * ld + j)]; }
+};
+
+template <typename T>
+void fill_random(Mat<T>& m, std::mt19937& rng) {
+  std::uniform_real_distribution<double> dist(-1.0, 1.0);
+  for (int64_t i = 0; i < m.rows; ++i)
+    for (int64_t j = 0; j < m.cols; ++j) m.at(i, j) = T(dist(rng));
+}
+
+constexpr double kSentinel = 12345.0;
+
+// Runs one case and checks every element of C against the double-precision loop, with
+// an error bound proportional to the magnitudes that were summed.
+template <typename T>
+void check_case(Shape s, bool ta, bool tb, double alpha, double beta, int64_t pad,
+                std::mt19937& rng, double rel_tol) {
+  const auto [M, N, K] = s;
+  Mat<T> A = ta ? Mat<T>(K, M, pad, T(kSentinel)) : Mat<T>(M, K, pad, T(kSentinel));
+  Mat<T> B = tb ? Mat<T>(N, K, pad, T(kSentinel)) : Mat<T>(K, N, pad, T(kSentinel));
+  Mat<T> C(M, N, pad, T(kSentinel));
+  fill_random(A, rng);
+  fill_random(B, rng);
+  if (beta == 0.0) {
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) C.at(i, j) = std::numeric_limits<T>::quiet_NaN();
+  } else {
+    fill_random(C, rng);
+  }
+  const Mat<T> C0 = C;
+
+  rz::gemm_cpu<T>(ta, tb, M, N, K, T(alpha), A.data.data(), A.ld, B.data.data(), B.ld, T(beta),
+                  C.data.data(), C.ld);
+
+  auto a = [&](int64_t i, int64_t k) { return double(ta ? A.at(k, i) : A.at(i, k)); };
+  auto b = [&](int64_t k, int64_t j) { return double(tb ? B.at(j, k) : B.at(k, j)); };
+  int64_t bad = 0;
+  for (int64_t i = 0; i < M; ++i) {
+    for (int64_t j = 0; j < N; ++j) {
+      double sum = 0.0, mag = 0.0;
+      for (int64_t k = 0; k < K; ++k) {
+        sum += a(i, k) * b(k, j);
+        mag += std::abs(a(i, k) * b(k, j));
+      }
+      double ref = alpha * sum;
+      double bound = std::abs(alpha) * mag;
+      if (beta != 0.0) {
+        ref += beta * double(C0.at(i, j));
+        bound += std::abs(beta * double(C0.at(i, j)));
+      }
+      const double got = double(C.at(i, j));
+      const double tol = rel_tol * std::sqrt(double(K) + 2.0) * (bound + 1e-30);
+      if (!(std::abs(got - ref) <= tol)) {
+        if (bad++ < 3)
+          FAIL_CHECK("C[" << i << "," << j << "] = " << got << ", expected " << ref
+                          << " (tol " << tol << ")");
+      }
+    }
+    for (int64_t j = N; j < C.ld; ++j) {
+      if (C.at(i, j) != T(kSentinel) && bad++ < 3)
+        FAIL_CHECK("padding C[" << i << "," << j << "] overwritten");
+    }
+  }
+  CHECK(bad == 0);
+}
+
+const Shape kShapes[] = {{1, 1, 1},     {7, 13, 5},     {33, 65, 17},  {100, 3, 250},
+                         {129, 257, 31}, {1, 70, 40},    {50, 1, 9},    {15, 33, 300},
+                         {28, 64, 1},   {31, 47, 513}};
+
+struct AlphaBeta {
+  double alpha, beta;
+};
+const AlphaBeta kAlphaBeta[] = {{1.0, 0.0}, {1.0, 1.0}, {-0.75, 0.5}};
+
+template <typename T>
+void sweep(double rel_tol) {
+  std::mt19937 rng(1234);
+  int64_t pad = 0;
+  for (const Shape& s : kShapes) {
+    for (int t = 0; t < 4; ++t) {
+      const bool ta = (t & 1) != 0, tb = (t & 2) != 0;
+      for (const AlphaBeta& ab : kAlphaBeta) {
+        CAPTURE(s.M);
+        CAPTURE(s.N);
+        CAPTURE(s.K);
+        CAPTURE(ta);
+        CAPTURE(tb);
+        CAPTURE(ab.alpha);
+        CAPTURE(ab.beta);
+        CAPTURE(pad);
+        check_case<T>(s, ta, tb, ab.alpha, ab.beta, pad, rng, rel_tol);
+        pad = (pad + 3) % 7;  // 0, 3, 6, 2, 5, 1, 4: most cases padded, some not
+      }
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("gemm float matches naive loop: odd sizes, transposes, alpha/beta, padding") {
+  sweep<float>(2e-6);
+}
+
+TEST_CASE("gemm double matches naive loop: odd sizes, transposes, alpha/beta, padding") {
+  sweep<double>(1e-13);
+}
+
+TEST_CASE("gemm crosses every blocking boundary (K blocks, M blocks, N blocks)") {
+  std::mt19937 rng(99);
+  // K > KC (several K blocks), M > MC (several A blocks per thread), N > NC (two B blocks).
+  check_case<float>({401, 45, 700}, false, true, 1.0, 0.5, 2, rng, 2e-6);
+  check_case<float>({3, 4200, 70}, true, false, 2.0, 0.0, 1, rng, 2e-6);
+  check_case<double>({300, 37, 530}, true, true, 1.0, 1.0, 5, rng, 1e-13);
+  check_case<double>({2, 2100, 20}, false, false, -1.0, 0.0, 0, rng, 1e-13);
+}
+
+TEST_CASE("gemm degenerate sizes only scale C by beta") {
+  std::vector<float> C(12, 2.0f);
+  const float a = 1.0f, b = 1.0f;
+  SUBCASE("K = 0, beta 0.5 scales") {
+    rz::gemm_cpu<float>(false, false, 3, 4, 0, 1.0f, &a, 1, &b, 4, 0.5f, C.data(), 4);
+    for (float x : C) CHECK(x == 1.0f);
+  }
+  SUBCASE("K = 0, beta 0 clears NaN") {
+    for (float& x : C) x = std::numeric_limits<float>::quiet_NaN();
+    rz::gemm_cpu<float>(true, true, 3, 4, 0, 1.0f, &a, 3, &b, 1, 0.0f, C.data(), 4);
+    for (float x : C) CHECK(x == 0.0f);
+  }
+  SUBCASE("alpha = 0 with beta 1 leaves C") {
+    rz::gemm_cpu<float>(false, false, 3, 4, 1, 0.0f, &a, 1, &b, 4, 1.0f, C.data(), 4);
+    for (float x : C) CHECK(x == 2.0f);
+  }
+  SUBCASE("M = 0 or N = 0 touches nothing") {
+    rz::gemm_cpu<float>(false, false, 0, 4, 5, 1.0f, &a, 5, &b, 4, 0.0f, C.data(), 4);
+    rz::gemm_cpu<float>(false, false, 3, 0, 5, 1.0f, &a, 5, &b, 1, 0.0f, C.data(), 4);
+    for (float x : C) CHECK(x == 2.0f);
+  }
+}
+
+TEST_CASE("gemm result is bitwise independent of the thread count") {
+  const int64_t M = 203, N = 190, K = 333;
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> A(std::size_t(M * K)), B(std::size_t(K * N)), C0(std::size_t(M * N));
+  for (float& x : A) x = dist(rng);
+  for (float& x : B) x = dist(rng);
+  for (float& x : C0) x = dist(rng);
+  const int saved = omp_get_max_threads();
+  std::vector<float> ref;
+  for (int threads : {1, 2, 3, 4}) {
+    omp_set_num_threads(threads);
+    std::vector<float> C = C0;
+    rz::gemm_cpu<float>(false, true, M, N, K, 1.5f, A.data(), K, B.data(), K, 0.25f, C.data(), N);
+    if (ref.empty()) {
+      ref = C;
+    } else {
+      CAPTURE(threads);
+      CHECK(C == ref);
+    }
+  }
+  omp_set_num_threads(saved);
+}
