@@ -21,7 +21,13 @@
 #include <vector>
 
 #if defined(__AVX512F__) || defined(__AVX2__)
+// GCC 12 flags the deliberately undefined registers inside the AVX-512 shuffle
+// intrinsics as maybe-uninitialized (GCC bug 105593); the warning is about the header.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
+#pragma GCC diagnostic pop
 #endif
 
 #include "kernels/cpu/gemm.h"

@@ -3,7 +3,7 @@
 #include "engine/dispatch.h"
 #include "engine/ops.h"
 #include "kernels/cpu/conv2d.h"
-#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/linear.h"
 
 namespace rz {
 
@@ -63,14 +63,8 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   Tensor y = Tensor::empty({N, out}, x.dtype(), x.device());
   dispatch_float(x.dtype(), "linear", [&](auto tag) {
     using T = decltype(tag);
-    T* py = y.data<T>();
-    if (b.defined()) {  // y = broadcast(b) + x w^T
-      const T* pb = b.data<T>();
-      for (int64_t i = 0; i < N; ++i)
-        for (int64_t j = 0; j < out; ++j) py[i * out + j] = pb[j];
-    }
-    gemm_cpu<T>(false, true, N, out, in, T(1), x.data<T>(), in, w.data<T>(), in,
-                b.defined() ? T(1) : T(0), py, out);
+    linear_fwd_cpu(x.data<T>(), w.data<T>(), b.defined() ? b.data<T>() : nullptr, y.data<T>(), N,
+                   in, out);
   });
   if (any_requires_grad({&x, &w, &b})) {
     const bool need_x = x.requires_grad(), need_w = w.requires_grad();
@@ -78,29 +72,17 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
     SavedTensor sx(need_w ? x : Tensor()), sw(need_x ? w : Tensor());
     record_op(y, "linear", {&x, &w, &b},
               [sx, sw, need_x, need_w, need_b, N, in, out](const Tensor& dy) {
+                Tensor xs = sx.get("linear"), ws = sw.get("linear");
                 std::vector<Tensor> grads(3);
+                if (need_x) grads[0] = Tensor::empty({N, in}, dy.dtype(), dy.device());
+                if (need_w) grads[1] = Tensor::empty({out, in}, dy.dtype(), dy.device());
+                if (need_b) grads[2] = Tensor::empty({out}, dy.dtype(), dy.device());
                 dispatch_float(dy.dtype(), "linear backward", [&](auto tag) {
                   using T = decltype(tag);
-                  const T* pdy = dy.data<T>();
-                  if (need_x) {  // dx = dy w
-                    grads[0] = Tensor::empty({N, in}, dy.dtype(), dy.device());
-                    gemm_cpu<T>(false, false, N, in, out, T(1), pdy, out,
-                                sw.get("linear").data<T>(), in, T(0), grads[0].data<T>(), in);
-                  }
-                  if (need_w) {  // dw = dy^T x
-                    grads[1] = Tensor::empty({out, in}, dy.dtype(), dy.device());
-                    gemm_cpu<T>(true, false, out, in, N, T(1), pdy, out,
-                                sx.get("linear").data<T>(), in, T(0), grads[1].data<T>(), in);
-                  }
-                  if (need_b) {  // db = column sums of dy, in double
-                    grads[2] = Tensor::empty({out}, dy.dtype(), dy.device());
-                    T* pdb = grads[2].data<T>();
-                    for (int64_t j = 0; j < out; ++j) {
-                      double s = 0;
-                      for (int64_t i = 0; i < N; ++i) s += static_cast<double>(pdy[i * out + j]);
-                      pdb[j] = static_cast<T>(s);
-                    }
-                  }
+                  auto ptr = [](Tensor& t) { return t.defined() ? t.data<T>() : nullptr; };
+                  linear_bwd_cpu(need_w ? xs.data<T>() : nullptr, need_x ? ws.data<T>() : nullptr,
+                                 dy.data<T>(), ptr(grads[0]), ptr(grads[1]), ptr(grads[2]), N, in,
+                                 out);
                 });
                 return grads;
               });

@@ -32,9 +32,16 @@
 #include <cstring>
 #include <memory>
 #include <new>
+#include <type_traits>
 
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+// GCC 12 flags the deliberately undefined registers inside the AVX-512 shuffle
+// intrinsics as maybe-uninitialized (GCC bug 105593); the warning is about the header.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
+#pragma GCC diagnostic pop
 #endif
 
 namespace rz {
@@ -179,66 +186,126 @@ Scratch<T>& b_scratch() {
 }
 
 // ---- Packing ----
+//
+// Both operands are packed into k-major panels of width P (P = MR for A, NR for B):
+// dst[k*P + r] = element (row r of the panel, k); rows >= `rows` are zero so the
+// micro-kernel always runs full tiles. Depending on the transposes, the source panel
+// is either already k-major (pack_copy: op(A) with trans_a, op(B) without trans_b) or
+// r-major with k contiguous (pack_transpose: op(A) without trans_a, op(B) with trans_b).
 
-// A panel: rows [i0, i0+mr) of op(A), columns [k0, k0+kc), stored k-major:
-// ap[k*MR + i]; rows mr..MR-1 are zero so the micro-kernel always runs full tiles.
-template <typename T, int MR>
-void pack_a_panel(bool trans_a, const T* A, int64_t lda, int64_t i0, int mr, int64_t k0,
-                  int64_t kc, T* __restrict ap) {
-  if (trans_a) {
-    // op(A)[i,k] = A[k*lda + i]: each k is MR contiguous elements.
-    for (int64_t k = 0; k < kc; ++k) {
-      const T* src = A + (k0 + k) * lda + i0;
-      T* dst = ap + k * MR;
-      int i = 0;
-      for (; i < mr; ++i) dst[i] = src[i];
-      for (; i < MR; ++i) dst[i] = T(0);
-    }
-    return;
-  }
-  // op(A)[i,k] = A[i*lda + k]: MR row streams, each read sequentially.
-  const T* rows[MR];
-  for (int i = 0; i < MR; ++i) rows[i] = A + (i0 + std::min(i, mr - 1)) * lda + k0;
-  if (mr == MR) {
-    for (int64_t k = 0; k < kc; ++k) {
-#pragma GCC unroll 16
-      for (int i = 0; i < MR; ++i) ap[k * MR + i] = rows[i][k];
-    }
-  } else {
-    for (int64_t k = 0; k < kc; ++k) {
-      for (int i = 0; i < MR; ++i) ap[k * MR + i] = i < mr ? rows[i][k] : T(0);
+// src[k*ld + r] for r < rows.
+template <typename T, int P>
+void pack_copy(const T* src, int64_t ld, int rows, int64_t kc, T* __restrict dst) {
+  for (int64_t k = 0; k < kc; ++k, dst += P) {
+    const T* s = src + k * ld;
+    if (rows == P) {
+      std::memcpy(dst, s, P * sizeof(T));
+    } else {
+      std::memcpy(dst, s, std::size_t(rows) * sizeof(T));
+      std::fill(dst + rows, dst + P, T(0));
     }
   }
 }
 
-// B panel: columns [j0, j0+nr) of op(B), rows [k0, k0+kc), stored k-major:
-// bp[k*NR + j]; columns nr..NR-1 are zero.
-template <typename T, int NR>
-void pack_b_panel(bool trans_b, const T* B, int64_t ldb, int64_t j0, int nr, int64_t k0,
-                  int64_t kc, T* __restrict bp) {
-  if (!trans_b) {
-    // op(B)[k,j] = B[k*ldb + j]: each k is nr contiguous elements.
-    for (int64_t k = 0; k < kc; ++k) {
-      const T* src = B + (k0 + k) * ldb + j0;
-      T* dst = bp + k * NR;
-      if (nr == NR) {
-#pragma GCC unroll 4
-        for (int j = 0; j < NR; ++j) dst[j] = src[j];
-      } else {
-        int j = 0;
-        for (; j < nr; ++j) dst[j] = src[j];
-        for (; j < NR; ++j) dst[j] = T(0);
-      }
+// src[r*ld + k] for r < rows. Portable version: blocks of 16 k keep the rows' read
+// streams and the 16 destination lines resident in L1.
+template <typename T, int P>
+void pack_transpose_generic(const T* src, int64_t ld, int rows, int64_t kc, T* __restrict dst) {
+  for (int64_t k0 = 0; k0 < kc; k0 += 16) {
+    const int64_t kn = std::min<int64_t>(16, kc - k0);
+    for (int r = 0; r < rows; ++r) {
+      const T* s = src + r * ld + k0;
+      for (int64_t k = 0; k < kn; ++k) dst[(k0 + k) * P + r] = s[k];
     }
+    for (int r = rows; r < P; ++r) {
+      for (int64_t k = 0; k < kn; ++k) dst[(k0 + k) * P + r] = T(0);
+    }
+  }
+}
+
+#if defined(__AVX512F__)
+// 16 x 16 float transpose in registers (the pattern of the AVX-512 reference
+// transposes: 32-bit, 64-bit, then 128-bit lane interleaves).
+inline void transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+    const __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+    r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  for (int i = 0; i < 2; ++i) {
+    for (int j = 0; j < 4; ++j) {
+      t[8 * i + j] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + 4 + j], 0x88);
+      t[8 * i + 4 + j] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + 4 + j], 0xDD);
+    }
+  }
+  for (int j = 0; j < 8; ++j) {
+    r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
+    r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xDD);
+  }
+}
+
+// Float: 16 rows x 16 k per register transpose; masked loads cover the k tail and
+// masked stores write the (possibly partial, e.g. 14 of 16) rows of each k.
+template <int P>
+void pack_transpose_f32(const float* src, int64_t ld, int rows, int64_t kc,
+                        float* __restrict dst) {
+  for (int r0 = 0; r0 < P; r0 += 16) {
+    const int width = std::min(16, P - r0);
+    const __mmask16 store_mask = __mmask16((1u << width) - 1u);
+    for (int64_t k0 = 0; k0 < kc; k0 += 16) {
+      const int kn = int(std::min<int64_t>(16, kc - k0));
+      const __mmask16 load_mask = __mmask16((1u << kn) - 1u);
+      __m512 v[16];
+#pragma GCC unroll 16
+      for (int i = 0; i < 16; ++i) {
+        v[i] = r0 + i < rows ? _mm512_maskz_loadu_ps(load_mask, src + (r0 + i) * ld + k0)
+                             : _mm512_setzero_ps();
+      }
+      transpose16(v);
+      for (int k = 0; k < kn; ++k) _mm512_mask_storeu_ps(dst + (k0 + k) * P + r0, store_mask, v[k]);
+    }
+  }
+}
+#endif
+
+template <typename T, int P>
+void pack_transpose(const T* src, int64_t ld, int rows, int64_t kc, T* __restrict dst) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {
+    pack_transpose_f32<P>(src, ld, rows, kc, dst);
     return;
   }
-  // op(B)[k,j] = B[j*ldb + k]: read each stored row sequentially, scatter with stride NR.
-  for (int j = 0; j < nr; ++j) {
-    const T* src = B + (j0 + j) * ldb + k0;
-    for (int64_t k = 0; k < kc; ++k) bp[k * NR + j] = src[k];
+#endif
+  pack_transpose_generic<T, P>(src, ld, rows, kc, dst);
+}
+
+// Panel of MR rows [i0, i0+mr) of op(A), k in [k0, k0+kc).
+template <typename T, int MR>
+void pack_a_panel(bool trans_a, const T* A, int64_t lda, int64_t i0, int mr, int64_t k0,
+                  int64_t kc, T* ap) {
+  if (trans_a) {
+    pack_copy<T, MR>(A + k0 * lda + i0, lda, mr, kc, ap);
+  } else {
+    pack_transpose<T, MR>(A + i0 * lda + k0, lda, mr, kc, ap);
   }
-  for (int j = nr; j < NR; ++j) {
-    for (int64_t k = 0; k < kc; ++k) bp[k * NR + j] = T(0);
+}
+
+// Panel of NR columns [j0, j0+nr) of op(B), k in [k0, k0+kc).
+template <typename T, int NR>
+void pack_b_panel(bool trans_b, const T* B, int64_t ldb, int64_t j0, int nr, int64_t k0,
+                  int64_t kc, T* bp) {
+  if (trans_b) {
+    pack_transpose<T, NR>(B + j0 * ldb + k0, ldb, nr, kc, bp);
+  } else {
+    pack_copy<T, NR>(B + k0 * ldb + j0, ldb, nr, kc, bp);
   }
 }
 
@@ -383,21 +450,29 @@ void gemm_cpu(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alp
   nt = std::min<int64_t>(nt, std::max<int64_t>(1, int64_t(flops / 4e6)));
   nt = std::max<int64_t>(1, std::min(nt, m_panels * n_panels));
 
-  // tm x tn thread grid minimizing the largest per-thread tile count; ties go to
-  // splitting M (threads then share every packed B panel and pack disjoint A).
-  int64_t tm = nt, tn = 1, best = -1;
-  for (int64_t cand = nt; cand >= 1; --cand) {
+  // tm x tn thread grid. Cost per k step of the busiest thread: its C tiles (MR*NR
+  // multiply-adds each) plus its packed/streamed rows of A and columns of B (~8
+  // multiply-adds' worth of time per element: a load, a store, cache misses). Small M
+  // (late layers) thus splits N, tall-skinny im2col GEMMs split M.
+  int64_t tm = 1, tn = nt;
+  double best = -1.0;
+  for (int64_t cand = 1; cand <= nt; ++cand) {
     if (nt % cand != 0) continue;
-    const int64_t load = ceil_div(m_panels, cand) * ceil_div(std::min(n_panels, NC / NR), nt / cand);
-    if (best < 0 || load < best) {
-      best = load;
+    const int64_t mp = ceil_div(m_panels, cand);
+    const int64_t np = ceil_div(std::min(n_panels, NC / NR), nt / cand);
+    const double cost = double(mp * np) * MR * NR + 8.0 * double(mp * MR + np * NR);
+    if (best < 0.0 || cost <= best) {
+      best = cost;
       tm = cand;
       tn = nt / cand;
     }
   }
 
-  const int64_t nc_max = std::min(NC, N);
-  T* bbuf = b_scratch<T>().get(std::size_t(KC * ceil_div(nc_max, NR) * NR));
+  // With tm > 1 the B block is shared (packed by all, read by all, barriers around it);
+  // with tm == 1 every thread packs and reads only its own panels, in its own buffer,
+  // so threads never wait for each other.
+  const int64_t block_panels = ceil_div(std::min(NC, N), NR);
+  T* shared_b = tm > 1 ? b_scratch<T>().get(std::size_t(KC * block_panels * NR)) : nullptr;
 
 #pragma omp parallel num_threads(int(nt)) if (nt > 1)
   {
@@ -406,19 +481,27 @@ void gemm_cpu(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alp
     const int64_t m0 = std::min(M, split_at(m_panels, tm, im) * MR);
     const int64_t m1 = std::min(M, split_at(m_panels, tm, im + 1) * MR);
     T* abuf = a_scratch<T>().get(std::size_t(KC * MC));
+    T* bbuf = tm > 1 ? shared_b
+                     : b_scratch<T>().get(std::size_t(KC * ceil_div(block_panels, tn) * NR));
 
     for (int64_t jc = 0; jc < N; jc += NC) {
       const int64_t nc = std::min(NC, N - jc);
       const int64_t np = ceil_div(nc, NR);
       const int64_t q0 = split_at(np, tn, in), q1 = split_at(np, tn, in + 1);
+      const int64_t qbase = tm > 1 ? 0 : q0;  // panel q lives at bbuf + (q - qbase)*KC*NR
 
       for (int64_t pc = 0; pc < K; pc += KC) {
         const int64_t kc = std::min(KC, K - pc);
-        for (int64_t q = split_at(np, nt, tid); q < split_at(np, nt, tid + 1); ++q) {
+        // The tm threads that will read panels [q0, q1) pack them.
+        for (int64_t q = q0 + split_at(q1 - q0, tm, im); q < q0 + split_at(q1 - q0, tm, im + 1);
+             ++q) {
           const int nr = int(std::min<int64_t>(NR, nc - q * NR));
-          pack_b_panel<T, NR>(trans_b, B, ldb, jc + q * NR, nr, pc, kc, bbuf + q * kc * NR);
+          pack_b_panel<T, NR>(trans_b, B, ldb, jc + q * NR, nr, pc, kc,
+                              bbuf + (q - qbase) * KC * NR);
         }
+        if (tm > 1) {
 #pragma omp barrier
+        }
         const T beta_k = pc == 0 ? beta : T(1);
         for (int64_t ic = m0; ic < m1; ic += MC) {
           const int64_t mc = std::min(MC, m1 - ic);
@@ -431,14 +514,16 @@ void gemm_cpu(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alp
             const int nr = int(std::min<int64_t>(NR, nc - q * NR));
             for (int64_t p = 0; p < mp; ++p) {
               const int mr = int(std::min<int64_t>(MR, mc - p * MR));
-              micro_kernel<V, MR, Blk::NV>(kc, abuf + p * kc * MR, bbuf + q * kc * NR,
+              micro_kernel<V, MR, Blk::NV>(kc, abuf + p * kc * MR, bbuf + (q - qbase) * KC * NR,
                                            C + (ic + p * MR) * ldc + jc + q * NR, ldc, mr, nr,
                                            alpha, beta_k);
             }
           }
         }
         // The B block is repacked next iteration: nobody may still be reading it.
+        if (tm > 1) {
 #pragma omp barrier
+        }
       }
     }
   }
