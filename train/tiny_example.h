@@ -9,6 +9,8 @@
 #include <functional>
 #include <string>
 
+#include "engine/error.h"
+
 #include "engine/device.h"
 
 namespace rz {
