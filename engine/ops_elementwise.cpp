@@ -93,48 +93,44 @@ Tensor scale(const Tensor& a, double factor) {
   return c;
 }
 
-Tensor relu(const Tensor& x) {
-  check_cpu(x, "relu");
+namespace {
+// An elementwise activation whose gradient is a function of its output (so
+// backward saves only y): relu and sigmoid.
+template <typename Fwd, typename Bwd>
+Tensor activation(const Tensor& x, const char* op, Fwd fwd, Bwd bwd) {
+  check_cpu(x, op);
   Tensor y = Tensor::empty_like(x);
-  dispatch_float(x.dtype(), "relu", [&](auto tag) {
+  dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
-    relu_fwd_cpu(x.data<T>(), y.data<T>(), x.numel());
+    fwd(x.data<T>(), y.data<T>(), x.numel());
   });
   if (any_requires_grad({&x})) {
-    SavedTensor sy(y);  // the output decides the mask: x > 0 <=> y > 0
-    record_op(y, "relu", {&x}, [sy](const Tensor& g) {
-      Tensor out = sy.get("relu");
+    SavedTensor sy(y);
+    record_op(y, op, {&x}, [sy, op, bwd](const Tensor& g) {
+      Tensor out = sy.get(op);
       Tensor dx = Tensor::empty_like(g);
-      dispatch_float(g.dtype(), "relu backward", [&](auto tag) {
+      dispatch_float(g.dtype(), op, [&](auto tag) {
         using T = decltype(tag);
-        relu_bwd_cpu(out.data<T>(), g.data<T>(), dx.data<T>(), g.numel());
+        bwd(out.data<T>(), g.data<T>(), dx.data<T>(), g.numel());
       });
       return std::vector<Tensor>{dx};
     });
   }
   return y;
 }
+}  // namespace
+
+Tensor relu(const Tensor& x) {
+  // The output decides the mask: x > 0 <=> y > 0.
+  return activation(
+      x, "relu", [](const auto* in, auto* out, int64_t n) { relu_fwd_cpu(in, out, n); },
+      [](const auto* y, const auto* dy, auto* dx, int64_t n) { relu_bwd_cpu(y, dy, dx, n); });
+}
 
 Tensor sigmoid(const Tensor& x) {
-  check_cpu(x, "sigmoid");
-  Tensor y = Tensor::empty_like(x);
-  dispatch_float(x.dtype(), "sigmoid", [&](auto tag) {
-    using T = decltype(tag);
-    sigmoid_fwd_cpu(x.data<T>(), y.data<T>(), x.numel());
-  });
-  if (any_requires_grad({&x})) {
-    SavedTensor sy(y);
-    record_op(y, "sigmoid", {&x}, [sy](const Tensor& g) {
-      Tensor out = sy.get("sigmoid");
-      Tensor dx = Tensor::empty_like(g);
-      dispatch_float(g.dtype(), "sigmoid backward", [&](auto tag) {
-        using T = decltype(tag);
-        sigmoid_bwd_cpu(out.data<T>(), g.data<T>(), dx.data<T>(), g.numel());
-      });
-      return std::vector<Tensor>{dx};
-    });
-  }
-  return y;
+  return activation(
+      x, "sigmoid", [](const auto* in, auto* out, int64_t n) { sigmoid_fwd_cpu(in, out, n); },
+      [](const auto* y, const auto* dy, auto* dx, int64_t n) { sigmoid_bwd_cpu(y, dy, dx, n); });
 }
 
 Tensor sum(const Tensor& x) {

@@ -47,27 +47,25 @@ void make_images(int64_t count, int64_t S, Generator& gen, Tensor& images, Tenso
   }
 }
 
-struct TinyNet : Module {
-  std::shared_ptr<Conv2d> conv1, conv2;
-  std::shared_ptr<BatchNorm2d> bn1, bn2;
-  std::shared_ptr<Linear> se_fc1, se_fc2, fc;
-  explicit TinyNet(Generator& g) {
-    conv1 = register_module("conv1", std::make_shared<Conv2d>(3, 16, 3, g, 1, 1));
-    bn1 = register_module("bn1", std::make_shared<BatchNorm2d>(16));
-    conv2 = register_module("conv2", std::make_shared<Conv2d>(16, 32, 3, g, 2, 1));
-    bn2 = register_module("bn2", std::make_shared<BatchNorm2d>(32));
-    se_fc1 = register_module("se_fc1", std::make_shared<Linear>(32, 8, g));
-    se_fc2 = register_module("se_fc2", std::make_shared<Linear>(8, 32, g));
-    fc = register_module("fc", std::make_shared<Linear>(32, kLabels, g));
-  }
-  Tensor forward(const Tensor& x) override {
-    Tensor h = relu((*bn1)((*conv1)(x)));
-    h = relu((*bn2)((*conv2)(h)));
-    Tensor s = sigmoid((*se_fc2)(relu((*se_fc1)(global_avg_pool(h)))));
-    return (*fc)(global_avg_pool(channel_scale(h, s)));
-  }
-};
 }  // namespace
+
+TinySeNet::TinySeNet(int64_t in_channels, int64_t c1, int64_t c2, int64_t se_hidden,
+                     int64_t labels, Generator& g) {
+  conv1 = register_module("conv1", std::make_shared<Conv2d>(in_channels, c1, 3, g, 1, 1));
+  bn1 = register_module("bn1", std::make_shared<BatchNorm2d>(c1));
+  conv2 = register_module("conv2", std::make_shared<Conv2d>(c1, c2, 3, g, 2, 1));
+  bn2 = register_module("bn2", std::make_shared<BatchNorm2d>(c2));
+  se_fc1 = register_module("se_fc1", std::make_shared<Linear>(c2, se_hidden, g));
+  se_fc2 = register_module("se_fc2", std::make_shared<Linear>(se_hidden, c2, g));
+  fc = register_module("fc", std::make_shared<Linear>(c2, labels, g));
+}
+
+Tensor TinySeNet::forward(const Tensor& x) {
+  Tensor h = relu((*bn1)((*conv1)(x)));
+  h = relu((*bn2)((*conv2)(h)));
+  Tensor s = sigmoid((*se_fc2)(relu((*se_fc1)(global_avg_pool(h)))));
+  return (*fc)(global_avg_pool(channel_scale(h, s)));
+}
 
 TinyExampleResult run_tiny_example(const TinyExampleOptions& opt,
                                    const std::function<void(const std::string&)>& log) {
@@ -82,7 +80,7 @@ TinyExampleResult run_tiny_example(const TinyExampleOptions& opt,
   make_images(opt.train_images, opt.image_size, gen, train_x, train_y);
   make_images(opt.test_images, opt.image_size, gen, test_x, test_y);
 
-  TinyNet net(gen);
+  TinySeNet net(3, 16, 32, 8, kLabels, gen);
   Adam optim(net.parameters(), AdamHyper{.lr = opt.lr, .weight_decay = 0, .decoupled = true});
   const int64_t steps_per_epoch = opt.train_images / opt.batch;
   LrSchedule sched;

@@ -7,13 +7,27 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
-#include "engine/error.h"
-
 #include "engine/device.h"
+#include "engine/error.h"
+#include "engine/nn.h"
 
 namespace rz {
+
+// conv3x3(in->c1)+BN+ReLU, conv3x3 stride 2 (c1->c2)+BN+ReLU, an SE scale
+// (global pool -> fc c2->se_hidden -> ReLU -> fc -> sigmoid -> channel scale),
+// global pool, fc -> labels.
+struct TinySeNet : Module {
+  TinySeNet(int64_t in_channels, int64_t c1, int64_t c2, int64_t se_hidden, int64_t labels,
+            Generator& gen);
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "TinySeNet"; }
+  std::shared_ptr<Conv2d> conv1, conv2;
+  std::shared_ptr<BatchNorm2d> bn1, bn2;
+  std::shared_ptr<Linear> se_fc1, se_fc2, fc;
+};
 
 struct TinyExampleOptions {
   int64_t train_images = 1024;

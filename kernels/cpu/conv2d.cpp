@@ -16,9 +16,16 @@ namespace rz {
 namespace {
 constexpr int64_t kColBudgetBytes = 64ll << 20;
 
-template <typename T> int64_t images_per_group(const Conv2dGeom& g) {
+// Calls body(col, n0, count, m) for consecutive image groups, with `col` a
+// workspace of m = count*OH*OW rows of taps() elements.
+template <typename T, typename Body> void for_each_image_group(const Conv2dGeom& g, Body body) {
   const int64_t per_image = g.OH * g.OW * g.taps() * static_cast<int64_t>(sizeof(T));
-  return std::clamp<int64_t>(kColBudgetBytes / std::max<int64_t>(per_image, 1), 1, g.N);
+  const int64_t group = std::clamp<int64_t>(kColBudgetBytes / std::max<int64_t>(per_image, 1), 1, g.N);
+  std::vector<T> col(static_cast<size_t>(group * g.OH * g.OW * g.taps()));
+  for (int64_t n0 = 0; n0 < g.N; n0 += group) {
+    const int64_t count = std::min(group, g.N - n0);
+    body(col.data(), n0, count, count * g.OH * g.OW);
+  }
 }
 }  // namespace
 
@@ -91,15 +98,11 @@ template <typename T> void conv2d_fwd_cpu(const T* x, const T* w, T* y, const Co
     gemm_cpu<T>(false, true, g.rows(), g.K, taps, T(1), x, taps, w, taps, T(0), y, g.K);
     return;
   }
-  const int64_t group = images_per_group<T>(g);
-  std::vector<T> col(static_cast<size_t>(group * g.OH * g.OW * taps));
-  for (int64_t n0 = 0; n0 < g.N; n0 += group) {
-    const int64_t count = std::min(group, g.N - n0);
-    const int64_t m = count * g.OH * g.OW;
-    im2col_cpu(x, col.data(), g, n0, count);
-    gemm_cpu<T>(false, true, m, g.K, taps, T(1), col.data(), taps, w, taps, T(0),
+  for_each_image_group<T>(g, [&](T* col, int64_t n0, int64_t count, int64_t m) {
+    im2col_cpu(x, col, g, n0, count);
+    gemm_cpu<T>(false, true, m, g.K, taps, T(1), col, taps, w, taps, T(0),
                 y + n0 * g.OH * g.OW * g.K, g.K);
-  }
+  });
 }
 
 template <typename T>
@@ -109,15 +112,11 @@ void conv2d_bwd_data_cpu(const T* dy, const T* w, T* dx, const Conv2dGeom& g) {
     gemm_cpu<T>(false, false, g.rows(), taps, g.K, T(1), dy, g.K, w, taps, T(0), dx, taps);
     return;
   }
-  const int64_t group = images_per_group<T>(g);
-  std::vector<T> dcol(static_cast<size_t>(group * g.OH * g.OW * taps));
-  for (int64_t n0 = 0; n0 < g.N; n0 += group) {
-    const int64_t count = std::min(group, g.N - n0);
-    const int64_t m = count * g.OH * g.OW;
+  for_each_image_group<T>(g, [&](T* dcol, int64_t n0, int64_t count, int64_t m) {
     gemm_cpu<T>(false, false, m, taps, g.K, T(1), dy + n0 * g.OH * g.OW * g.K, g.K, w, taps, T(0),
-                dcol.data(), taps);
-    col2im_cpu(dcol.data(), dx, g, n0, count);
-  }
+                dcol, taps);
+    col2im_cpu(dcol, dx, g, n0, count);
+  });
 }
 
 template <typename T>
@@ -127,15 +126,11 @@ void conv2d_bwd_weight_cpu(const T* x, const T* dy, T* dw, const Conv2dGeom& g) 
     gemm_cpu<T>(true, false, g.K, taps, g.rows(), T(1), dy, g.K, x, taps, T(0), dw, taps);
     return;
   }
-  const int64_t group = images_per_group<T>(g);
-  std::vector<T> col(static_cast<size_t>(group * g.OH * g.OW * taps));
-  for (int64_t n0 = 0; n0 < g.N; n0 += group) {
-    const int64_t count = std::min(group, g.N - n0);
-    const int64_t m = count * g.OH * g.OW;
-    im2col_cpu(x, col.data(), g, n0, count);
-    gemm_cpu<T>(true, false, g.K, taps, m, T(1), dy + n0 * g.OH * g.OW * g.K, g.K, col.data(),
-                taps, n0 == 0 ? T(0) : T(1), dw, taps);
-  }
+  for_each_image_group<T>(g, [&](T* col, int64_t n0, int64_t count, int64_t m) {
+    im2col_cpu(x, col, g, n0, count);
+    gemm_cpu<T>(true, false, g.K, taps, m, T(1), dy + n0 * g.OH * g.OW * g.K, g.K, col, taps,
+                n0 == 0 ? T(0) : T(1), dw, taps);
+  });
 }
 
 #define RZ_INSTANTIATE_CONV(T)                                                          \

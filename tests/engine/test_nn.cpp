@@ -5,6 +5,7 @@
 #include "engine/autograd.h"
 #include "engine/nn.h"
 #include "engine/optim.h"
+#include "train/tiny_example.h"
 
 using namespace rz;
 
@@ -131,27 +132,7 @@ TEST_CASE("nn: optimizers drive parameters through the engine") {
 
 TEST_CASE("nn: a tiny conv net with BN and an SE scale overfits a batch of 8") {
   Generator gen(2024);
-  struct TinyNet : Module {
-    std::shared_ptr<Conv2d> conv1, conv2;
-    std::shared_ptr<BatchNorm2d> bn1, bn2;
-    std::shared_ptr<Linear> fc1, fc2, head;
-    explicit TinyNet(Generator& g) {
-      conv1 = register_module("conv1", std::make_shared<Conv2d>(3, 8, 3, g, 1, 1));
-      bn1 = register_module("bn1", std::make_shared<BatchNorm2d>(8));
-      conv2 = register_module("conv2", std::make_shared<Conv2d>(8, 16, 3, g, 2, 1));
-      bn2 = register_module("bn2", std::make_shared<BatchNorm2d>(16));
-      fc1 = register_module("fc1", std::make_shared<Linear>(16, 8, g));
-      fc2 = register_module("fc2", std::make_shared<Linear>(8, 16, g));
-      head = register_module("head", std::make_shared<Linear>(16, 11, g));
-    }
-    Tensor forward(const Tensor& x) override {
-      Tensor h = relu((*bn1)((*conv1)(x)));
-      h = relu((*bn2)((*conv2)(h)));
-      Tensor s = sigmoid((*fc2)(relu((*fc1)(global_avg_pool(h)))));
-      h = channel_scale(h, s);
-      return (*head)(global_avg_pool(h));
-    }
-  } net(gen);
+  TinySeNet net(3, 8, 16, 8, 11, gen);
   Tensor x = Tensor::normal({8, 8, 8, 3}, 0, 1, gen);
   Tensor y = Tensor::empty({8, 11});
   for (int64_t i = 0; i < 88; ++i) y.data<float>()[i] = static_cast<float>(gen.below(2));
