@@ -136,16 +136,20 @@ struct Blocking<float> {
   using V = VecF32;
   static constexpr int MR = kMrF32, NV = kNvF32, NR = NV * V::W;
 #ifndef TKC
-#define TKC 256
-#define TMC 12
+#define TKC 1024
+#define TMC 4
 #endif
-  static constexpr int64_t KC = TKC, MC = MR * TMC, NC = 4096;
+  static constexpr int64_t KC = TKC, MC = MR * TMC, NC = 2048;
 };
 template <>
 struct Blocking<double> {
   using V = VecF64;
   static constexpr int MR = kMrF64, NV = kNvF64, NR = NV * V::W;
-  static constexpr int64_t KC = 256, MC = MR * 6, NC = 2048;
+#ifndef TKCD
+#define TKCD 512
+#define TMCD 4
+#endif
+  static constexpr int64_t KC = TKCD, MC = MR * TMCD, NC = 2048;
 };
 
 constexpr std::size_t kAlign = 64;
@@ -398,11 +402,11 @@ void micro_kernel(int64_t kc, const typename V::T* __restrict ap,
   }
 }
 
-// Picks the narrowest of the MR/4, MR/2 and MR row kernels that covers mr rows.
+// Picks the narrowest of three row kernels (4, 8, 14 rows for MR = 14) covering mr.
 template <typename V, int MR, int NV>
 void run_tile(int64_t kc, const typename V::T* ap, const typename V::T* bp, typename V::T* c,
               int64_t ldc, int mr, int nr, typename V::T alpha, typename V::T beta) {
-  constexpr int kQuarter = (MR + 3) / 4, kHalf = (MR + 1) / 2;
+  constexpr int kQuarter = (MR + 3) / 4, kHalf = std::min(MR, MR / 2 + 1);
   if (mr <= kQuarter) {
     micro_kernel<V, kQuarter, NV, MR>(kc, ap, bp, c, ldc, mr, nr, alpha, beta);
   } else if (mr <= kHalf) {
