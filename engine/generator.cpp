@@ -41,6 +41,14 @@ double Generator::normal(double mean, double std) {
   return mean + std * r * std::cos(2.0 * std::numbers::pi * u2);
 }
 
+std::pair<double, double> Generator::normal_pair(double mean, double std) {
+  const double u1 = 1.0 - uniform();
+  const double u2 = uniform();
+  const double r = std * std::sqrt(-2.0 * std::log(u1));
+  const double t = 2.0 * std::numbers::pi * u2;
+  return {mean + r * std::cos(t), mean + r * std::sin(t)};
+}
+
 uint64_t Generator::below(uint64_t n) {
   if (n == 0) return 0;
   // Rejection of the short last stripe keeps the result unbiased.

@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cstdint>
+#include <utility>
 
 namespace rz {
 
@@ -17,6 +18,8 @@ class Generator {
   double uniform();                       // [0, 1), 53 random bits
   double uniform(double lo, double hi) { return lo + (hi - lo) * uniform(); }
   double normal(double mean = 0.0, double std = 1.0);  // Box-Muller, one draw per call
+  // Both Box-Muller outputs of one pair of uniforms (half the transcendental cost).
+  std::pair<double, double> normal_pair(double mean = 0.0, double std = 1.0);
   uint64_t below(uint64_t n);            // uniform integer in [0, n), unbiased
 
   // The whole state, for checkpoints: restoring it continues the same stream.

@@ -45,6 +45,30 @@ class ReLU : public Module {
   std::string type_name() const override { return "ReLU"; }
 };
 
+// Parameter-free layers; they exist as modules so that positional names in
+// timm's Sequentials (conv1.2 is a ReLU, downsample.0 an AvgPool2d) line up.
+class Identity : public Module {
+ public:
+  Tensor forward(const Tensor& x) override { return x; }
+  std::string type_name() const override { return "Identity"; }
+};
+
+class MaxPool2d : public Module {
+ public:
+  explicit MaxPool2d(Pool2dOptions o) : opt(o) {}
+  Tensor forward(const Tensor& x) override { return max_pool2d(x, opt); }
+  std::string type_name() const override { return "MaxPool2d"; }
+  Pool2dOptions opt;
+};
+
+class AvgPool2d : public Module {
+ public:
+  explicit AvgPool2d(Pool2dOptions o) : opt(o) {}
+  Tensor forward(const Tensor& x) override { return avg_pool2d(x, opt); }
+  std::string type_name() const override { return "AvgPool2d"; }
+  Pool2dOptions opt;
+};
+
 class Sequential : public Module {
  public:
   Sequential() = default;

@@ -7,6 +7,8 @@
 // The CPU backend computes in f32 or f64.
 #pragma once
 
+#include <array>
+
 #include "engine/tensor.h"
 
 namespace rz {
@@ -27,9 +29,16 @@ inline Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
 inline Tensor operator*(const Tensor& a, double f) { return scale(a, f); }
 inline Tensor operator*(double f, const Tensor& a) { return scale(a, f); }
 
+// Inverted dropout: zeroes each element with probability p and scales the
+// rest by 1/(1-p); the mask comes from `gen` (so a seed reproduces a run).
+Tensor dropout(const Tensor& x, double p, Generator& gen);
+
 // ---- shape (views sharing storage) ----
 Tensor reshape(const Tensor& x, Shape shape);  // one dimension may be -1
 Tensor flatten(const Tensor& x);               // [N, ...] -> [N, rest]
+// 4-D axis permutation into a new contiguous tensor: output dimension d is
+// input dimension perm[d]. {0, 2, 3, 1}: NCHW -> NHWC; {0, 3, 1, 2}: NHWC -> NCHW.
+Tensor permute(const Tensor& x, std::array<int, 4> perm);
 
 // ---- convolution: x [N, H, W, C], w [K, R, S, C] -> [N, OH, OW, K], no bias ----
 struct Conv2dOptions {

@@ -5,6 +5,7 @@
 #include "engine/ops.h"
 #include "kernels/cpu/activation.h"
 #include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/permute.h"
 #if defined(RZ_HAVE_CUDA)
 #include "kernels/cuda/elementwise.cuh"
 #endif
@@ -154,6 +155,16 @@ Tensor mean(const Tensor& x) {
   return scale(sum(x), 1.0 / static_cast<double>(x.numel()));
 }
 
+Tensor dropout(const Tensor& x, double p, Generator& gen) {
+  RZ_CHECK(p >= 0 && p < 1, "dropout: probability must be in [0, 1), got ", p);
+  if (p == 0) return x;
+  Tensor mask = Tensor::empty(x.shape(), DType::F64);
+  double* m = mask.data<double>();
+  const double keep_scale = 1.0 / (1.0 - p);
+  for (int64_t i = 0, n = mask.numel(); i < n; ++i) m[i] = gen.uniform() < p ? 0.0 : keep_scale;
+  return mul(x, mask.to(x.dtype()).to(x.device()));
+}
+
 Tensor reshape(const Tensor& x, Shape shape) {
   int64_t known = 1, infer = -1;
   for (size_t i = 0; i < shape.size(); ++i) {
@@ -179,6 +190,39 @@ Tensor reshape(const Tensor& x, Shape shape) {
     record_op(y, "reshape", {&x},
               [in_shape](const Tensor& g) { return std::vector<Tensor>{reshape(g, in_shape)}; });
   }
+  return y;
+}
+
+Tensor permute(const Tensor& x, std::array<int, 4> perm) {
+  check_cpu(x, "permute");
+  RZ_CHECK(x.dim() == 4, "permute: expects a 4-D tensor, got ", x.str());
+  std::array<bool, 4> seen{};
+  for (int p : perm) {
+    RZ_CHECK(p >= 0 && p < 4 && !seen[static_cast<size_t>(p)], "permute: bad permutation {",
+             perm[0], ", ", perm[1], ", ", perm[2], ", ", perm[3], "}");
+    seen[static_cast<size_t>(p)] = true;
+  }
+  const std::array<int64_t, 4> dims = {x.size(0), x.size(1), x.size(2), x.size(3)};
+  Shape out_shape(4);
+  std::array<int, 4> inverse{};
+  for (int d = 0; d < 4; ++d) {
+    out_shape[static_cast<size_t>(d)] = dims[static_cast<size_t>(perm[static_cast<size_t>(d)])];
+    inverse[static_cast<size_t>(perm[static_cast<size_t>(d)])] = d;
+  }
+  Tensor y = Tensor::empty(out_shape, x.dtype(), x.device());
+  auto run = [&](auto tag) {
+    using U = decltype(tag);
+    permute4_cpu(static_cast<const U*>(x.raw_data()), static_cast<U*>(y.raw_data()), dims, perm);
+  };
+  switch (dtype_size(x.dtype())) {
+    case 1: run(uint8_t{}); break;
+    case 2: run(uint16_t{}); break;
+    case 4: run(uint32_t{}); break;
+    default: run(uint64_t{}); break;
+  }
+  if (any_requires_grad({&x}))
+    record_op(y, "permute", {&x},
+              [inverse](const Tensor& g) { return std::vector<Tensor>{permute(g, inverse)}; });
   return y;
 }
 

@@ -96,7 +96,18 @@ Tensor Tensor::uniform(const Shape& shape, double lo, double hi, Generator& gen,
 }
 Tensor Tensor::normal(const Shape& shape, double mean, double std, Generator& gen, DType dtype,
                       Device device) {
-  return random_tensor(shape, dtype, device, [&] { return gen.normal(mean, std); });
+  bool have_spare = false;
+  double spare = 0.0;
+  return random_tensor(shape, dtype, device, [&] {
+    if (have_spare) {
+      have_spare = false;
+      return spare;
+    }
+    const auto [a, b] = gen.normal_pair(mean, std);
+    spare = b;
+    have_spare = true;
+    return a;
+  });
 }
 
 template <typename T>

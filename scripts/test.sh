@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 ./scripts/build.sh "$@"
-ctest --test-dir build --output-on-failure -j"$(nproc)"
+# One test process at a time: each already uses every core through OpenMP.
+ctest --test-dir build --output-on-failure

@@ -143,3 +143,21 @@ TEST_CASE("forward: shape errors name the op and the shapes") {
   CHECK_THROWS_WITH_AS(relu(Tensor::zeros({2}, DType::I64)), doctest::Contains("unsupported dtype"),
                        rz::Error);
 }
+
+TEST_CASE("forward: permute moves elements as the index formula says") {
+  Generator gen(4);
+  Tensor x = Tensor::uniform({2, 3, 4, 5}, -1, 1, gen, DType::F64);
+  Tensor y = permute(x, {0, 2, 3, 1});  // NCHW -> NHWC
+  CHECK(y.shape() == Shape{2, 4, 5, 3});
+  const double* px = x.data<double>();
+  const double* py = y.data<double>();
+  for (int64_t n = 0; n < 2; ++n)
+    for (int64_t c = 0; c < 3; ++c)
+      for (int64_t h = 0; h < 4; ++h)
+        for (int64_t w = 0; w < 5; ++w)
+          CHECK(py[((n * 4 + h) * 5 + w) * 3 + c] == px[((n * 3 + c) * 4 + h) * 5 + w]);
+  CHECK(permute(y, {0, 3, 1, 2}).to_vector<double>() == x.to_vector<double>());
+  CHECK(permute(x.to(DType::BF16), {0, 2, 3, 1}).to(DType::F64).to_vector<double>() ==
+        y.to(DType::BF16).to(DType::F64).to_vector<double>());
+  CHECK_THROWS_AS(permute(x, {0, 0, 1, 2}), rz::Error);
+}

@@ -162,3 +162,10 @@ TEST_CASE("grad: a small SE block composed of all the ops") {
             },
             {x, w1, g1, b1, fc1, fb1, fc2, fb2, wd}, {.max_elements = 24});
 }
+
+TEST_CASE("grad: permute (layout changes)") {
+  Generator gen(12);
+  auto x = rand_f64({2, 3, 4, 5}, gen);
+  gradcheck("permute nchw->nhwc", [](const auto& in) { return permute(in[0], {0, 2, 3, 1}); }, {x});
+  gradcheck("permute 3120", [](const auto& in) { return permute(in[0], {3, 1, 2, 0}); }, {x});
+}

@@ -7,6 +7,7 @@
 
 #include "engine/device.h"
 #include "engine/error.h"
+#include "train/info.h"
 #include "train/tiny_example.h"
 
 namespace {
@@ -41,12 +42,25 @@ void add_tiny_train(CLI::App& app) {
   });
 }
 
+void add_info(CLI::App& app) {
+  auto* cmd = app.add_subcommand("info", "Parameters, MACs and activation memory of a model");
+  auto opt = std::make_shared<rz::InfoOptions>();
+  cmd->add_option("--model", opt->model, "Model name (seresnet152d, resnet50d, seresnet_tiny, ...)");
+  cmd->add_option("--img-size", opt->image_size, "Square input size in pixels")->check(CLI::Range(32, 8192));
+  cmd->add_option("--num-classes", opt->num_classes, "Classifier outputs")->check(CLI::PositiveNumber);
+  cmd->add_option("--in-chans", opt->in_chans, "Input channels (1 or 3)")->check(CLI::Range(1, 3));
+  cmd->add_option("--batch", opt->batch, "Batch size for the activation-memory estimate")->check(CLI::PositiveNumber);
+  cmd->add_option("--activation-bytes", opt->activation_bytes, "2 (bf16) or 4 (fp32)");
+  cmd->callback([opt] { std::fputs(rz::model_info_report(*opt).c_str(), stdout); });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"ranzcr: SE-ResNet teacher/student training for RANZCR CLiP"};
   app.require_subcommand(1);
   add_tiny_train(app);
+  add_info(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
