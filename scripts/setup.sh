@@ -3,7 +3,7 @@
 # present are not reinstalled, and nothing is asked interactively.
 set -euo pipefail
 
-packages=(build-essential cmake ninja-build doctest-dev libstb-dev libcli11-dev nlohmann-json3-dev)
+packages=(build-essential cmake ninja-build doctest-dev libstb-dev libcli11-dev nlohmann-json3-dev libtomlplusplus-dev)
 
 missing=()
 for p in "${packages[@]}"; do
