@@ -58,6 +58,44 @@ NamedTensors Sgd::state() const {
   return out;
 }
 
+namespace {
+// Finds "<index>.<slot>" in a saved optimizer state; checks it against the parameter.
+Tensor saved_slot(const NamedTensors& state, size_t index, const char* slot, const Tensor& like) {
+  const std::string key = std::to_string(index) + "." + slot;
+  for (const auto& [name, t] : state) {
+    if (name != key) continue;
+    RZ_CHECK(t.shape() == like.shape(), "optimizer state '", key, "' has shape ",
+             shape_str(t.shape()), " but the parameter has ", shape_str(like.shape()));
+    Tensor copy = Tensor::empty(like.shape(), like.dtype(), like.device());
+    copy.copy_(t);
+    return copy;
+  }
+  return Tensor();
+}
+
+int64_t saved_step(const NamedTensors& state, size_t index) {
+  const std::string key = std::to_string(index) + ".step";
+  for (const auto& [name, t] : state)
+    if (name == key) return static_cast<int64_t>(t.item());
+  return 0;
+}
+}  // namespace
+
+void Sgd::load_state(const NamedTensors& state) {
+  for (size_t i = 0; i < params_.size(); ++i)
+    momentum_[i] = saved_slot(state, i, "momentum_buffer", params_[i]);
+}
+
+void Adam::load_state(const NamedTensors& state) {
+  for (size_t i = 0; i < params_.size(); ++i) {
+    m_[i] = saved_slot(state, i, "exp_avg", params_[i]);
+    v_[i] = saved_slot(state, i, "exp_avg_sq", params_[i]);
+    steps_[i] = saved_step(state, i);
+    RZ_CHECK(m_[i].defined() == v_[i].defined() && (m_[i].defined() == (steps_[i] > 0)),
+             "optimizer state for parameter ", i, " is incomplete (exp_avg, exp_avg_sq, step)");
+  }
+}
+
 Adam::Adam(std::vector<Tensor> params, AdamHyper hyper)
     : Optimizer(std::move(params)),
       hyper_(hyper),
@@ -96,6 +134,7 @@ NamedTensors Adam::state() const {
     if (!m_[i].defined()) continue;
     out.emplace_back(std::to_string(i) + ".exp_avg", m_[i]);
     out.emplace_back(std::to_string(i) + ".exp_avg_sq", v_[i]);
+    out.emplace_back(std::to_string(i) + ".step", Tensor::full({}, static_cast<double>(steps_[i]), DType::I64));
   }
   return out;
 }

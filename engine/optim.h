@@ -22,9 +22,12 @@ class Optimizer {
   void zero_grad();
   virtual void set_lr(double lr) = 0;
   virtual double lr() const = 0;
-  // Per-parameter state tensors (momentum, first/second moments), in a fixed
-  // order, for checkpoints: "<index>.<slot>".
+  // Per-parameter state tensors (momentum, first/second moments, step
+  // counts as i64 scalars), in a fixed order, for checkpoints: "<index>.<slot>".
   virtual NamedTensors state() const = 0;
+  // Restores what state() returned (copies; shapes and dtypes must match the
+  // parameters). Slots absent from `state` leave that parameter fresh.
+  virtual void load_state(const NamedTensors& state) = 0;
   const std::vector<Tensor>& params() const { return params_; }
 
  protected:
@@ -39,6 +42,7 @@ class Sgd final : public Optimizer {
   void set_lr(double lr) override { hyper_.lr = lr; }
   double lr() const override { return hyper_.lr; }
   NamedTensors state() const override;
+  void load_state(const NamedTensors& state) override;
 
  private:
   SgdHyper hyper_;
@@ -54,6 +58,7 @@ class Adam final : public Optimizer {
   void set_lr(double lr) override { hyper_.lr = lr; }
   double lr() const override { return hyper_.lr; }
   NamedTensors state() const override;
+  void load_state(const NamedTensors& state) override;
   int64_t step_count(size_t param_index) const { return steps_.at(param_index); }
 
  private:

@@ -120,7 +120,7 @@ TEST_CASE("nn: optimizers drive parameters through the engine") {
   adam.step();
   CHECK(q.item() == doctest::Approx(2.99).epsilon(1e-6));
   CHECK(adam.step_count(0) == 1);
-  CHECK(adam.state().size() == 2);
+  CHECK(adam.state().size() == 3);  // exp_avg, exp_avg_sq, step
   // A parameter without a gradient is skipped.
   Tensor frozen = Tensor::ones({1});
   frozen.set_requires_grad(true);
@@ -150,4 +150,35 @@ TEST_CASE("nn: a tiny conv net with BN and an SE scale overfits a batch of 8") {
   MESSAGE("tiny net BCE: first ", first, ", last ", last);
   CHECK(first > 0.5);
   CHECK(last < 0.05);
+}
+
+TEST_CASE("nn: optimizer state saved and restored continues identically") {
+  for (const char* kind : {"sgd", "adamw"}) {
+    CAPTURE(kind);
+    auto make = [&](std::vector<Tensor> ps) -> std::unique_ptr<Optimizer> {
+      if (std::string(kind) == "sgd")
+        return std::make_unique<Sgd>(ps, SgdHyper{.lr = 0.1, .momentum = 0.9, .nesterov = true});
+      return std::make_unique<Adam>(ps, AdamHyper{.lr = 0.01, .weight_decay = 0.1, .decoupled = true});
+    };
+    auto step = [](Optimizer& opt, Tensor& p) {
+      opt.zero_grad();
+      sum(mul(p, p)).backward();
+      opt.step();
+    };
+    Tensor a = Tensor::from_vector(std::vector<float>{1.0f, -2.0f, 0.5f}, {3});
+    a.set_requires_grad(true);
+    auto opt_a = make({a});
+    step(*opt_a, a);
+    step(*opt_a, a);
+    // Fork: copy parameter and optimizer state into a fresh optimizer.
+    Tensor b = a.clone();
+    b.set_requires_grad(true);
+    auto opt_b = make({b});
+    opt_b->load_state(opt_a->state());
+    for (int i = 0; i < 3; ++i) {
+      step(*opt_a, a);
+      step(*opt_b, b);
+    }
+    CHECK(a.to_vector<float>() == b.to_vector<float>());
+  }
 }
