@@ -27,6 +27,10 @@ numpy/torch, never our code, compute the expected values in expected.json:
   bad_*.safetensors     malformed files, built by hand, each < 1 KB; the
                         "malformed" section of expected.json says what is wrong.
 
+Reruns give identical files except basic/bf16.safetensors, whose two metadata
+keys the reference writer emits in hash-map order (the parsed content is the
+same). Total size is about 12 KB.
+
 expected.json lists, per tensor: the file dtype, the dtype it loads as, the
 shape, "values" (JSON numbers; "nan", "inf", "-inf" as strings) and, for
 floating tensors, "bits": the bit pattern of each value as loaded (f32 bits for
