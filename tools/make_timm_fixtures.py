@@ -89,7 +89,8 @@ def main():
             for t in list(model.parameters()) + list(model.buffers()):
                 if t.is_floating_point():
                     t.copy_(t.float().double())
-        state = {k: v.detach().float().clone().contiguous() for k, v in model.state_dict().items()}
+        state = {k: (v.detach().float() if v.is_floating_point() else v.detach()).clone().contiguous()
+                 for k, v in model.state_dict().items()}
 
         n, c, s = cfg["batch"], cfg["in_chans"], cfg["size"]
         x = torch.randn(n, c, s, s, dtype=torch.float64).float().double()

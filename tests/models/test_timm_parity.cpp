@@ -6,7 +6,11 @@
 // fp32 on the CPU.
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
 #include <cmath>
+#include <cstring>
+#include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -131,4 +135,38 @@ TEST_CASE("timm parity: fp32 (logits rtol 1e-4, gradients rtol 1e-3)") {
   for (const char* name :
        {"seresnet_tiny", "seresnet_tiny_basic", "seresnet18_narrow", "seresnet152d_narrow"})
     check_parity(name, DType::F32, 1e-4, 1e-3);
+}
+
+TEST_CASE("timm parity: a timm safetensors file round-trips through the model byte for byte") {
+  const std::string src = std::string(RZ_FIXTURES_DIR) + "/timm/seresnet152d_narrow.safetensors";
+  const auto file = load_safetensors(src);
+  NamedTensors state;
+  for (const auto& [k, v] : file.tensors) {
+    const bool result = k == "input" || k == "targets" || k == "features" || k == "logits" ||
+                        k == "loss" || k.starts_with("grad.") || k.starts_with("after.");
+    if (!result) state.emplace_back(k, v);
+  }
+  const auto j = nlohmann::json::parse(file.metadata.at("config"));
+  ResNetConfig cfg = resnet_config("seresnet152d");
+  for (size_t i = 0; i < 4; ++i) cfg.channels[i] = j.at("channels")[i];
+  cfg.stem_width = j.at("stem_width");
+  cfg.num_classes = j.at("num_classes");
+  auto model = create_resnet(cfg, 0);
+  load_timm_state_dict(*model, state);
+  const std::string out = (std::filesystem::temp_directory_path() /
+                           ("rz_roundtrip_" + std::to_string(::getpid()) + ".safetensors"))
+                              .string();
+  save_safetensors(out, timm_state_dict(*model));
+  const auto back = load_safetensors(out);
+  std::filesystem::remove(out);
+  std::map<std::string, Tensor> saved(back.tensors.begin(), back.tensors.end());
+  REQUIRE(saved.size() == state.size());
+  for (const auto& [name, original] : state) {
+    CAPTURE(name);
+    REQUIRE(saved.count(name) == 1);
+    const Tensor& t = saved.at(name);
+    REQUIRE(t.shape() == original.shape());
+    REQUIRE(t.dtype() == original.dtype());
+    CHECK(std::memcmp(t.raw_data(), original.raw_data(), t.nbytes()) == 0);
+  }
 }
