@@ -1,5 +1,8 @@
 #include "engine/optim.h"
 
+#include <cmath>
+
+#include "engine/autograd.h"
 #include "engine/dispatch.h"
 #include "engine/ops.h"
 #include "kernels/cpu/optim.h"
@@ -137,6 +140,44 @@ NamedTensors Adam::state() const {
     out.emplace_back(std::to_string(i) + ".step", Tensor::full({}, static_cast<double>(steps_[i]), DType::I64));
   }
   return out;
+}
+
+double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+  RZ_CHECK(max_norm > 0, "clip_grad_norm: max_norm must be > 0, got ", max_norm);
+  double sq = 0;
+  for (const auto& p : params) {
+    const Tensor g = p.grad();
+    if (!g.defined()) continue;
+    const Tensor sq_sum = sum(mul(g, g));
+    sq += sq_sum.item();
+  }
+  const double norm = std::sqrt(sq);
+  const double coef = max_norm / (norm + 1e-6);
+  if (coef < 1.0) {
+    for (const auto& p : params) {
+      Tensor g = p.grad();
+      if (g.defined()) g.mul_(coef);
+    }
+  }
+  return norm;
+}
+
+void ema_update(Module& ema, const Module& model, double decay) {
+  RZ_CHECK(decay >= 0 && decay <= 1, "ema_update: decay must be in [0, 1], got ", decay);
+  NoGradGuard no_grad;
+  const NamedTensors e = ema.state_dict(), m = model.state_dict();
+  RZ_CHECK(e.size() == m.size(), "ema_update: the EMA has ", e.size(), " tensors, the model ", m.size());
+  for (size_t i = 0; i < e.size(); ++i) {
+    RZ_CHECK(e[i].first == m[i].first && e[i].second.shape() == m[i].second.shape(),
+             "ema_update: '", e[i].first, "' does not match the model's '", m[i].first, "'");
+    Tensor dst = e[i].second;
+    if (!is_floating(dst.dtype())) {
+      dst.copy_(m[i].second);
+      continue;
+    }
+    dst.mul_(decay);
+    dst.add_(m[i].second.dtype() == dst.dtype() ? m[i].second : m[i].second.to(dst.dtype()), 1.0 - decay);
+  }
 }
 
 }  // namespace rz

@@ -67,4 +67,14 @@ class Adam final : public Optimizer {
   std::vector<int64_t> steps_;  // per parameter, like PyTorch's state["step"]
 };
 
+// torch.nn.utils.clip_grad_norm_: the L2 norm over all defined gradients
+// (accumulated in double); when it exceeds max_norm every gradient is scaled
+// by max_norm / (norm + 1e-6). Returns the norm before clipping.
+double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
+
+// Weight EMA (timm ModelEmaV2): every floating parameter and buffer of `ema`
+// becomes decay * ema + (1 - decay) * model; integer buffers are copied.
+// The two modules must have the same state dict names and shapes.
+void ema_update(Module& ema, const Module& model, double decay);
+
 }  // namespace rz

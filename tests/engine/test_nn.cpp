@@ -182,3 +182,33 @@ TEST_CASE("nn: optimizer state saved and restored continues identically") {
     CHECK(a.to_vector<float>() == b.to_vector<float>());
   }
 }
+
+TEST_CASE("nn: gradient clipping by global norm, as torch's clip_grad_norm_") {
+  Tensor a = Tensor::from_vector(std::vector<double>{1, 2}, {2});
+  Tensor b = Tensor::from_vector(std::vector<double>{3}, {1});
+  a.set_requires_grad(true);
+  b.set_requires_grad(true);
+  // loss = 3*a0 + 4*a1 + 12*b  ->  grads (3, 4) and (12): norm 13
+  Tensor loss = add(sum(mul(a, Tensor::from_vector(std::vector<double>{3, 4}, {2}))), sum(scale(b, 12)));
+  loss.backward();
+  CHECK(clip_grad_norm({a, b}, 100.0) == doctest::Approx(13.0));
+  CHECK(a.grad().to_vector<double>()[0] == doctest::Approx(3.0));  // under the limit: unchanged
+  CHECK(clip_grad_norm({a, b}, 6.5) == doctest::Approx(13.0));
+  const double coef = 6.5 / (13.0 + 1e-6);
+  CHECK(a.grad().to_vector<double>()[1] == doctest::Approx(4.0 * coef));
+  CHECK(b.grad().item() == doctest::Approx(12.0 * coef));
+}
+
+TEST_CASE("nn: weight EMA follows the model") {
+  Generator gen(3);
+  BatchNorm2d model(2), ema(2);
+  model.weight.fill_(3.0);
+  model.running_mean.fill_(1.0);
+  model.num_batches_tracked.fill_(7);
+  ema_update(ema, model, 0.9);  // ema weight 1 -> 0.9*1 + 0.1*3 = 1.2
+  CHECK(ema.weight.to_vector<float>()[0] == doctest::Approx(1.2));
+  CHECK(ema.running_mean.to_vector<float>()[1] == doctest::Approx(0.1));
+  CHECK(ema.num_batches_tracked.item() == 7);
+  BatchNorm2d other(3);
+  CHECK_THROWS_AS(ema_update(other, model, 0.9), Error);
+}
