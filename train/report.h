@@ -1,0 +1,31 @@
+// The run report: one self-contained HTML file with inline SVG (no scripts,
+// no external assets): the per-label AUC table of the best epoch, a ROC curve
+// per label, and loss / mean-AUC curves over the epochs.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "train/metrics.h"
+
+namespace rz {
+
+struct EpochRecord {
+  int64_t epoch = 0;
+  double train_loss = 0, val_loss = 0, mean_auc = 0, lr = 0, seconds = 0;
+  std::array<std::optional<double>, kNumRanzcrLabels> auc{};
+};
+
+struct ReportInput {
+  std::string title;                      // e.g. the run name and stage
+  std::string config_toml;                // shown verbatim
+  std::vector<EpochRecord> epochs;
+  int64_t best_epoch = -1;
+  std::vector<RocCurve> roc;              // per label, of the best epoch (may be empty)
+};
+
+std::string render_report_html(const ReportInput& in);
+void write_report(const std::string& path, const ReportInput& in);  // atomic
+
+}  // namespace rz
