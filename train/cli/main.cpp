@@ -7,10 +7,11 @@
 
 #include "engine/device.h"
 #include "engine/error.h"
+#include "train/cli/commands.h"
 #include "train/info.h"
 #include "train/tiny_example.h"
 
-namespace {
+namespace rz::cli {
 
 void add_tiny_train(CLI::App& app) {
   auto* cmd = app.add_subcommand(
@@ -54,13 +55,16 @@ void add_info(CLI::App& app) {
   cmd->callback([opt] { std::fputs(rz::model_info_report(*opt).c_str(), stdout); });
 }
 
-}  // namespace
+}  // namespace rz::cli
 
 int main(int argc, char** argv) {
   CLI::App app{"ranzcr: SE-ResNet teacher/student training for RANZCR CLiP"};
   app.require_subcommand(1);
-  add_tiny_train(app);
-  add_info(app);
+  rz::cli::add_synth(app);
+  rz::cli::add_prep(app);
+  rz::cli::add_train(app);
+  rz::cli::add_info(app);
+  rz::cli::add_tiny_train(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,18 @@
+// Subcommands of the ranzcr CLI; each adds itself to the app. Errors thrown
+// by the library reach main() and leave as one line and exit code 1.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace rz::cli {
+
+void add_tiny_train(CLI::App& app);
+void add_info(CLI::App& app);
+void add_prep(CLI::App& app);
+void add_train(CLI::App& app);
+void add_synth(CLI::App& app);
+
+// True when stdout is a terminal (progress bars redraw one line then).
+bool stdout_is_terminal();
+
+}  // namespace rz::cli

@@ -1,0 +1,85 @@
+// `ranzcr synth` and `ranzcr prep`.
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "data/cache.h"
+#include "data/synth.h"
+#include "train/cli/commands.h"
+
+namespace rz::cli {
+
+bool stdout_is_terminal() { return ::isatty(STDOUT_FILENO) == 1; }
+
+namespace {
+// "label: done/total" as a redrawn line on a terminal, else every ~10%.
+struct Progress {
+  std::string label;
+  int64_t last_decile = -1;
+  void operator()(int64_t done, int64_t total, const std::string& extra = "") {
+    if (stdout_is_terminal()) {
+      std::printf("\r%s: %lld/%lld %s   ", label.c_str(), static_cast<long long>(done),
+                  static_cast<long long>(total), extra.c_str());
+      if (done == total) std::printf("\n");
+      std::fflush(stdout);
+      return;
+    }
+    const int64_t decile = total > 0 ? done * 10 / total : 10;
+    if (decile != last_decile) {
+      last_decile = decile;
+      std::printf("%s: %lld/%lld %s\n", label.c_str(), static_cast<long long>(done),
+                  static_cast<long long>(total), extra.c_str());
+      std::fflush(stdout);
+    }
+  }
+};
+}  // namespace
+
+void add_prep(CLI::App& app) {
+  auto* cmd = app.add_subcommand(
+      "prep", "Decode + CLAHE + resize a RANZCR folder once into memory-mapped uint8 shards");
+  auto o = std::make_shared<data::PrepOptions>();
+  auto no_clahe = std::make_shared<bool>(false);
+  cmd->add_option("--data-dir", o->data_dir, "RANZCR folder (train.csv + train/)")->required();
+  cmd->add_option("--out-dir", o->out_dir, "cache folder (created)")->required();
+  cmd->add_option("--split", o->split, "train or test")->check(CLI::IsMember({"train", "test"}));
+  cmd->add_option("--size", o->image_size, "cached image size S (S x S gray)")->check(CLI::Range(32, 4096));
+  cmd->add_flag("--no-clahe", *no_clahe, "skip CLAHE");
+  cmd->add_option("--clahe-clip", o->clahe_clip, "CLAHE clip limit");
+  cmd->add_option("--clahe-tiles", o->clahe_tiles_x, "CLAHE tiles per side")->check(CLI::Range(1, 64));
+  cmd->add_option("--shard-images", o->shard_images, "images per shard (0: ~256 MiB)");
+  cmd->add_option("--threads", o->threads, "decode threads (0: all cores)");
+  cmd->add_option("--max-bad-fraction", o->max_bad_fraction, "abort above this share of bad images");
+  cmd->callback([o, no_clahe] {
+    o->clahe = !*no_clahe;
+    o->clahe_tiles_y = o->clahe_tiles_x;
+    Progress progress{"prep " + o->split};
+    const auto r = data::run_prep(
+        *o, [&](int64_t done, int64_t total, int64_t bad) {
+          progress(done, total, bad ? "(" + std::to_string(bad) + " bad)" : "");
+        },
+        [](const std::string& line) { std::fprintf(stderr, "warning: %s\n", line.c_str()); });
+    std::printf("prep: %lld images in %lld shards (%lld resumed, %lld written), %lld skipped, %.1f s -> %s\n",
+                static_cast<long long>(r.images), static_cast<long long>(r.shards),
+                static_cast<long long>(r.shards_resumed), static_cast<long long>(r.shards_written),
+                static_cast<long long>(r.bad), r.seconds, r.index_path.c_str());
+  });
+}
+
+void add_synth(CLI::App& app) {
+  auto* cmd = app.add_subcommand(
+      "synth", "Write a synthetic RANZCR data set (same layout as the Kaggle download)");
+  auto o = std::make_shared<data::SynthOptions>();
+  cmd->add_option("--out", o->out_dir, "output folder")->required();
+  cmd->add_option("--n", o->n, "training images")->check(CLI::PositiveNumber);
+  cmd->add_option("--n-test", o->n_test, "test images");
+  cmd->add_option("--size", o->size, "image size in pixels")->check(CLI::Range(64, 4096));
+  cmd->add_option("--seed", o->seed, "seed (same seed, same files)");
+  cmd->callback([o] {
+    Progress progress{"synth"};
+    const auto r = data::run_synth(*o, [&](int64_t done, int64_t total) { progress(done, total); });
+    std::printf("%s\n", data::format_synth_report(r).c_str());
+  });
+}
+
+}  // namespace rz::cli

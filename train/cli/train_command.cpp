@@ -1,0 +1,52 @@
+// `ranzcr train`.
+#include <cstdio>
+
+#include "train/cli/commands.h"
+#include "train/config.h"
+#include "train/trainer.h"
+
+namespace rz::cli {
+
+void add_train(CLI::App& app) {
+  auto* cmd = app.add_subcommand("train", "Train one stage (teacher, student-kd, student-transfer, finetune)");
+  auto config = std::make_shared<std::string>();
+  auto sets = std::make_shared<std::vector<std::string>>();
+  auto stage = std::make_shared<std::string>();
+  auto pretrained = std::make_shared<std::string>();
+  auto resume_dir = std::make_shared<std::string>();
+  auto help_config = std::make_shared<bool>(false);
+  cmd->add_option("--config", *config, "TOML configuration (configs/*.toml)");
+  cmd->add_option("--set", *sets, "override a key: --set optim.lr=3e-4 (repeatable)");
+  cmd->add_option("--stage", *stage, "shorthand for --set stage.kind=...")
+      ->check(CLI::IsMember({"teacher", "student-kd", "student-transfer", "finetune"}));
+  cmd->add_option("--pretrained", *pretrained, "timm safetensors weights (shorthand for model.pretrained)");
+  cmd->add_option("--resume", *resume_dir, "continue the run in this folder from its last.ckpt");
+  cmd->add_flag("--help-config", *help_config, "list every configuration key");
+  cmd->callback([=] {
+    if (*help_config) {
+      std::printf("configuration keys (TOML sections; override with --set section.key=value):\n%s",
+                  config_keys_help().c_str());
+      return;
+    }
+    TrainHooks hooks;
+    hooks.progress_bar = stdout_is_terminal();
+    if (!resume_dir->empty()) {
+      if (!config->empty() || !sets->empty() || !stage->empty())
+        throw CLI::ValidationError("--resume", "continues with the run's saved config.toml; "
+                                               "--config/--set/--stage cannot be combined with it");
+      const auto r = resume(*resume_dir, hooks);
+      std::printf("best mean AUC %.4f at epoch %lld -> %s\n", r.best_mean_auc,
+                  static_cast<long long>(r.best_epoch), r.run_dir.c_str());
+      return;
+    }
+    TrainConfig cfg = config->empty() ? TrainConfig{} : load_config(*config);
+    if (!stage->empty()) apply_override(cfg, "stage.kind=" + *stage);
+    if (!pretrained->empty()) cfg.model.pretrained = *pretrained;
+    for (const auto& s : *sets) apply_override(cfg, s);
+    const auto r = train(cfg, hooks);
+    std::printf("best mean AUC %.4f at epoch %lld -> %s\n", r.best_mean_auc,
+                static_cast<long long>(r.best_epoch), r.run_dir.c_str());
+  });
+}
+
+}  // namespace rz::cli

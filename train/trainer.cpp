@@ -1,0 +1,569 @@
+#include "train/trainer.h"
+
+#include <omp.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "data/augment.h"
+#include "data/cache.h"
+#include "data/csv.h"
+#include "data/draw.h"
+#include "data/folds.h"
+#include "data/loader.h"
+#include "data/ranzcr_csv.h"
+#include "engine/autograd.h"
+#include "engine/lr_schedule.h"
+#include "engine/optim.h"
+#include "engine/safetensors.h"
+#include "models/seresnet.h"
+#include "models/timm_weights.h"
+#include "train/checkpoint.h"
+#include "train/metrics.h"
+
+namespace fs = std::filesystem;
+
+namespace rz {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// ---- data: studies, folds, cache and the per-sample input pipeline ----
+
+struct Dataset {
+  RanzcrTrainSet train;
+  RanzcrAnnotations annotations;  // by_study empty when there is no annotation file
+  std::unique_ptr<data::ImageCache> cache;
+  std::vector<int> fold;          // per study
+  std::vector<int64_t> cache_row; // per study: index in the cache, -1 when skipped by prep
+
+  bool annotated(size_t study) const {
+    return !annotations.by_study.empty() && !annotations.by_study[study].empty();
+  }
+};
+
+Dataset load_dataset(const TrainConfig& cfg) {
+  RZ_CHECK(!cfg.data.dir.empty(), "config: data.dir is empty (the RANZCR folder with train.csv)");
+  RZ_CHECK(!cfg.data.cache_dir.empty(),
+           "config: data.cache_dir is empty (run `ranzcr prep` and point data.cache_dir at it)");
+  Dataset d;
+  d.train = read_ranzcr_train((fs::path(cfg.data.dir) / "train.csv").string());
+  const fs::path ann = fs::path(cfg.data.dir) / "train_annotations.csv";
+  if (fs::exists(ann)) d.annotations = read_ranzcr_annotations(ann.string(), d.train);
+  d.cache = std::make_unique<data::ImageCache>(data::ImageCache::open(cfg.data.cache_dir, "train"));
+  if (d.train.has_fold_column) {
+    for (const auto& s : d.train.studies) d.fold.push_back(s.fold);
+  } else {
+    d.fold = group_kfold(d.train.patient_ids(), static_cast<int>(cfg.data.n_folds));
+  }
+  for (const auto& s : d.train.studies) d.cache_row.push_back(d.cache->find(s.uid));
+  return d;
+}
+
+struct Split {
+  std::vector<int64_t> train, val;  // study indices
+};
+
+Split make_split(const Dataset& d, const TrainConfig& cfg) {
+  Split s;
+  const bool teacher = cfg.stage.kind == "teacher";
+  const bool need_annotation = teacher || cfg.stage.kind == "student-kd";
+  const int64_t n = cfg.data.limit > 0 ? std::min<int64_t>(cfg.data.limit, static_cast<int64_t>(d.train.studies.size()))
+                                       : static_cast<int64_t>(d.train.studies.size());
+  for (int64_t i = 0; i < n; ++i) {
+    const auto si = static_cast<size_t>(i);
+    if (d.cache_row[si] < 0) continue;  // not in the cache (bad image)
+    const bool val = d.fold[si] == cfg.data.fold;
+    // The teacher sees annotated images only; the distilled student needs the
+    // annotated twin for its teacher, so it trains on annotated studies too.
+    if (!val && need_annotation && !d.annotated(si)) continue;
+    if (!val && cfg.data.annotated_only && !d.annotated(si)) continue;
+    if (val && teacher && !d.annotated(si)) continue;  // the teacher is judged on what it reads
+    (val ? s.val : s.train).push_back(i);
+  }
+  RZ_CHECK(!s.train.empty(), "no training studies for fold ", cfg.data.fold, " (stage ",
+           cfg.stage.kind, ", ", d.train.studies.size(), " studies in ", d.train.path, ")");
+  RZ_CHECK(!s.val.empty(), "no validation studies in fold ", cfg.data.fold);
+  return s;
+}
+
+data::AugmentConfig augment_config(const TrainConfig& cfg, bool train) {
+  data::AugmentConfig a;
+  a.out_size = cfg.model.img_size;
+  a.train = train;
+  a.crop_scale = {cfg.aug.scale_min, cfg.aug.scale_max};
+  a.crop_ratio = {cfg.aug.ratio_min, cfg.aug.ratio_max};
+  a.hflip_prob = cfg.aug.hflip_p;
+  a.rotate_prob = cfg.aug.rotate_p;
+  a.rotate_deg = {-cfg.aug.rotate_deg, cfg.aug.rotate_deg};
+  a.brightness_contrast_prob = cfg.aug.brightness_contrast_p;
+  a.brightness_range = {-cfg.aug.brightness, cfg.aug.brightness};
+  a.contrast_range = {-cfg.aug.contrast, cfg.aug.contrast};
+  a.dropout_prob = cfg.aug.dropout_p;
+  a.max_holes = std::max<int64_t>(1, cfg.aug.dropout_holes);
+  a.hole_height_frac = {cfg.aug.dropout_size / 2, cfg.aug.dropout_size};
+  a.hole_width_frac = {cfg.aug.dropout_size / 2, cfg.aug.dropout_size};
+  data::check_augment_config(a);
+  return a;
+}
+
+// Writes an augmented uint8 image (1 or 3 channels) as normalized floats with
+// `channels` channels (gray is replicated), ImageNet mean/std per channel.
+void to_model_input(const data::Image& img, int64_t channels, float* out) {
+  const auto& mean = data::kImageNetMean;
+  const auto& stdv = data::kImageNetStd;
+  const int64_t hw = img.height * img.width;
+  for (int64_t p = 0; p < hw; ++p) {
+    for (int64_t c = 0; c < channels; ++c) {
+      const int64_t src_c = img.channels == 1 ? 0 : std::min(c, img.channels - 1);
+      const float v = static_cast<float>(img.pixels[static_cast<size_t>(p * img.channels + src_c)]) / 255.0f;
+      out[p * channels + c] = (v - mean[static_cast<size_t>(c)]) / stdv[static_cast<size_t>(c)];
+    }
+  }
+}
+
+// The per-sample pipeline: cached CLAHE image -> (annotations drawn for the
+// teacher's twin) -> one set of augmentation parameters applied to both ->
+// normalized floats. Plain input for students, annotated for teachers.
+data::SampleTransform make_transform(const Dataset& d, const TrainConfig& cfg, bool train,
+                                     bool plain_is_annotated) {
+  const data::AugmentConfig aug = augment_config(cfg, train);
+  const int64_t channels = cfg.model.in_chans;
+  const auto style = cfg.stage.annotation_style == "color" ? data::AnnotationStyle::color
+                                                           : data::AnnotationStyle::seed;
+  const float thickness = static_cast<float>(cfg.stage.annotation_thickness);
+  const double noise = train ? cfg.stage.input_noise : 0.0;
+  return [&d, aug, channels, style, thickness, noise, plain_is_annotated](
+             int64_t study, Generator& rng, float* out_plain, float* out_annotated) {
+    const auto si = static_cast<size_t>(study);
+    const int64_t row = d.cache_row[si];
+    const data::Image cached = d.cache->load(row);
+    const auto& entry = d.cache->entry(row);
+    auto annotated = [&] {
+      static const std::vector<Annotation> none;
+      const auto& anns = d.annotations.by_study.empty() ? none : d.annotations.by_study[si];
+      return data::draw_annotations(cached, anns, entry.orig_h, entry.orig_w, style, thickness);
+    };
+    const data::AugmentParams params = data::sample_augment(aug, cached.height, cached.width, rng);
+    const int64_t n = aug.out_size * aug.out_size * channels;
+    if (plain_is_annotated) {
+      to_model_input(data::apply_augment(annotated(), params, aug), channels, out_plain);
+    } else {
+      to_model_input(data::apply_augment(cached, params, aug), channels, out_plain);
+      if (noise > 0)
+        for (int64_t i = 0; i < n; ++i) out_plain[i] += static_cast<float>(rng.normal(0.0, noise));
+    }
+    if (out_annotated)
+      to_model_input(data::apply_augment(annotated(), params, aug), channels, out_annotated);
+  };
+}
+
+Tensor gather_labels(const Dataset& d, const std::vector<int64_t>& studies) {
+  Tensor y = Tensor::empty({static_cast<int64_t>(studies.size()), kNumRanzcrLabels});
+  float* p = y.data<float>();
+  for (size_t i = 0; i < studies.size(); ++i) {
+    const auto& l = d.train.studies[static_cast<size_t>(studies[i])].labels;
+    std::copy(l.begin(), l.end(), p + i * kNumRanzcrLabels);
+  }
+  return y;
+}
+
+// ---- model, teacher, optimizer ----
+
+std::shared_ptr<ResNet> build_model(const TrainConfig& cfg, uint64_t seed) {
+  ResNetConfig m = resnet_config(cfg.model.name);
+  m.num_classes = kNumRanzcrLabels;
+  m.in_chans = cfg.model.in_chans;
+  m.drop_rate = cfg.model.drop_rate;
+  return create_resnet(m, seed);
+}
+
+// Weights from a ranzcr checkpoint or a timm-format safetensors file.
+NamedTensors read_weights(const std::string& path) {
+  std::map<std::string, std::string> meta;
+  read_safetensors_header(path, &meta);
+  if (meta.count("format")) return checkpoint_weights(path);
+  return load_safetensors(path).tensors;
+}
+
+std::unique_ptr<Optimizer> build_optimizer(const TrainConfig& cfg, std::vector<Tensor> params) {
+  if (cfg.optim.name == "sgd")
+    return std::make_unique<Sgd>(std::move(params),
+                                 SgdHyper{.lr = cfg.optim.lr, .momentum = cfg.optim.momentum,
+                                          .weight_decay = cfg.optim.weight_decay,
+                                          .nesterov = cfg.optim.nesterov});
+  return std::make_unique<Adam>(
+      std::move(params),
+      AdamHyper{.lr = cfg.optim.lr, .beta1 = cfg.optim.beta1, .beta2 = cfg.optim.beta2,
+                .eps = cfg.optim.eps, .weight_decay = cfg.optim.weight_decay,
+                .decoupled = cfg.optim.name == "adamw"});
+}
+
+LrSchedule build_schedule(const TrainConfig& cfg, int64_t steps_per_epoch) {
+  LrSchedule s;
+  s.kind = parse_schedule_kind(cfg.sched.kind);
+  s.base_lr = cfg.optim.lr;
+  s.warmup_steps = static_cast<int64_t>(std::llround(cfg.sched.warmup_epochs * static_cast<double>(steps_per_epoch)));
+  s.warmup_init_lr = cfg.sched.warmup_lr;
+  s.step_size = std::max<int64_t>(1, static_cast<int64_t>(std::llround(cfg.sched.step_epochs * static_cast<double>(steps_per_epoch))));
+  s.gamma = cfg.sched.gamma;
+  s.total_steps = std::max(cfg.train.epochs * steps_per_epoch, s.warmup_steps + 1);
+  s.min_lr = cfg.sched.min_lr;
+  check_schedule(s);
+  return s;
+}
+
+// ---- the run ----
+
+class Run {
+ public:
+  Run(TrainConfig cfg, std::string run_dir, const TrainHooks& hooks)
+      : cfg_(std::move(cfg)), dir_(std::move(run_dir)), hooks_(hooks) {
+    if (!hooks_.log) hooks_.log = [](const std::string& s) { std::printf("%s\n", s.c_str()); std::fflush(stdout); };
+  }
+
+  TrainResult execute(bool resuming);
+
+ private:
+  void log(const std::string& s) { hooks_.log(s); }
+  void write_jsonl(const nlohmann::json& j) {
+    std::ofstream f(fs::path(dir_) / "metrics.jsonl", std::ios::app);
+    f << j.dump() << "\n";
+    RZ_CHECK(f.good(), "cannot append to ", (fs::path(dir_) / "metrics.jsonl").string());
+  }
+  EpochRecord validate(ResNet& model, data::Loader& loader, const std::vector<int64_t>& val,
+                       std::vector<RocCurve>* roc);
+
+  TrainConfig cfg_;
+  std::string dir_;
+  TrainHooks hooks_;
+  Dataset data_;
+};
+
+EpochRecord Run::validate(ResNet& model, data::Loader& loader, const std::vector<int64_t>& val,
+                          std::vector<RocCurve>* roc) {
+  NoGradGuard no_grad;
+  model.eval();
+  const int64_t n = static_cast<int64_t>(val.size());
+  std::vector<float> scores(static_cast<size_t>(n * kNumRanzcrLabels));
+  std::vector<float> labels(scores.size());
+  double loss_sum = 0;
+  int64_t rows = 0;
+  loader.start_epoch(0);
+  while (auto b = loader.next()) {
+    std::vector<int64_t> studies;
+    for (int64_t i : b->indices) studies.push_back(i);
+    const Tensor y = gather_labels(data_, studies);
+    const Tensor logits = model.forward(b->images);
+    loss_sum += bce_with_logits(logits, y).item() * static_cast<double>(studies.size());
+    const float* pl = logits.data<float>();
+    const float* py = y.data<float>();
+    for (int64_t i = 0; i < logits.numel(); ++i) {
+      scores[static_cast<size_t>(rows * kNumRanzcrLabels + i)] = 1.0f / (1.0f + std::exp(-pl[i]));
+      labels[static_cast<size_t>(rows * kNumRanzcrLabels + i)] = py[i];
+    }
+    rows += static_cast<int64_t>(studies.size());
+  }
+  model.train();
+  EpochRecord r;
+  r.val_loss = loss_sum / static_cast<double>(std::max<int64_t>(rows, 1));
+  const AucReport rep = auc_report(scores.data(), labels.data(), rows);
+  r.mean_auc = rep.mean;
+  r.auc = rep.per_label;
+  if (roc) {
+    roc->clear();
+    std::vector<float> s(static_cast<size_t>(rows)), l(static_cast<size_t>(rows));
+    for (int k = 0; k < kNumRanzcrLabels; ++k) {
+      for (int64_t i = 0; i < rows; ++i) {
+        s[static_cast<size_t>(i)] = scores[static_cast<size_t>(i * kNumRanzcrLabels + k)];
+        l[static_cast<size_t>(i)] = labels[static_cast<size_t>(i * kNumRanzcrLabels + k)];
+      }
+      roc->push_back(roc_curve(s.data(), l.data(), rows));
+    }
+  }
+  return r;
+}
+
+TrainResult Run::execute(bool resuming) {
+  validate_config(cfg_);
+  if (cfg_.run.threads > 0) omp_set_num_threads(static_cast<int>(cfg_.run.threads));
+  RZ_CHECK(cfg_.run.device == "cpu" || cfg_.run.device == "auto",
+           "run.device = ", cfg_.run.device, ": the trainer runs on the CPU backend in this build");
+  RZ_CHECK(cfg_.stage.annotation_style == "seed" || cfg_.model.in_chans == 3,
+           "stage.annotation_style = color needs model.in_chans = 3");
+  data_ = load_dataset(cfg_);
+  const Split split = make_split(data_, cfg_);
+  const bool teacher_stage = cfg_.stage.kind == "teacher";
+  const bool kd = cfg_.stage.kind == "student-kd";
+  const int64_t S = cfg_.model.img_size, C = cfg_.model.in_chans;
+  log("stage " + cfg_.stage.kind + ": " + std::to_string(split.train.size()) + " training and " +
+      std::to_string(split.val.size()) + " validation studies (fold " + std::to_string(cfg_.data.fold) +
+      "), model " + cfg_.model.name + " at " + std::to_string(S) + "px, " +
+      std::to_string(omp_get_max_threads()) + " CPU threads");
+
+  // Model, teacher, optimizer.
+  auto model = build_model(cfg_, cfg_.run.seed);
+  if (!resuming) {
+    if (!cfg_.model.pretrained.empty()) {
+      const auto rep = load_timm_state_dict(*model, load_safetensors(cfg_.model.pretrained).tensors, false);
+      log("pretrained " + cfg_.model.pretrained + ": " + std::to_string(rep.missing.size()) +
+          " missing, " + std::to_string(rep.unexpected.size()) + " unexpected, " +
+          std::to_string(rep.dropped.size()) + " dropped (classifier)");
+    }
+    if (!cfg_.stage.init.empty()) {
+      load_timm_state_dict(*model, read_weights(cfg_.stage.init));
+      log("initialized from " + cfg_.stage.init);
+    }
+  }
+  for (const auto& prefix : cfg_.stage.freeze) {
+    const int64_t k = model->set_requires_grad(prefix, false);
+    RZ_CHECK(k > 0, "stage.freeze: no parameter name starts with '", prefix, "'");
+  }
+  std::vector<Tensor> trainable;
+  for (const auto& [name, p] : model->named_parameters())
+    if (p.requires_grad()) trainable.push_back(p);
+  std::shared_ptr<ResNet> teacher;
+  if (kd) {
+    teacher = build_model(cfg_, 0);
+    load_timm_state_dict(*teacher, read_weights(cfg_.stage.teacher));
+    teacher->eval();
+    teacher->set_requires_grad("", false);
+  }
+  std::shared_ptr<ResNet> ema;
+  if (cfg_.train.ema_decay > 0) {
+    ema = build_model(cfg_, 0);
+    ema->load_state_dict(model->state_dict());
+  }
+  auto optim = build_optimizer(cfg_, trainable);
+
+  // Data.
+  data::LoaderOptions lo{.batch = cfg_.train.batch, .shuffle = true, .drop_last = true,
+                         .seed = cfg_.run.seed, .workers = static_cast<int>(cfg_.data.workers),
+                         .prefetch = 4, .paired = kd};
+  RZ_CHECK(static_cast<int64_t>(split.train.size()) >= cfg_.train.batch, "only ", split.train.size(),
+           " training studies for a batch of ", cfg_.train.batch);
+  data::Loader train_loader(split.train, lo, {S, S, C}, make_transform(data_, cfg_, true, teacher_stage));
+  data::LoaderOptions vo = lo;
+  vo.shuffle = false;
+  vo.drop_last = false;
+  vo.paired = false;
+  data::Loader val_loader(split.val, vo, {S, S, C}, make_transform(data_, cfg_, false, teacher_stage));
+  const int64_t micro_per_epoch = train_loader.batches_per_epoch();
+  const int64_t steps_per_epoch = std::max<int64_t>(1, micro_per_epoch / cfg_.train.accum_steps);
+  const LrSchedule sched = build_schedule(cfg_, steps_per_epoch);
+
+  TrainState state;
+  std::vector<EpochRecord> history;
+  const fs::path last_ckpt = fs::path(dir_) / "last.ckpt", best_ckpt = fs::path(dir_) / "best.ckpt";
+  if (resuming) {
+    state = load_checkpoint(last_ckpt.string(), *model, ema.get(), optim.get());
+    if (state.rng.count("dropout")) model->dropout_generator().set_state(state.rng.at("dropout"));
+    // The epoch history for the report comes back from summary.csv's twin, metrics.jsonl.
+    std::ifstream f(fs::path(dir_) / "metrics.jsonl");
+    for (std::string line; std::getline(f, line);) {
+      const auto j = nlohmann::json::parse(line, nullptr, false);
+      if (j.is_discarded() || !j.contains("type") || j["type"] != "epoch") continue;
+      if (j["epoch"].get<int64_t>() > state.epoch) continue;
+      EpochRecord r;
+      r.epoch = j["epoch"];
+      r.train_loss = j["train_loss"];
+      r.val_loss = j["val_loss"];
+      r.mean_auc = j["mean_auc"].is_null() ? std::nan("") : j["mean_auc"].get<double>();
+      r.lr = j["lr"];
+      r.seconds = j["seconds"];
+      for (size_t k = 0; k < kNumRanzcrLabels; ++k)
+        if (!j["auc"][k].is_null()) r.auc[k] = j["auc"][k].get<double>();
+      history.push_back(r);
+    }
+    log("resuming " + dir_ + " after epoch " + std::to_string(state.epoch));
+  }
+  state.config_toml = config_to_toml(cfg_);
+
+  TrainResult result;
+  result.run_dir = dir_;
+  int64_t nonfinite_in_a_row = 0;
+  for (int64_t epoch = state.epoch; epoch < cfg_.train.epochs; ++epoch) {
+    if (hooks_.stop_after_epochs > 0 && result.epochs_run >= hooks_.stop_after_epochs) break;
+    const auto t_epoch = Clock::now();
+    train_loader.start_epoch(epoch, 0);
+    model->train();
+    double loss_sum = 0;
+    int64_t loss_count = 0, micro = 0, images = 0;
+    auto t_log = Clock::now();
+    int64_t images_since_log = 0;
+    optim->zero_grad();
+    while (auto b = train_loader.next()) {
+      const Tensor y = gather_labels(data_, b->indices);
+      Tensor loss;
+      if (kd) {
+        Tensor teacher_features;
+        {
+          NoGradGuard no_grad;
+          teacher_features = teacher->forward_features(b->images_annotated);
+        }
+        Tensor features = model->forward_features(b->images);
+        Tensor logits = model->forward_head(features);
+        loss = add(scale(bce_with_logits(logits, y), cfg_.stage.w_bce),
+                   scale(mse_loss(features, teacher_features), cfg_.stage.w_feat));
+      } else {
+        loss = scale(bce_with_logits(model->forward(b->images), y), cfg_.stage.w_bce);
+      }
+      const double lv = loss.item();
+      ++micro;
+      images += y.size(0);
+      images_since_log += y.size(0);
+      if (!std::isfinite(lv)) {
+        ++nonfinite_in_a_row;
+        log("warning: non-finite loss " + std::to_string(lv) + " at epoch " + std::to_string(epoch + 1) +
+            " batch " + std::to_string(b->batch_index) + ": step skipped (" +
+            std::to_string(nonfinite_in_a_row) + " in a row)");
+        RZ_CHECK(nonfinite_in_a_row < cfg_.train.max_nonfinite, "aborting: ", nonfinite_in_a_row,
+                 " non-finite losses in a row (train.max_nonfinite = ", cfg_.train.max_nonfinite,
+                 "); last checkpoint: ", last_ckpt.string());
+        optim->zero_grad();
+        continue;
+      }
+      nonfinite_in_a_row = 0;
+      loss_sum += lv;
+      ++loss_count;
+      scale(loss, 1.0 / static_cast<double>(cfg_.train.accum_steps)).backward();
+      if (micro % cfg_.train.accum_steps != 0) continue;
+      optim->set_lr(lr_at(sched, state.step));
+      double grad_norm = 0;
+      if (cfg_.train.clip_grad > 0) grad_norm = clip_grad_norm(trainable, cfg_.train.clip_grad);
+      optim->step();
+      optim->zero_grad();
+      if (ema) ema_update(*ema, *model, cfg_.train.ema_decay);
+      ++state.step;
+      if (state.step % cfg_.train.log_every == 0 || hooks_.progress_bar) {
+        const double dt = seconds_since(t_log);
+        const double ips = static_cast<double>(images_since_log) / std::max(dt, 1e-9);
+        nlohmann::json j{{"type", "step"}, {"epoch", epoch + 1}, {"step", state.step},
+                         {"loss", lv}, {"lr", optim->lr()}, {"images_per_s", ips}};
+        if (cfg_.train.clip_grad > 0) j["grad_norm"] = grad_norm;
+        if (state.step % cfg_.train.log_every == 0) write_jsonl(j);
+        const double left = static_cast<double>(micro_per_epoch - micro) * static_cast<double>(cfg_.train.batch) / std::max(ips, 1e-9);
+        char line[200];
+        std::snprintf(line, sizeof line, "epoch %lld/%lld  batch %lld/%lld  loss %.4f  lr %.2e  %.1f img/s  ETA %.0fs",
+                      static_cast<long long>(epoch + 1), static_cast<long long>(cfg_.train.epochs),
+                      static_cast<long long>(micro), static_cast<long long>(micro_per_epoch),
+                      loss_sum / static_cast<double>(std::max<int64_t>(loss_count, 1)), optim->lr(), ips, left);
+        if (hooks_.progress_bar) {
+          std::printf("\r%-110s", line);
+          std::fflush(stdout);
+        } else if (state.step % cfg_.train.log_every == 0) {
+          log(line);
+        }
+        t_log = Clock::now();
+        images_since_log = 0;
+      }
+    }
+    if (hooks_.progress_bar) std::printf("\n");
+
+    // Validation (the EMA weights when EMA is on), checkpoints, logs, report.
+    std::vector<RocCurve> roc;
+    EpochRecord rec = validate(ema ? *ema : *model, val_loader, split.val, &roc);
+    rec.epoch = epoch + 1;
+    rec.train_loss = loss_sum / static_cast<double>(std::max<int64_t>(loss_count, 1));
+    rec.lr = optim->lr();
+    rec.seconds = seconds_since(t_epoch);
+    history.push_back(rec);
+    state.epoch = epoch + 1;
+    state.batch_in_epoch = 0;
+    state.rng["dropout"] = model->dropout_generator().state();
+    const bool best = std::isfinite(rec.mean_auc) && rec.mean_auc > state.best_metric;
+    if (best) {
+      state.best_metric = rec.mean_auc;
+      state.best_epoch = rec.epoch;
+    }
+    save_checkpoint(last_ckpt.string(), *model, ema.get(), optim.get(), state);
+    if (best) {
+      save_checkpoint(best_ckpt.string(), ema ? *ema : *model, nullptr, nullptr, state);
+      save_safetensors((fs::path(dir_) / "best.safetensors").string(), timm_state_dict(ema ? *ema : *model),
+                       {{"ranzcr_stage", cfg_.stage.kind}, {"mean_auc", std::to_string(rec.mean_auc)}});
+      result.best_roc = roc;
+    }
+    nlohmann::json j{{"type", "epoch"}, {"epoch", rec.epoch}, {"step", state.step},
+                     {"train_loss", rec.train_loss}, {"val_loss", rec.val_loss},
+                     {"lr", rec.lr}, {"seconds", rec.seconds}, {"images", images}};
+    j["mean_auc"] = std::isfinite(rec.mean_auc) ? nlohmann::json(rec.mean_auc) : nlohmann::json();
+    nlohmann::json aucs = nlohmann::json::array();
+    for (const auto& a : rec.auc) aucs.push_back(a ? nlohmann::json(*a) : nlohmann::json());
+    j["auc"] = aucs;
+    write_jsonl(j);
+    {
+      std::ofstream f(fs::path(dir_) / "summary.csv", std::ios::app);
+      if (fs::file_size(fs::path(dir_) / "summary.csv") == 0) {
+        f << "epoch,train_loss,val_loss,mean_auc,lr,seconds";
+        for (const auto& name : kRanzcrLabels) f << ",auc " << name;
+        f << "\n";
+      }
+      char buf[160];
+      std::snprintf(buf, sizeof buf, "%lld,%.6f,%.6f,%.6f,%.6g,%.2f", static_cast<long long>(rec.epoch),
+                    rec.train_loss, rec.val_loss, rec.mean_auc, rec.lr, rec.seconds);
+      f << buf;
+      for (const auto& a : rec.auc) {
+        if (a) {
+          std::snprintf(buf, sizeof buf, ",%.6f", *a);
+          f << buf;
+        } else {
+          f << ",";
+        }
+      }
+      f << "\n";
+    }
+    char line[220];
+    std::snprintf(line, sizeof line, "epoch %lld/%lld: train loss %.4f  val loss %.4f  val mean AUC %.4f%s  (%.1fs)",
+                  static_cast<long long>(rec.epoch), static_cast<long long>(cfg_.train.epochs), rec.train_loss,
+                  rec.val_loss, rec.mean_auc, best ? "  *best*" : "", rec.seconds);
+    log(line);
+    ReportInput rin;
+    rin.title = cfg_.run.name + " (" + cfg_.stage.kind + ", fold " + std::to_string(cfg_.data.fold) + ")";
+    rin.config_toml = state.config_toml;
+    rin.epochs = history;
+    rin.best_epoch = state.best_epoch;
+    rin.roc = result.best_roc;
+    write_report((fs::path(dir_) / "report.html").string(), rin);
+    result.last = rec;
+    ++result.epochs_run;
+  }
+  result.history = history;
+  result.best_epoch = state.best_epoch;
+  result.best_mean_auc = state.best_metric;
+  return result;
+}
+
+}  // namespace
+
+TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
+  validate_config(cfg);
+  const fs::path dir = fs::path(cfg.run.out_dir) / cfg.run.name;
+  RZ_CHECK(!fs::exists(dir / "last.ckpt"), "run folder ", dir.string(),
+           " already holds a checkpoint: resume it (ranzcr train --resume ", dir.string(),
+           ") or choose another run.name");
+  fs::create_directories(dir);
+  write_text_file_atomic((dir / "config.toml").string(), config_to_toml(cfg));
+  Run run(cfg, dir.string(), hooks);
+  return run.execute(false);
+}
+
+TrainResult resume(const std::string& run_dir, const TrainHooks& hooks) {
+  const fs::path dir(run_dir);
+  RZ_CHECK(fs::exists(dir / "config.toml") && fs::exists(dir / "last.ckpt"), "cannot resume ",
+           run_dir, ": it needs config.toml and last.ckpt");
+  const TrainConfig cfg = load_config((dir / "config.toml").string());
+  Run run(cfg, run_dir, hooks);
+  return run.execute(true);
+}
+
+}  // namespace rz
