@@ -4,7 +4,7 @@
 
 namespace rz::detail {
 
-void throw_error(const char* file, int line, const std::string& msg) {
+void throw_error(const char* file, int line, const std::string& msg, const char* condition) {
   // Keep the path short: from the project's top-level folder on.
   const char* short_file = file;
   for (const char* top : {"engine/", "kernels/", "models/", "data/", "train/", "tests/"}) {
@@ -13,7 +13,9 @@ void throw_error(const char* file, int line, const std::string& msg) {
       break;
     }
   }
-  throw Error(msg + " [" + short_file + ":" + std::to_string(line) + "]");
+  std::string where = std::string(short_file) + ":" + std::to_string(line);
+  if (condition) where += ": " + std::string(condition);
+  throw Error(msg + " [" + where + "]");
 }
 
 }  // namespace rz::detail

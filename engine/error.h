@@ -15,7 +15,8 @@ class Error : public std::runtime_error {
 };
 
 namespace detail {
-[[noreturn]] void throw_error(const char* file, int line, const std::string& msg);
+[[noreturn]] void throw_error(const char* file, int line, const std::string& msg,
+                              const char* condition = nullptr);
 
 template <typename... Args>
 std::string concat(const Args&... args) {
@@ -27,13 +28,13 @@ std::string concat(const Args&... args) {
 
 }  // namespace rz
 
-// RZ_CHECK(cond, "message parts", value, ...): throws rz::Error naming the
-// failed condition, the message and the source location.
-#define RZ_CHECK(cond, ...)                                                               \
-  do {                                                                                    \
-    if (!(cond))                                                                          \
-      ::rz::detail::throw_error(__FILE__, __LINE__,                                       \
-                                ::rz::detail::concat("check failed: " #cond ": ", __VA_ARGS__)); \
+// RZ_CHECK(cond, "message parts", value, ...): throws rz::Error with the
+// message first (what the user reads), then the source location and the
+// failed condition: "<message> [engine/ops.cpp:42: x.dim() == 4]".
+#define RZ_CHECK(cond, ...)                                                                \
+  do {                                                                                     \
+    if (!(cond))                                                                           \
+      ::rz::detail::throw_error(__FILE__, __LINE__, ::rz::detail::concat(__VA_ARGS__), #cond); \
   } while (0)
 
 #define RZ_THROW(...) ::rz::detail::throw_error(__FILE__, __LINE__, ::rz::detail::concat(__VA_ARGS__))

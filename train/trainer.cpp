@@ -223,35 +223,10 @@ LrSchedule build_schedule(const TrainConfig& cfg, int64_t steps_per_epoch) {
   return s;
 }
 
-// ---- the run ----
-
-class Run {
- public:
-  Run(TrainConfig cfg, std::string run_dir, const TrainHooks& hooks)
-      : cfg_(std::move(cfg)), dir_(std::move(run_dir)), hooks_(hooks) {
-    if (!hooks_.log) hooks_.log = [](const std::string& s) { std::printf("%s\n", s.c_str()); std::fflush(stdout); };
-  }
-
-  TrainResult execute(bool resuming);
-
- private:
-  void log(const std::string& s) { hooks_.log(s); }
-  void write_jsonl(const nlohmann::json& j) {
-    std::ofstream f(fs::path(dir_) / "metrics.jsonl", std::ios::app);
-    f << j.dump() << "\n";
-    RZ_CHECK(f.good(), "cannot append to ", (fs::path(dir_) / "metrics.jsonl").string());
-  }
-  EpochRecord validate(ResNet& model, data::Loader& loader, const std::vector<int64_t>& val,
-                       std::vector<RocCurve>* roc);
-
-  TrainConfig cfg_;
-  std::string dir_;
-  TrainHooks hooks_;
-  Dataset data_;
-};
-
-EpochRecord Run::validate(ResNet& model, data::Loader& loader, const std::vector<int64_t>& val,
-                          std::vector<RocCurve>* roc) {
+// Runs `model` (eval mode, no gradients) over the loader's studies: loss,
+// per-label AUC, and the ROC curves when asked; sigmoid scores into *scores_out.
+EpochRecord validate(const Dataset& data, ResNet& model, data::Loader& loader,
+                     const std::vector<int64_t>& val, std::vector<RocCurve>* roc) {
   NoGradGuard no_grad;
   model.eval();
   const int64_t n = static_cast<int64_t>(val.size());
@@ -263,7 +238,7 @@ EpochRecord Run::validate(ResNet& model, data::Loader& loader, const std::vector
   while (auto b = loader.next()) {
     std::vector<int64_t> studies;
     for (int64_t i : b->indices) studies.push_back(i);
-    const Tensor y = gather_labels(data_, studies);
+    const Tensor y = gather_labels(data, studies);
     const Tensor logits = model.forward(b->images);
     loss_sum += bce_with_logits(logits, y).item() * static_cast<double>(studies.size());
     const float* pl = logits.data<float>();
@@ -293,6 +268,30 @@ EpochRecord Run::validate(ResNet& model, data::Loader& loader, const std::vector
   }
   return r;
 }
+
+// ---- the run ----
+
+class Run {
+ public:
+  Run(TrainConfig cfg, std::string run_dir, const TrainHooks& hooks)
+      : cfg_(std::move(cfg)), dir_(std::move(run_dir)), hooks_(hooks) {
+    if (!hooks_.log) hooks_.log = [](const std::string& s) { std::printf("%s\n", s.c_str()); std::fflush(stdout); };
+  }
+
+  TrainResult execute(bool resuming);
+
+ private:
+  void log(const std::string& s) { hooks_.log(s); }
+  void write_jsonl(const nlohmann::json& j) {
+    std::ofstream f(fs::path(dir_) / "metrics.jsonl", std::ios::app);
+    f << j.dump() << "\n";
+    RZ_CHECK(f.good(), "cannot append to ", (fs::path(dir_) / "metrics.jsonl").string());
+  }
+  TrainConfig cfg_;
+  std::string dir_;
+  TrainHooks hooks_;
+  Dataset data_;
+};
 
 TrainResult Run::execute(bool resuming) {
   validate_config(cfg_);
@@ -472,7 +471,7 @@ TrainResult Run::execute(bool resuming) {
 
     // Validation (the EMA weights when EMA is on), checkpoints, logs, report.
     std::vector<RocCurve> roc;
-    EpochRecord rec = validate(ema ? *ema : *model, val_loader, split.val, &roc);
+    EpochRecord rec = validate(data_, ema ? *ema : *model, val_loader, split.val, &roc);
     rec.epoch = epoch + 1;
     rec.train_loss = loss_sum / static_cast<double>(std::max<int64_t>(loss_count, 1));
     rec.lr = optim->lr();
@@ -544,6 +543,26 @@ TrainResult Run::execute(bool resuming) {
 }
 
 }  // namespace
+
+EvalResult evaluate(const TrainConfig& cfg_in, const std::string& weights, int64_t fold) {
+  TrainConfig cfg = cfg_in;
+  if (fold >= 0) cfg.data.fold = fold;
+  validate_config(cfg);
+  if (cfg.run.threads > 0) omp_set_num_threads(static_cast<int>(cfg.run.threads));
+  const Dataset d = load_dataset(cfg);
+  const Split split = make_split(d, cfg);
+  auto model = build_model(cfg, 0);
+  load_timm_state_dict(*model, read_weights(weights));
+  const bool teacher_input = cfg.stage.kind == "teacher";
+  data::LoaderOptions vo{.batch = cfg.train.batch, .shuffle = false, .drop_last = false,
+                         .seed = cfg.run.seed, .workers = static_cast<int>(cfg.data.workers)};
+  const int64_t S = cfg.model.img_size, C = cfg.model.in_chans;
+  data::Loader loader(split.val, vo, {S, S, C}, make_transform(d, cfg, false, teacher_input));
+  EvalResult r;
+  r.studies = static_cast<int64_t>(split.val.size());
+  r.record = validate(d, *model, loader, split.val, &r.roc);
+  return r;
+}
 
 TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   validate_config(cfg);

@@ -39,6 +39,17 @@ struct TrainHooks {
 // error: resume it instead.
 TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks = {});
 
+struct EvalResult {
+  EpochRecord record;          // val_loss, mean_auc, per-label AUC
+  std::vector<RocCurve> roc;   // per label
+  int64_t studies = 0;
+};
+
+// Scores `weights` (a checkpoint or timm-format safetensors) on the
+// validation fold the config describes (`fold` >= 0 overrides data.fold),
+// with the stage's input (annotated images for a teacher, plain otherwise).
+EvalResult evaluate(const TrainConfig& cfg, const std::string& weights, int64_t fold = -1);
+
 // Continues the run in `run_dir` from its last.ckpt with its saved config.
 TrainResult resume(const std::string& run_dir, const TrainHooks& hooks = {});
 

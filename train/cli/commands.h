@@ -11,6 +11,9 @@ void add_info(CLI::App& app);
 void add_prep(CLI::App& app);
 void add_train(CLI::App& app);
 void add_synth(CLI::App& app);
+void add_eval(CLI::App& app);
+void add_predict(CLI::App& app);
+void add_score(CLI::App& app);
 
 // True when stdout is a terminal (progress bars redraw one line then).
 bool stdout_is_terminal();

@@ -75,7 +75,15 @@ void add_synth(CLI::App& app) {
   cmd->add_option("--n-test", o->n_test, "test images");
   cmd->add_option("--size", o->size, "image size in pixels")->check(CLI::Range(64, 4096));
   cmd->add_option("--seed", o->seed, "seed (same seed, same files)");
-  cmd->callback([o] {
+  cmd->add_option("--difficulty", o->difficulty, "tube faintness, 0 (clear) .. 1 (barely visible)")
+      ->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--images-per-patient", o->images_per_patient, "mean images per patient");
+  cmd->add_option("--annotated-fraction", o->annotated_fraction, "share of images with devices that are annotated");
+  cmd->add_option("--threads", o->threads, "threads (0: all cores)");
+  auto no_devices = std::make_shared<bool>(false);
+  cmd->add_flag("--no-devices", *no_devices, "same studies without the tubes drawn (a shortcut check)");
+  cmd->callback([o, no_devices] {
+    o->draw_devices = !*no_devices;
     Progress progress{"synth"};
     const auto r = data::run_synth(*o, [&](int64_t done, int64_t total) { progress(done, total); });
     std::printf("%s\n", data::format_synth_report(r).c_str());

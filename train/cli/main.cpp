@@ -63,6 +63,9 @@ int main(int argc, char** argv) {
   rz::cli::add_synth(app);
   rz::cli::add_prep(app);
   rz::cli::add_train(app);
+  rz::cli::add_eval(app);
+  rz::cli::add_predict(app);
+  rz::cli::add_score(app);
   rz::cli::add_info(app);
   rz::cli::add_tiny_train(app);
   try {
