@@ -298,6 +298,8 @@ TrainResult Run::execute(bool resuming) {
   if (cfg_.run.threads > 0) omp_set_num_threads(static_cast<int>(cfg_.run.threads));
   RZ_CHECK(cfg_.run.device == "cpu" || cfg_.run.device == "auto",
            "run.device = ", cfg_.run.device, ": the trainer runs on the CPU backend in this build");
+  if (cfg_.run.precision != "fp32")
+    log("note: run.precision = " + cfg_.run.precision + " applies to CUDA; the CPU backend computes in fp32");
   RZ_CHECK(cfg_.stage.annotation_style == "seed" || cfg_.model.in_chans == 3,
            "stage.annotation_style = color needs model.in_chans = 3");
   data_ = load_dataset(cfg_);

@@ -1,5 +1,7 @@
 #include <doctest/doctest.h>
 
+#include <filesystem>
+
 #include "engine/error.h"
 #include "train/config.h"
 
@@ -81,4 +83,16 @@ TEST_CASE("config: the saved TOML reads back to the same configuration") {
   CHECK(back.optim.lr == c.optim.lr);
   CHECK(back.stage.freeze == c.stage.freeze);
   CHECK(config_keys_help().find("optim.lr") != std::string::npos);
+}
+
+TEST_CASE("config: every shipped configs/*.toml parses and validates") {
+  int n = 0;
+  for (const auto& e : std::filesystem::directory_iterator(std::string(RZ_SOURCE_DIR) + "/configs")) {
+    if (e.path().extension() != ".toml") continue;
+    CAPTURE(e.path().string());
+    const TrainConfig c = load_config(e.path().string());
+    CHECK_NOTHROW(validate_config(c));
+    ++n;
+  }
+  CHECK(n >= 11);
 }
