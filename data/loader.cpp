@@ -179,10 +179,9 @@ std::optional<Batch> Loader::next() {
 // use_count() is back to 1 has no other owner left (no tensor, view or
 // autograd node can reach it, and only we could make a new reference), so it
 // is reused with fresh tensor metadata.
-// Pinned (page-locked) host memory for async H2D copies, when CUDA is
-// available, is the Storage allocator's decision (engine/storage), not the
-// loader's: the pool then simply recycles pinned storages, which matters even
-// more since pinning is expensive.
+// With pin_memory the storages are page-locked (cudaMallocHost) when a CUDA
+// device is usable, for asynchronous host-to-device copies; recycling matters
+// even more then, since pinning is expensive.
 Tensor Loader::take_buffer(const Shape& shape) {
   const size_t bytes = static_cast<size_t>(shape_numel(shape)) * sizeof(float);
   std::shared_ptr<Storage> storage;
@@ -195,7 +194,7 @@ Tensor Loader::take_buffer(const Shape& shape) {
       break;
     }
   if (!storage) {
-    storage = std::make_shared<Storage>(bytes, Device::cpu());
+    storage = std::make_shared<Storage>(bytes, Device::cpu(), opts_.pin_memory);
     ++buffers_allocated_;
     const size_t cap = 2 * (static_cast<size_t>(opts_.prefetch) + 2);
     if (pool_.size() < cap) {

@@ -49,6 +49,7 @@ struct LoaderOptions {
   int workers = 2;      // worker threads (>= 1)
   int prefetch = 4;     // batches in flight ahead of the consumer (>= 1)
   bool paired = false;  // also fill Batch::images_annotated (teacher/student)
+  bool pin_memory = true;  // page-locked batch memory when a CUDA device is usable
 };
 
 // The shape of one transformed sample: out_plain points at H*W*C floats (HWC).

@@ -25,8 +25,21 @@ struct DeviceGuard {
 #endif
 }  // namespace
 
-Storage::Storage(size_t bytes, Device device) : bytes_(bytes), device_(device) {
+Storage::Storage(size_t bytes, Device device, bool pin_host) : bytes_(bytes), device_(device) {
   const size_t alloc = bytes == 0 ? kHostAlignment : bytes;
+#if defined(RZ_HAVE_CUDA)
+  if (device.is_cpu() && pin_host && cuda_device_count() > 0) {
+    const cudaError_t st = cudaMallocHost(&data_, alloc);
+    if (st == cudaSuccess) {
+      pinned_ = true;
+      return;
+    }
+    cudaGetLastError();  // fall back to pageable memory: pinning is an optimization
+    data_ = nullptr;
+  }
+#else
+  (void)pin_host;
+#endif
   if (device.is_cpu()) {
     const size_t rounded = (alloc + kHostAlignment - 1) / kHostAlignment * kHostAlignment;
     data_ = std::aligned_alloc(kHostAlignment, rounded);
@@ -51,6 +64,13 @@ Storage::Storage(size_t bytes, Device device) : bytes_(bytes), device_(device) {
 }
 
 Storage::~Storage() {
+#if defined(RZ_HAVE_CUDA)
+  if (pinned_) {
+    const cudaError_t st = cudaFreeHost(data_);
+    if (st != cudaSuccess) std::fprintf(stderr, "ranzcr: cudaFreeHost failed: %s\n", cudaGetErrorString(st));
+    return;
+  }
+#endif
   if (device_.is_cpu()) {
     std::free(data_);
     return;

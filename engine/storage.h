@@ -13,7 +13,10 @@ namespace rz {
 
 class Storage {
  public:
-  Storage(size_t bytes, Device device);
+  // pin_host: for host storage, page-locked memory (cudaMallocHost) when a
+  // CUDA device is usable, so host-to-device copies can run asynchronously;
+  // ordinary aligned memory otherwise (pinned() tells which one you got).
+  Storage(size_t bytes, Device device, bool pin_host = false);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
@@ -22,6 +25,7 @@ class Storage {
   const void* data() const { return data_; }
   size_t bytes() const { return bytes_; }
   Device device() const { return device_; }
+  bool pinned() const { return pinned_; }
 
   // Bumped by every in-place write, so autograd can tell when a tensor it
   // saved for backward was modified afterwards.
@@ -32,6 +36,7 @@ class Storage {
   void* data_ = nullptr;
   size_t bytes_ = 0;
   Device device_;
+  bool pinned_ = false;
   uint64_t version_ = 0;
 };
 

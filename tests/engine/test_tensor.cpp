@@ -117,3 +117,10 @@ TEST_CASE("tensor: devices") {
     CHECK(parse_device("auto") == Device::cuda(0));
   }
 }
+
+TEST_CASE("tensor: pinned host storage falls back to ordinary memory without a GPU") {
+  Storage s(4096, Device::cpu(), /*pin_host=*/true);
+  CHECK(s.pinned() == (cuda_device_count() > 0));
+  static_cast<char*>(s.data())[4095] = 1;  // usable either way
+  CHECK(reinterpret_cast<uintptr_t>(s.data()) % 64 == 0);
+}
