@@ -107,4 +107,10 @@ TEST_CASE("gpu: tensor-level ops on CUDA agree with the CPU") {
         std::vector<float>(5, 0.0f));
 }
 #endif
+
+TEST_CASE("gpu: pinned host storage when a device is usable") {
+  RZ_SKIP_WITHOUT_GPU();
+  Storage s(1 << 20, Device::cpu(), /*pin_host=*/true);
+  CHECK(s.pinned());
+}
 }
