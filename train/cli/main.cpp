@@ -60,6 +60,7 @@ void add_info(CLI::App& app) {
 int main(int argc, char** argv) {
   CLI::App app{"ranzcr: SE-ResNet teacher/student training for RANZCR CLiP"};
   app.require_subcommand(1);
+  rz::cli::add_demo(app);
   rz::cli::add_synth(app);
   rz::cli::add_prep(app);
   rz::cli::add_train(app);

@@ -1,0 +1,146 @@
+#include "train/demo.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+
+#include "data/cache.h"
+#include "data/ranzcr_csv.h"
+#include "data/synth.h"
+#include "train/checkpoint.h"
+
+namespace fs = std::filesystem;
+
+namespace rz {
+
+namespace {
+std::string auc_cell(const std::optional<double>& a) {
+  char b[16];
+  if (!a) return "     -";
+  std::snprintf(b, sizeof b, "%6.3f", *a);
+  return b;
+}
+}  // namespace
+
+DemoResult run_demo(const DemoOptions& opt, const std::function<void(const std::string&)>& log) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const fs::path root(opt.out_dir);
+  // Presets: the CPU one fits a 2-core machine in minutes; --full is the
+  // real model at a real resolution, for a GPU.
+  const int64_t n = opt.n_images > 0 ? opt.n_images : (opt.full ? 6000 : 1200);
+  const int64_t img = opt.img_size > 0 ? opt.img_size : (opt.full ? 512 : 128);
+  // Images are drawn a little larger than the cache, the cache a little
+  // larger than the crops (the random resized crop keeps 85-100% of the area).
+  const int64_t cache_size = img * 5 / 4;
+  const int64_t synth_size = opt.full ? 768 : cache_size;
+  const int64_t epochs = opt.epochs > 0 ? opt.epochs : (opt.full ? 15 : 8);
+
+  data::SynthOptions so;
+  so.out_dir = (root / "data").string();
+  so.n = n;
+  so.n_test = opt.full ? 500 : 50;
+  so.size = synth_size;
+  so.seed = opt.seed;
+  so.difficulty = opt.difficulty >= 0 ? opt.difficulty : 0.3;
+  if (!fs::exists(root / "data" / "train.csv")) {
+    log("demo: writing " + std::to_string(n) + " synthetic studies to " + so.out_dir);
+    const auto r = data::run_synth(so);
+    log(data::format_synth_report(r));
+  }
+  data::PrepOptions po;
+  po.data_dir = so.out_dir;
+  po.out_dir = (root / "cache").string();
+  po.image_size = cache_size;
+  po.threads = static_cast<int>(opt.threads);
+  const auto pr = data::run_prep(po, {}, [&](const std::string& w) { log("warning: " + w); });
+  log("demo: cache of " + std::to_string(pr.images) + " images at " + std::to_string(cache_size) + " px");
+
+  auto base = [&](const std::string& name, const std::string& kind) {
+    TrainConfig c;
+    c.run.name = name;
+    c.run.out_dir = (root / "runs").string();
+    c.run.seed = opt.seed;
+    c.run.threads = opt.threads;
+    c.model.name = opt.full ? "seresnet152d" : "seresnet_tiny";
+    c.model.img_size = img;
+    c.data.dir = so.out_dir;
+    c.data.cache_dir = po.out_dir;
+    c.data.workers = 2;
+    c.stage.kind = kind;
+    c.optim.name = "adamw";
+    c.optim.lr = opt.full ? 2e-4 : 2e-3;
+    c.optim.weight_decay = 1e-4;
+    c.sched.warmup_epochs = 0.5;
+    c.sched.min_lr = c.optim.lr / 100;
+    c.train.epochs = epochs;
+    c.train.batch = opt.full ? 16 : 32;
+    c.train.log_every = 1000000;  // per-epoch lines only
+    c.aug.dropout_p = 0.0;
+    return c;
+  };
+  TrainHooks hooks{.log = log};
+  auto run_stage = [&](const TrainConfig& c) {
+    const fs::path dir = fs::path(c.run.out_dir) / c.run.name;
+    if (fs::exists(dir / "last.ckpt")) {
+      const auto st = read_checkpoint_state((dir / "last.ckpt").string());
+      if (st.epoch >= c.train.epochs) {
+        log("demo: " + c.run.name + " already trained (" + dir.string() + ")");
+        return dir;
+      }
+      log("demo: continuing " + c.run.name);
+      resume(dir.string(), hooks);
+      return dir;
+    }
+    log("demo: stage " + c.run.name + " (" + c.stage.kind + ")");
+    train(c, hooks);
+    return dir;
+  };
+
+  const fs::path teacher = run_stage(base("teacher", "teacher"));
+  TrainConfig kd = base("student_distilled", "student-kd");
+  kd.stage.teacher = (teacher / "best.ckpt").string();
+  const fs::path distilled = run_stage(kd);
+  // The control: the same student, the same studies and schedule, no teacher.
+  TrainConfig control = base("student_control", "finetune");
+  control.data.annotated_only = true;
+  const fs::path control_dir = run_stage(control);
+  TrainConfig ft = base("student_finetuned", "finetune");
+  ft.stage.init = (distilled / "best.ckpt").string();
+  ft.train.epochs = std::max<int64_t>(1, epochs / 2);
+  ft.optim.lr /= 4;
+  const fs::path ft_dir = run_stage(ft);
+
+  // All students on the same held-out fold, plain images; the teacher on the
+  // annotated images of that fold (its input).
+  DemoResult r;
+  const TrainConfig plain = base("eval", "finetune");
+  r.teacher = evaluate(base("eval", "teacher"), (teacher / "best.ckpt").string());
+  r.control = evaluate(plain, (control_dir / "best.ckpt").string());
+  r.distilled = evaluate(plain, (distilled / "best.ckpt").string());
+  r.finetuned = evaluate(plain, (ft_dir / "best.ckpt").string());
+
+  std::string t = "held-out fold 0 AUC (teacher: annotated images; students: plain images)\n";
+  char line[200];
+  std::snprintf(line, sizeof line, "  %-28s %8s %8s %9s %9s\n", "label", "teacher", "control",
+                "distilled", "finetuned");
+  t += line;
+  for (size_t k = 0; k < kRanzcrLabels.size(); ++k) {
+    std::snprintf(line, sizeof line, "  %-28s %8s %8s %9s %9s\n", std::string(kRanzcrLabels[k]).c_str(),
+                  auc_cell(r.teacher.record.auc[k]).c_str(), auc_cell(r.control.record.auc[k]).c_str(),
+                  auc_cell(r.distilled.record.auc[k]).c_str(), auc_cell(r.finetuned.record.auc[k]).c_str());
+    t += line;
+  }
+  std::snprintf(line, sizeof line, "  %-28s %8.4f %8.4f %9.4f %9.4f\n", "mean AUC", r.teacher.record.mean_auc,
+                r.control.record.mean_auc, r.distilled.record.mean_auc, r.finetuned.record.mean_auc);
+  t += line;
+  std::snprintf(line, sizeof line, "  %-28s %8lld %8lld %9lld %9lld\n", "validation studies",
+                static_cast<long long>(r.teacher.studies), static_cast<long long>(r.control.studies),
+                static_cast<long long>(r.distilled.studies), static_cast<long long>(r.finetuned.studies));
+  t += line;
+  r.table = t;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+}  // namespace rz

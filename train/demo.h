@@ -1,0 +1,34 @@
+// `ranzcr demo`: the whole method on a synthetic set, end to end:
+// synth -> prep -> teacher (annotated images) -> distilled student
+// (student-kd) and a control student trained the same way without the
+// teacher -> fine-tune of the distilled student on all images -> one AUC
+// table on the held-out fold.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "train/trainer.h"
+
+namespace rz {
+
+struct DemoOptions {
+  std::string out_dir = "demo";
+  uint64_t seed = 0;
+  bool full = false;        // seresnet152d-sized settings (for a GPU)
+  int64_t n_images = 0;     // 0: the preset's
+  int64_t epochs = 0;       // 0: the preset's (per stage)
+  int64_t threads = 0;      // CPU threads, 0: all
+  double difficulty = -1;   // synthetic tube faintness 0..1 (<0: the preset's)
+  int64_t img_size = 0;     // model input size (0: the preset's)
+};
+
+struct DemoResult {
+  EvalResult teacher, control, distilled, finetuned;
+  std::string table;  // the printed AUC table
+  double seconds = 0;
+};
+
+DemoResult run_demo(const DemoOptions& opt, const std::function<void(const std::string&)>& log);
+
+}  // namespace rz
