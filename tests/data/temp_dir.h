@@ -58,4 +58,8 @@ std::string error_message(F&& f) {
   return "<no error>";
 }
 
+inline bool contains(const std::string& s, std::string_view part) {
+  return s.find(part) != std::string::npos;
+}
+
 }  // namespace rz::test

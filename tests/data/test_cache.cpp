@@ -24,14 +24,12 @@ using rz::data::Image;
 using rz::data::ImageCache;
 using rz::data::PrepOptions;
 using rz::data::PrepReport;
+using rz::test::contains;
 using rz::test::error_message;
 using rz::test::TempDir;
 
 namespace {
 
-bool contains(const std::string& s, std::string_view part) {
-  return s.find(part) != std::string::npos;
-}
 
 constexpr int kRows = 12;
 constexpr int kCorruptRow = 5;

@@ -19,13 +19,11 @@ using rz::data::Batch;
 using rz::data::Loader;
 using rz::data::LoaderOptions;
 using rz::data::SampleShape;
+using rz::test::contains;
 using rz::test::error_message;
 
 namespace {
 
-bool contains(const std::string& s, std::string_view part) {
-  return s.find(part) != std::string::npos;
-}
 
 constexpr SampleShape kShape{2, 3, 1};  // 6 floats per sample
 
