@@ -34,7 +34,7 @@ DemoResult run_demo(const DemoOptions& opt, const std::function<void(const std::
   // larger than the crops (the random resized crop keeps 85-100% of the area).
   const int64_t cache_size = img * 5 / 4;
   const int64_t synth_size = opt.full ? 768 : cache_size;
-  const int64_t epochs = opt.epochs > 0 ? opt.epochs : (opt.full ? 15 : 8);
+  const int64_t epochs = opt.epochs > 0 ? opt.epochs : (opt.full ? 15 : 10);
 
   data::SynthOptions so;
   so.out_dir = (root / "data").string();
@@ -42,7 +42,7 @@ DemoResult run_demo(const DemoOptions& opt, const std::function<void(const std::
   so.n_test = opt.full ? 500 : 50;
   so.size = synth_size;
   so.seed = opt.seed;
-  so.difficulty = opt.difficulty >= 0 ? opt.difficulty : 0.3;
+  so.difficulty = opt.difficulty >= 0 ? opt.difficulty : 0.0;  // clear tubes: a small CPU model needs them
   if (!fs::exists(root / "data" / "train.csv")) {
     log("demo: writing " + std::to_string(n) + " synthetic studies to " + so.out_dir);
     const auto r = data::run_synth(so);
