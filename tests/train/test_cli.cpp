@@ -1,0 +1,112 @@
+// Every ranzcr subcommand, run as a user would: the built binary, its exit
+// status and what it prints. A shortened demo covers the whole pipeline.
+#include <doctest/doctest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+namespace fs = std::filesystem;
+
+namespace {
+struct Output {
+  int status = -1;
+  std::string text;  // stdout and stderr together
+};
+
+Output run(const std::string& args) {
+  const std::string cmd = std::string(RZ_CLI_PATH) + " " + args + " 2>&1";
+  Output out;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  std::array<char, 4096> buf{};
+  while (size_t n = std::fread(buf.data(), 1, buf.size(), p)) out.text.append(buf.data(), n);
+  const int st = ::pclose(p);
+  out.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return out;
+}
+
+bool has(const Output& o, const std::string& s) { return o.text.find(s) != std::string::npos; }
+
+struct Dir {
+  fs::path path = fs::temp_directory_path() / ("rz_cli_" + std::to_string(::getpid()));
+  Dir() { fs::remove_all(path); }
+  ~Dir() { fs::remove_all(path); }
+  std::string operator/(const std::string& s) const { return (path / s).string(); }
+};
+}  // namespace
+
+TEST_CASE("cli: info prints timm's parameter count") {
+  const auto o = run("info --model seresnet152d --img-size 512 --num-classes 11");
+  CHECK(o.status == 0);
+  CHECK(has(o, "64,814,619"));
+  const auto bad = run("info --model nosuchnet");
+  CHECK(bad.status == 1);
+  CHECK(has(bad, "ranzcr: error: unknown model 'nosuchnet'"));
+}
+
+TEST_CASE("cli: a shortened demo, then eval, predict, score and a resumed train on its runs") {
+  Dir d;
+  auto o = run("demo --out " + d.path.string() + " --n 96 --epochs 2 --img-size 64");
+  INFO(o.text);
+  REQUIRE(o.status == 0);
+  CHECK(has(o, "mean AUC"));
+  CHECK(has(o, "teacher  control distilled finetuned"));
+  for (const char* run_name : {"teacher", "student_distilled", "student_control", "student_finetuned"})
+    for (const char* f : {"config.toml", "metrics.jsonl", "summary.csv", "last.ckpt", "best.ckpt", "report.html"})
+      CHECK_MESSAGE(fs::exists(d.path / "runs" / run_name / f), run_name, "/", f);
+
+  const std::string teacher = d / "runs/teacher";
+  o = run("eval --run " + teacher + " --ckpt last");
+  CHECK(o.status == 0);
+  CHECK(has(o, "mean AUC"));
+
+  o = run("predict --weights " + d / "runs/student_finetuned/best.ckpt" +
+          " --model seresnet_tiny --img-size 64 --images " + d / "data/test" +
+          " --sample-submission " + d / "data/sample_submission.csv --out " + d / "sub.csv --tta-hflip");
+  INFO(o.text);
+  CHECK(o.status == 0);
+  CHECK(fs::exists(d / "sub.csv"));
+  o = run("score --pred " + d / "sub.csv" + " --truth " + d / "data/test_labels.csv");
+  CHECK(o.status == 0);
+  CHECK(has(o, "mean AUC"));
+  o = run("score --pred " + d / "sub.csv" + " --truth " + d / "data/train.csv");
+  CHECK(o.status == 1);
+  CHECK(has(o, "is not in"));
+
+  // train: a finished run refuses a restart, resume continues it
+  o = run("train --config " + teacher + "/config.toml");
+  CHECK(o.status == 1);
+  CHECK(has(o, "resume it"));
+  o = run("train --resume " + teacher + " --set optim.lr=1");
+  CHECK(o.status != 0);
+  o = run("train --help-config");
+  CHECK(o.status == 0);
+  CHECK(has(o, "stage.w_feat"));
+
+  // prep on the same cache is a resume that rewrites nothing
+  o = run("prep --data-dir " + d / "data" + " --out-dir " + d / "cache" + " --size 80");
+  CHECK(o.status == 0);
+  CHECK(has(o, "0 written"));
+  o = run("prep --data-dir " + d / "data" + " --out-dir " + d / "cache" + " --size 96");
+  CHECK(o.status == 1);
+  CHECK(has(o, "ranzcr: error:"));
+}
+
+TEST_CASE("cli: synth writes the Kaggle layout; tiny-train learns") {
+  Dir d;
+  auto o = run("synth --out " + d.path.string() + " --n 12 --n-test 3 --size 64 --seed 5");
+  CHECK(o.status == 0);
+  for (const char* f : {"train.csv", "train_annotations.csv", "sample_submission.csv"})
+    CHECK(fs::exists(d.path / f));
+  o = run("tiny-train --epochs 3 --train-images 256 --test-images 64");
+  CHECK(o.status == 0);
+  CHECK(has(o, "held-out accuracy"));
+  o = run("synth --n 3");  // --out is required
+  CHECK(o.status != 0);
+}
