@@ -17,18 +17,18 @@ namespace rz {
 // beta == 0 overwrites C without reading it (NaN or Inf already in C never propagates);
 // alpha == 0 or K == 0 only scales C by beta. M or N == 0 does nothing.
 // Parallel over the OpenMP threads (omp_get_max_threads()); small problems run on
-// fewer. Deterministic: every C element is summed over K in the same order by one
-// thread, so the result does not depend on the thread count or on scheduling.
+// fewer, and a call made inside a parallel region runs on the calling thread only.
+// Packing buffers are grow-only and thread-local to the caller: steady-state calls
+// allocate nothing. Deterministic: every C element is summed over K in the same order
+// by one thread, so the result does not depend on the thread count or on scheduling.
 // A, B must not alias C. Sizes must be >= 0 (not checked: kernels/ throws nothing).
 template <typename T>
-void gemm_cpu(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha,
-              const T* A, int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+void gemm_cpu(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+              int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
 
-extern template void gemm_cpu<float>(bool, bool, int64_t, int64_t, int64_t, float,
-                                     const float*, int64_t, const float*, int64_t, float,
-                                     float*, int64_t);
-extern template void gemm_cpu<double>(bool, bool, int64_t, int64_t, int64_t, double,
-                                      const double*, int64_t, const double*, int64_t, double,
-                                      double*, int64_t);
+extern template void gemm_cpu<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*,
+                                     int64_t, const float*, int64_t, float, float*, int64_t);
+extern template void gemm_cpu<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*,
+                                      int64_t, const double*, int64_t, double, double*, int64_t);
 
 }  // namespace rz

@@ -45,7 +45,7 @@ constexpr double kSentinel = 12345.0;
 template <typename T>
 void check_case(Shape s, bool ta, bool tb, double alpha, double beta, int64_t pad,
                 std::mt19937& rng, double rel_tol) {
-  const auto [M, N, K] = s;
+  const int64_t M = s.M, N = s.N, K = s.K;
   Mat<T> A = ta ? Mat<T>(K, M, pad, T(kSentinel)) : Mat<T>(M, K, pad, T(kSentinel));
   Mat<T> B = tb ? Mat<T>(N, K, pad, T(kSentinel)) : Mat<T>(K, N, pad, T(kSentinel));
   Mat<T> C(M, N, pad, T(kSentinel));
@@ -82,8 +82,8 @@ void check_case(Shape s, bool ta, bool tb, double alpha, double beta, int64_t pa
       const double tol = rel_tol * std::sqrt(double(K) + 2.0) * (bound + 1e-30);
       if (!(std::abs(got - ref) <= tol)) {
         if (bad++ < 3)
-          FAIL_CHECK("C[" << i << "," << j << "] = " << got << ", expected " << ref
-                          << " (tol " << tol << ")");
+          FAIL_CHECK("C[" << i << "," << j << "] = " << got << ", expected " << ref << " (tol "
+                          << tol << ")");
       }
     }
     for (int64_t j = N; j < C.ld; ++j) {
@@ -94,9 +94,8 @@ void check_case(Shape s, bool ta, bool tb, double alpha, double beta, int64_t pa
   CHECK(bad == 0);
 }
 
-const Shape kShapes[] = {{1, 1, 1},     {7, 13, 5},     {33, 65, 17},  {100, 3, 250},
-                         {129, 257, 31}, {1, 70, 40},    {50, 1, 9},    {15, 33, 300},
-                         {28, 64, 1},   {31, 47, 513}};
+const Shape kShapes[] = {{1, 1, 1},   {7, 13, 5}, {33, 65, 17},  {100, 3, 250}, {129, 257, 31},
+                         {1, 70, 40}, {50, 1, 9}, {15, 33, 300}, {28, 64, 1},   {31, 47, 513}};
 
 struct AlphaBeta {
   double alpha, beta;
@@ -136,13 +135,17 @@ TEST_CASE("gemm double matches naive loop: odd sizes, transposes, alpha/beta, pa
   sweep<double>(1e-13);
 }
 
-TEST_CASE("gemm crosses every blocking boundary (K blocks, M blocks, N blocks)") {
+TEST_CASE("gemm crosses every blocking boundary and threading layout") {
   std::mt19937 rng(99);
-  // K > KC (several K blocks), M > MC (several A blocks per thread), N > NC (two B blocks).
+  // Several K blocks (float KC 1024, double KC 512) with beta applied exactly once; M
+  // larger than MC; threads splitting M with a shared B block (tall M) or splitting N with
+  // private B panels (short M, wide N), and N larger than NC (two B blocks).
+  check_case<float>({37, 70, 2100}, false, true, 1.0, 0.5, 3, rng, 2e-6);
+  check_case<float>({45, 33, 1500}, true, false, -1.0, 1.0, 0, rng, 2e-6);
   check_case<float>({401, 45, 700}, false, true, 1.0, 0.5, 2, rng, 2e-6);
-  check_case<float>({3, 4200, 70}, true, false, 2.0, 0.0, 1, rng, 2e-6);
+  check_case<float>({20, 4200, 64}, true, true, 2.0, 0.0, 1, rng, 2e-6);
   check_case<double>({300, 37, 530}, true, true, 1.0, 1.0, 5, rng, 1e-13);
-  check_case<double>({2, 2100, 20}, false, false, -1.0, 0.0, 0, rng, 1e-13);
+  check_case<double>({40, 2100, 64}, false, false, -1.0, 0.0, 0, rng, 1e-13);
 }
 
 TEST_CASE("gemm degenerate sizes only scale C by beta") {
@@ -157,6 +160,11 @@ TEST_CASE("gemm degenerate sizes only scale C by beta") {
     rz::gemm_cpu<float>(true, true, 3, 4, 0, 1.0f, &a, 3, &b, 1, 0.0f, C.data(), 4);
     for (float x : C) CHECK(x == 0.0f);
   }
+  SUBCASE("alpha = 0, beta 0 clears NaN") {
+    for (float& x : C) x = std::numeric_limits<float>::quiet_NaN();
+    rz::gemm_cpu<float>(false, false, 3, 4, 1, 0.0f, &a, 1, &b, 4, 0.0f, C.data(), 4);
+    for (float x : C) CHECK(x == 0.0f);
+  }
   SUBCASE("alpha = 0 with beta 1 leaves C") {
     rz::gemm_cpu<float>(false, false, 3, 4, 1, 0.0f, &a, 1, &b, 4, 1.0f, C.data(), 4);
     for (float x : C) CHECK(x == 2.0f);
@@ -169,24 +177,30 @@ TEST_CASE("gemm degenerate sizes only scale C by beta") {
 }
 
 TEST_CASE("gemm result is bitwise independent of the thread count") {
-  const int64_t M = 203, N = 190, K = 333;
-  std::mt19937 rng(7);
-  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  std::vector<float> A(std::size_t(M * K)), B(std::size_t(K * N)), C0(std::size_t(M * N));
-  for (float& x : A) x = dist(rng);
-  for (float& x : B) x = dist(rng);
-  for (float& x : C0) x = dist(rng);
+  // A tall problem (threads split M) and a short wide one (threads split N), both with
+  // more than one K block.
+  const Shape shapes[] = {{203, 190, 1333}, {20, 1000, 1100}};
   const int saved = omp_get_max_threads();
-  std::vector<float> ref;
-  for (int threads : {1, 2, 3, 4}) {
-    omp_set_num_threads(threads);
-    std::vector<float> C = C0;
-    rz::gemm_cpu<float>(false, true, M, N, K, 1.5f, A.data(), K, B.data(), K, 0.25f, C.data(), N);
-    if (ref.empty()) {
-      ref = C;
-    } else {
-      CAPTURE(threads);
-      CHECK(C == ref);
+  for (const Shape& s : shapes) {
+    const int64_t M = s.M, N = s.N, K = s.K;
+    std::mt19937 rng(7);
+    std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+    std::vector<float> A(std::size_t(M * K)), B(std::size_t(K * N)), C0(std::size_t(M * N));
+    for (float& x : A) x = dist(rng);
+    for (float& x : B) x = dist(rng);
+    for (float& x : C0) x = dist(rng);
+    std::vector<float> ref;
+    for (int threads : {1, 2, 3, 4}) {
+      omp_set_num_threads(threads);
+      std::vector<float> C = C0;
+      rz::gemm_cpu<float>(false, true, M, N, K, 1.5f, A.data(), K, B.data(), K, 0.25f, C.data(), N);
+      if (ref.empty()) {
+        ref = C;
+      } else {
+        CAPTURE(M);
+        CAPTURE(threads);
+        CHECK(C == ref);
+      }
     }
   }
   omp_set_num_threads(saved);
