@@ -26,6 +26,7 @@
 
 #include <unistd.h>
 
+#include "data/augment.h"
 #include "data/cache.h"
 #include "data/clahe.h"
 #include "data/image.h"
@@ -193,37 +194,55 @@ int main(int argc, char** argv) {
     std::vector<int64_t> samples;
     while (static_cast<int64_t>(samples.size()) < std::max<int64_t>(8 * a.batch, 128))
       samples.push_back(static_cast<int64_t>(samples.size()) % cache.size());
-    double loader_rate_1 = 0;
-    for (int workers : {1, all}) {
-      rz::data::LoaderOptions lo;
-      lo.batch = a.batch;
-      lo.workers = workers;
-      lo.prefetch = 4;
-      rz::data::Loader loader(samples, lo, {a.size, a.size, 3},
-                              rz::data::make_cache_transform(cache, a.size, 3));
-      std::vector<double> rates;
-      for (int e = 0; e < a.loader_epochs + 1; ++e) {  // epoch 0 warms up
-        const auto t = Clock::now();
-        loader.start_epoch(e);
-        int64_t n = 0;
-        double checksum = 0;
-        while (auto b = loader.next()) {
-          n += b->images.size(0);
-          checksum += static_cast<double>(b->images.data<float>()[0]);
+    // The plain transform (resize + normalize), then the training one: the
+    // default random resized crop / rotation / flip / brightness-contrast /
+    // dropout of data/augment.h on the cached image, then normalize.
+    rz::data::AugmentConfig aug;
+    aug.out_size = a.size;
+    const auto& mean = rz::data::kImageNetMean;
+    const auto& stdv = rz::data::kImageNetStd;
+    const rz::data::SampleTransform augmenting = [&](int64_t i, rz::Generator& rng, float* out, float*) {
+      const rz::data::Image src = cache.load(i);
+      const auto params = rz::data::sample_augment(aug, src.height, src.width, rng);
+      const rz::data::Image img = rz::data::apply_augment(src, params, aug);
+      for (int64_t p = 0; p < img.height * img.width; ++p)
+        for (size_t c = 0; c < 3; ++c)
+          out[p * 3 + static_cast<int64_t>(c)] =
+              (static_cast<float>(img.pixels[static_cast<size_t>(p)]) / 255.0f - mean[c]) / stdv[c];
+    };
+    for (const bool augmented : {false, true}) {
+      double loader_rate_1 = 0;
+      for (int workers : {1, all}) {
+        rz::data::LoaderOptions lo;
+        lo.batch = a.batch;
+        lo.workers = workers;
+        lo.prefetch = 4;
+        rz::data::Loader loader(samples, lo, {a.size, a.size, 3},
+                                augmented ? augmenting : rz::data::make_cache_transform(cache, a.size, 3));
+        std::vector<double> rates;
+        for (int e = 0; e < a.loader_epochs + 1; ++e) {  // epoch 0 warms up
+          const auto t = Clock::now();
+          loader.start_epoch(e);
+          int64_t n = 0;
+          double checksum = 0;
+          while (auto b = loader.next()) {
+            n += b->images.size(0);
+            checksum += static_cast<double>(b->images.data<float>()[0]);
+          }
+          const double s = seconds_since(t);
+          if (e > 0) rates.push_back(static_cast<double>(n) / s);
+          if (checksum != checksum) std::printf("(nan)\n");  // keep the reads alive
         }
-        const double s = seconds_since(t);
-        if (e > 0) rates.push_back(static_cast<double>(n) / s);
-        if (checksum != checksum) std::printf("(nan)\n");  // keep the reads alive
+        const double rate = median(rates);
+        if (workers == 1) loader_rate_1 = rate;
+        std::printf(
+            "loader %2d worker%s: cache -> %s[%lld,%lld,%lld,3] f32 batches: %.0f images/s, "
+            "%.0f images/s per worker (%.2fx over 1 worker)\n",
+            workers, workers == 1 ? " " : "s", augmented ? "augmented " : "",
+            static_cast<long long>(a.batch), static_cast<long long>(a.size),
+            static_cast<long long>(a.size), rate, rate / workers, rate / loader_rate_1);
+        if (workers == all) break;
       }
-      const double rate = median(rates);
-      if (workers == 1) loader_rate_1 = rate;
-      std::printf(
-          "loader %2d worker%s: cache -> [%lld,%lld,%lld,3] f32 batches: %.0f images/s, "
-          "%.0f images/s per worker (%.2fx over 1 worker)\n",
-          workers, workers == 1 ? " " : "s", static_cast<long long>(a.batch),
-          static_cast<long long>(a.size), static_cast<long long>(a.size), rate, rate / workers,
-          rate / loader_rate_1);
-      if (workers == all) break;
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "data_bench: %s\n", e.what());

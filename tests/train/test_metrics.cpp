@@ -6,7 +6,9 @@
 #include <random>
 
 #include "engine/error.h"
+#include "tests/data/temp_dir.h"
 #include "train/metrics.h"
+#include "train/predict.h"
 
 namespace {
 
@@ -141,4 +143,35 @@ TEST_CASE("metrics: roc refuses NaN scores and non-binary labels") {
   CHECK(rc.negatives == 0);
   CHECK(std::isnan(rc.fpr[1]));
   CHECK(rc.tpr.back() == 1.0);
+}
+
+TEST_CASE("metrics: score_submission checks columns, UIDs and values") {
+  rz::test::TempDir dir("score");
+  const std::string header =
+      "StudyInstanceUID,ETT - Abnormal,ETT - Borderline,ETT - Normal,NGT - Abnormal,NGT - Borderline,"
+      "NGT - Incompletely Imaged,NGT - Normal,CVC - Abnormal,CVC - Borderline,CVC - Normal,"
+      "Swan Ganz Catheter Present";
+  const std::string truth = dir.write("truth.csv", header + ",PatientID\n"
+                                                            "a,0,0,1,0,0,0,1,0,0,1,0,p1\n"
+                                                            "b,0,1,0,0,0,0,0,0,1,0,1,p2\n");
+  const std::string ok = dir.write("ok.csv", header + "\n"
+                                                      "b,0.1,0.9,0.2,0,0,0,0.1,0,0.8,0.2,0.9\n"
+                                                      "a,0.2,0.1,0.8,0,0,0,0.7,0,0.1,0.9,0.1\n");
+  const auto r = rz::score_submission(ok, truth);
+  CHECK(r.per_label[1].value() == 1.0);
+  CHECK(!r.per_label[0].has_value());  // one class only
+  const std::string missing_col = dir.write("m.csv", "StudyInstanceUID,ETT - Abnormal\na,0.5\nb,0.5\n");
+  CHECK_THROWS_WITH_AS(rz::score_submission(missing_col, truth),
+                       doctest::Contains("missing the column 'ETT - Borderline'"), rz::Error);
+  const std::string unknown = dir.write("u.csv", header + "\n"
+                                                          "a,0,0,0,0,0,0,0,0,0,0,0\n"
+                                                          "zz,0,0,0,0,0,0,0,0,0,0,0\n");
+  CHECK_THROWS_WITH_AS(rz::score_submission(unknown, truth), doctest::Contains("u.csv:3: StudyInstanceUID 'zz'"),
+                       rz::Error);
+  const std::string short_file = dir.write("s.csv", header + "\na,0,0,0,0,0,0,0,0,0,0,0\n");
+  CHECK_THROWS_WITH_AS(rz::score_submission(short_file, truth), doctest::Contains("no prediction for StudyInstanceUID 'b'"),
+                       rz::Error);
+  const std::string bad_value = dir.write("v.csv", header + "\na,0,0,x,0,0,0,0,0,0,0,0\nb,0,0,0,0,0,0,0,0,0,0,0\n");
+  CHECK_THROWS_WITH_AS(rz::score_submission(bad_value, truth), doctest::Contains("v.csv:2: column 'ETT - Normal': 'x'"),
+                       rz::Error);
 }

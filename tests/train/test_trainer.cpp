@@ -14,6 +14,8 @@
 #include "data/cache.h"
 #include "data/synth.h"
 #include "engine/safetensors.h"
+#include "models/seresnet.h"
+#include "models/timm_weights.h"
 #include "train/trainer.h"
 
 namespace fs = std::filesystem;
@@ -133,4 +135,25 @@ TEST_CASE("trainer: stages run end to end and fill the run folder; resume is bit
   const auto tuned = train(ft, quiet);
   CHECK(tuned.epochs_run == 1);
   CHECK(std::isfinite(tuned.last.val_loss));
+}
+
+TEST_CASE("trainer: non-finite losses are skipped with a warning, then abort the run") {
+  SmallSet set;
+  // Weights with a NaN classifier bias: every loss is NaN from the first step.
+  ResNetConfig mc = resnet_config("seresnet_tiny");
+  mc.num_classes = 11;
+  auto m = create_resnet(mc, 0);
+  m->fc->bias.data<float>()[3] = std::nanf("");
+  const std::string weights = (set.root / "nan.safetensors").string();
+  save_safetensors(weights, timm_state_dict(*m));
+
+  TrainConfig c = set.config("nan_run", "finetune");
+  c.stage.init = weights;
+  c.train.max_nonfinite = 3;
+  std::vector<std::string> lines;
+  TrainHooks hooks{.log = [&](const std::string& s) { lines.push_back(s); }};
+  CHECK_THROWS_WITH_AS(train(c, hooks), doctest::Contains("3 non-finite losses in a row"), Error);
+  int warnings = 0;
+  for (const auto& l : lines) warnings += l.find("non-finite loss") != std::string::npos;
+  CHECK(warnings == 3);
 }
