@@ -65,6 +65,7 @@ std::vector<Field> fields(TrainConfig& c) {
       {"stage.annotation_style", &c.stage.annotation_style, "seed or color"},
       {"stage.annotation_thickness", &c.stage.annotation_thickness, "line thickness (original px)"},
       {"stage.input_noise", &c.stage.input_noise, "student input Gaussian noise std"},
+      {"stage.input_dropout", &c.stage.input_dropout, "student input: share of pixels set to 0"},
       {"optim.name", &c.optim.name, "sgd, adam or adamw"},
       {"optim.lr", &c.optim.lr, "peak learning rate"},
       {"optim.weight_decay", &c.optim.weight_decay, "weight decay (L2 for sgd/adam, decoupled for adamw)"},
@@ -291,6 +292,9 @@ void validate_config(const TrainConfig& c) {
   RZ_CHECK(c.train.ema_decay >= 0 && c.train.ema_decay < 1, "config: train.ema_decay = ",
            c.train.ema_decay, " (expected 0 <= decay < 1)");
   RZ_CHECK(c.train.clip_grad >= 0, "config: train.clip_grad = ", c.train.clip_grad);
+  RZ_CHECK(c.stage.input_noise >= 0 && c.stage.input_dropout >= 0 && c.stage.input_dropout < 1,
+           "config: stage.input_noise = ", c.stage.input_noise, ", stage.input_dropout = ",
+           c.stage.input_dropout, " (noise >= 0, 0 <= dropout < 1)");
   RZ_CHECK(c.train.max_nonfinite >= 1, "config: train.max_nonfinite = ", c.train.max_nonfinite);
   const bool student = c.stage.kind == "student-kd";
   RZ_CHECK(!student || !c.stage.teacher.empty(), "config: stage.kind = student-kd needs stage.teacher");

@@ -56,6 +56,7 @@ struct TrainConfig {
     std::string annotation_style = "seed";  // seed | color
     double annotation_thickness = 2.0;
     double input_noise = 0.0;         // extra student perturbation (Gaussian std)
+    double input_dropout = 0.0;       // extra student perturbation: share of pixels zeroed
   } stage;
   struct Optim {
     std::string name = "adam";        // sgd | adam | adamw

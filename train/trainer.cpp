@@ -143,7 +143,8 @@ data::SampleTransform make_transform(const Dataset& d, const TrainConfig& cfg, b
                                                            : data::AnnotationStyle::seed;
   const float thickness = static_cast<float>(cfg.stage.annotation_thickness);
   const double noise = train ? cfg.stage.input_noise : 0.0;
-  return [&d, aug, channels, style, thickness, noise, plain_is_annotated](
+  const double drop = train ? cfg.stage.input_dropout : 0.0;
+  return [&d, aug, channels, style, thickness, noise, drop, plain_is_annotated](
              int64_t study, Generator& rng, float* out_plain, float* out_annotated) {
     const auto si = static_cast<size_t>(study);
     const int64_t row = d.cache_row[si];
@@ -160,8 +161,13 @@ data::SampleTransform make_transform(const Dataset& d, const TrainConfig& cfg, b
       to_model_input(data::apply_augment(annotated(), params, aug), channels, out_plain);
     } else {
       to_model_input(data::apply_augment(cached, params, aug), channels, out_plain);
+      // The student's extra perturbations (its teacher sees the clean twin).
       if (noise > 0)
         for (int64_t i = 0; i < n; ++i) out_plain[i] += static_cast<float>(rng.normal(0.0, noise));
+      if (drop > 0)
+        for (int64_t p = 0; p < n / channels; ++p)
+          if (rng.uniform() < drop)
+            for (int64_t c = 0; c < channels; ++c) out_plain[p * channels + c] = 0.0f;
     }
     if (out_annotated)
       to_model_input(data::apply_augment(annotated(), params, aug), channels, out_annotated);

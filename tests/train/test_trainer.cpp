@@ -125,9 +125,16 @@ TEST_CASE("trainer: stages run end to end and fill the run folder; resume is bit
   // Distilled student from the teacher, then fine-tune from the student.
   TrainConfig kd = set.config("student_kd", "student-kd");
   kd.stage.teacher = (full_dir / "best.ckpt").string();
+  kd.stage.input_noise = 0.05;
+  kd.stage.input_dropout = 0.05;
   kd.train.epochs = 2;
   const auto student = train(kd, quiet);
   CHECK(student.epochs_run == 2);
+  // --pretrained: a timm-format weights file into another stage.
+  TrainConfig pre = set.config("from_pretrained", "finetune");
+  pre.model.pretrained = (full_dir / "best.safetensors").string();
+  pre.train.epochs = 1;
+  CHECK(train(pre, quiet).epochs_run == 1);
   TrainConfig ft = set.config("finetune", "finetune");
   ft.stage.init = (fs::path(student.run_dir) / "best.ckpt").string();
   ft.stage.freeze = {"conv1", "bn1", "layer1"};
