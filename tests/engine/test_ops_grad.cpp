@@ -2,6 +2,8 @@
 // random shapes with odd spatial sizes, stride 2, ceil-mode edges and batch 1.
 #include <doctest/doctest.h>
 
+#include <cmath>
+
 #include "tests/engine/gradcheck.h"
 
 using namespace rz;
@@ -168,4 +170,38 @@ TEST_CASE("grad: permute (layout changes)") {
   auto x = rand_f64({2, 3, 4, 5}, gen);
   gradcheck("permute nchw->nhwc", [](const auto& in) { return permute(in[0], {0, 2, 3, 1}); }, {x});
   gradcheck("permute 3120", [](const auto& in) { return permute(in[0], {3, 1, 2, 0}); }, {x});
+}
+
+TEST_CASE("grad: a wrong backward is caught by the finite-difference comparison") {
+  // y = x^2 recorded with the factor 2 missing from its backward: the
+  // analytic gradient x must differ from the central difference 2x.
+  Tensor x = Tensor::from_vector(std::vector<double>{0.5, -1.25, 2.0}, {3});
+  x.set_requires_grad(true);
+  auto wrong_square = [](const Tensor& in) {
+    Tensor y = [&] {
+      NoGradGuard ng;
+      return mul(in, in);
+    }();
+    if (any_requires_grad({&in})) {
+      SavedTensor s(in);
+      record_op(y, "wrong_square", {&in},
+                [s](const Tensor& g) { return std::vector<Tensor>{mul(g, s.get("wrong_square"))}; });
+    }
+    return y;
+  };
+  sum(wrong_square(x)).backward();
+  const auto analytic = x.grad().to_vector<double>();
+  const double eps = 1e-6;
+  double* px = x.data<double>();
+  for (int i = 0; i < 3; ++i) {
+    const double saved = px[i];
+    px[i] = saved + eps;
+    const double lp = sum(mul(x, x)).item();
+    px[i] = saved - eps;
+    const double lm = sum(mul(x, x)).item();
+    px[i] = saved;
+    const double numeric = (lp - lm) / (2 * eps);
+    CHECK(numeric == doctest::Approx(2 * saved).epsilon(1e-8));
+    CHECK(std::abs(numeric - analytic[static_cast<size_t>(i)]) > 0.1);  // the harness would flag it
+  }
 }
