@@ -1,0 +1,106 @@
+// Multi-tensor fused SGD / Adam (scheme in optim.cuh).
+// v1: 256 threads per block, one chunk of kMultiTensorChunk elements per block
+// iteration, plain fp32 loads/stores (no vectorization: tensors may have any
+// size and alignment offset).
+#include "kernels/cuda/optim.cuh"
+
+namespace rz {
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int64_t kMaxGrid = int64_t{65535} * 8;
+
+struct ChunkRange {
+  int tensor;
+  int64_t begin;  // element range [begin, end) inside that tensor
+  int64_t end;
+};
+
+// The tensor t owning chunk c is the last one with chunk_offsets[t] <= c
+// (empty tensors share their offset with the next one; taking the last skips
+// them). c < total_chunks guarantees chunk_offsets[t + 1] > c.
+__device__ ChunkRange locate_chunk(const TensorList& list, int64_t c) {
+  int lo = 0, hi = list.count - 1;
+  while (lo < hi) {
+    const int mid = lo + (hi - lo + 1) / 2;
+    if (list.chunk_offsets[mid] <= c)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  const int64_t begin = (c - list.chunk_offsets[lo]) * kMultiTensorChunk;
+  const int64_t size = list.sizes[lo];
+  return ChunkRange{lo, begin, begin + kMultiTensorChunk < size ? begin + kMultiTensorChunk : size};
+}
+
+__global__ void __launch_bounds__(kThreads) sgd_multi_kernel(TensorList list, SgdCoeffs<float> c) {
+  for (int64_t chunk = blockIdx.x; chunk < list.total_chunks; chunk += gridDim.x) {
+    const ChunkRange r = locate_chunk(list, chunk);
+    const float* grad = list.grads[r.tensor];
+    if (grad == nullptr) continue;  // uniform across the block
+    float* param = list.params[r.tensor];
+    float* buf = c.use_momentum ? list.state1[r.tensor] : nullptr;
+    for (int64_t i = r.begin + threadIdx.x; i < r.end; i += kThreads) {
+      float p = param[i];
+      float b = buf != nullptr ? buf[i] : 0.0f;
+      sgd_update(p, grad[i], b, c);
+      param[i] = p;
+      if (buf != nullptr) buf[i] = b;
+    }
+  }
+}
+
+__global__ void __launch_bounds__(kThreads)
+    adam_multi_kernel(TensorList list, AdamCoeffs<float> c) {
+  for (int64_t chunk = blockIdx.x; chunk < list.total_chunks; chunk += gridDim.x) {
+    const ChunkRange r = locate_chunk(list, chunk);
+    const float* grad = list.grads[r.tensor];
+    if (grad == nullptr) continue;
+    float* param = list.params[r.tensor];
+    float* m = list.state1[r.tensor];
+    float* v = list.state2[r.tensor];
+    for (int64_t i = r.begin + threadIdx.x; i < r.end; i += kThreads) {
+      float p = param[i], mi = m[i], vi = v[i];
+      adam_update(p, grad[i], mi, vi, c);
+      param[i] = p;
+      m[i] = mi;
+      v[i] = vi;
+    }
+  }
+}
+
+bool list_ok(const TensorList& list) {
+  if (list.count < 0 || list.total_chunks < 0) return false;
+  if (list.total_chunks == 0) return true;
+  return list.count > 0 && list.params != nullptr && list.grads != nullptr &&
+         list.sizes != nullptr && list.chunk_offsets != nullptr;
+}
+
+unsigned grid_for(int64_t chunks) {
+  return static_cast<unsigned>(chunks < kMaxGrid ? chunks : kMaxGrid);
+}
+
+}  // namespace
+
+cudaError_t sgd_step_multi_cuda(const TensorList& list, const SgdHyper& h, bool first_step,
+                                cudaStream_t stream) {
+  if (!list_ok(list)) return cudaErrorInvalidValue;
+  if (list.total_chunks == 0) return cudaSuccess;
+  const SgdCoeffs<float> c = make_sgd_coeffs<float>(h, first_step);
+  if (c.use_momentum && list.state1 == nullptr) return cudaErrorInvalidValue;
+  sgd_multi_kernel<<<grid_for(list.total_chunks), kThreads, 0, stream>>>(list, c);
+  return cudaGetLastError();
+}
+
+cudaError_t adam_step_multi_cuda(const TensorList& list, const AdamHyper& h, int64_t step,
+                                 cudaStream_t stream) {
+  if (!list_ok(list) || step < 1) return cudaErrorInvalidValue;
+  if (list.total_chunks == 0) return cudaSuccess;
+  if (list.state1 == nullptr || list.state2 == nullptr) return cudaErrorInvalidValue;
+  const AdamCoeffs<float> c = make_adam_coeffs<float>(h, step);
+  adam_multi_kernel<<<grid_for(list.total_chunks), kThreads, 0, stream>>>(list, c);
+  return cudaGetLastError();
+}
+
+}  // namespace rz
