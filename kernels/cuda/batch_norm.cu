@@ -8,38 +8,20 @@
 // Elementwise passes are grid-stride loops, 256 threads, c = i % C.
 #include "kernels/cuda/batch_norm.cuh"
 
+#include "kernels/cuda/common.cuh"
+
 namespace rz {
 
 namespace {
 
-constexpr int kThreads = 256;
+using namespace cuda_common;
+
 constexpr int kTileC = 32;
 constexpr int kRowLanes = 8;  // kTileC * kRowLanes == kThreads; a power of two
 constexpr int64_t kMinRowsPerChunk = 64;
 constexpr int64_t kMaxChunks = 256;
 
-__device__ __forceinline__ float load_f32(float v) {
-  return v;
-}
-__device__ __forceinline__ float load_f32(bf16 v) {
-  return bf16_to_f32(v);
-}
-template <typename T>
-__device__ __forceinline__ T store_f32(float v);
-template <>
-__device__ __forceinline__ float store_f32<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ bf16 store_f32<bf16>(float v) {
-  return f32_to_bf16(v);
-}
 
-unsigned grid_for(int64_t n) {
-  const int64_t blocks = (n + kThreads - 1) / kThreads;
-  constexpr int64_t kMaxBlocks = int64_t{65535} * 8;
-  return static_cast<unsigned>(blocks < kMaxBlocks ? blocks : kMaxBlocks);
-}
 
 // Row chunking of pass 1: a function of M only.
 struct Chunks {
@@ -109,18 +91,11 @@ cudaError_t launch_per_channel(int64_t C, F f, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-template <typename F>
-__global__ void __launch_bounds__(kThreads) map_kernel(int64_t n, F f) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * kThreads)
-    f(i);
-}
 
+// launch_map with the functor before the stream, as the calls below read.
 template <typename F>
-cudaError_t launch_map(int64_t n, F f, cudaStream_t stream) {
-  if (n <= 0) return cudaSuccess;
-  map_kernel<<<grid_for(n), kThreads, 0, stream>>>(n, f);
-  return cudaGetLastError();
+cudaError_t map_over(int64_t n, F f, cudaStream_t stream) {
+  return launch_map(n, stream, f);
 }
 
 // Workspace from the stream-ordered pool; `run(ws)` enqueues the work and
@@ -194,7 +169,7 @@ cudaError_t batch_norm_fwd_train_cuda(const T* x, const float* gamma, const floa
         },
         stream);
     if (err != cudaSuccess) return err;
-    return launch_map(
+    return map_over(
         M * C,
         [=] __device__(int64_t i) {
           const int64_t c = i % C;
@@ -212,7 +187,7 @@ cudaError_t batch_norm_fwd_eval_cuda(const T* x, const float* gamma, const float
   const float epsf = static_cast<float>(eps);
   // v1: the per-channel scale is recomputed per element (a sqrt and a divide;
   // still bandwidth-bound) so no workspace is needed.
-  return launch_map(
+  return map_over(
       M * C,
       [=] __device__(int64_t i) {
         const int64_t c = i % C;
@@ -269,7 +244,7 @@ cudaError_t batch_norm_bwd_cuda(const T* x, const T* dy, const float* gamma, con
         },
         stream);
     if (err != cudaSuccess || dx == nullptr) return err;
-    return launch_map(
+    return map_over(
         M * C,
         [=] __device__(int64_t i) {
           const int64_t c = i % C;

@@ -12,36 +12,18 @@
 // on few SMs; a v2 would split HW into chunks with a second combine pass.
 #include "kernels/cuda/channel_scale.cuh"
 
+#include "kernels/cuda/common.cuh"
+
 namespace rz {
 
 namespace {
 
-constexpr int kThreads = 256;
+using namespace cuda_common;
+
 constexpr int kTileC = 32;
 constexpr int kRowLanes = 8;  // kTileC * kRowLanes == kThreads; a power of two
 
-__device__ __forceinline__ float load_f32(float v) {
-  return v;
-}
-__device__ __forceinline__ float load_f32(bf16 v) {
-  return bf16_to_f32(v);
-}
-template <typename T>
-__device__ __forceinline__ T store_f32(float v);
-template <>
-__device__ __forceinline__ float store_f32<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ bf16 store_f32<bf16>(float v) {
-  return f32_to_bf16(v);
-}
 
-unsigned grid_for(int64_t n) {
-  const int64_t blocks = (n + kThreads - 1) / kThreads;
-  constexpr int64_t kMaxBlocks = int64_t{65535} * 8;
-  return static_cast<unsigned>(blocks < kMaxBlocks ? blocks : kMaxBlocks);
-}
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads)

@@ -5,29 +5,11 @@
 #include "kernels/cuda/elementwise.cuh"
 
 #include "kernels/common/convert.h"
+#include "kernels/cuda/common.cuh"
 
 namespace rz {
 
-namespace {
-constexpr int kThreads = 256;
-
-unsigned grid_for(int64_t n) {
-  const int64_t blocks = (n + kThreads - 1) / kThreads;
-  return static_cast<unsigned>(blocks < 65535 * 8 ? (blocks > 0 ? blocks : 1) : 65535 * 8);
-}
-
-template <typename F> __global__ void map_kernel(int64_t n, F f) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    f(i);
-}
-
-template <typename F> cudaError_t launch_map(int64_t n, cudaStream_t stream, F f) {
-  if (n <= 0) return cudaSuccess;
-  map_kernel<<<grid_for(n), kThreads, 0, stream>>>(n, f);
-  return cudaGetLastError();
-}
-}  // namespace
+using namespace cuda_common;
 
 template <typename T> cudaError_t fill_cuda(T* y, T value, int64_t n, cudaStream_t stream) {
   return launch_map(n, stream, [=] __device__(int64_t i) { y[i] = value; });

@@ -11,36 +11,18 @@
 // first_out) line for line.
 #include "kernels/cuda/pool.cuh"
 
+#include "kernels/cuda/common.cuh"
+
 namespace rz {
 
 namespace {
 
-constexpr int kThreads = 256;
+using namespace cuda_common;
+
 constexpr int kTileC = 32;
 constexpr int kRowLanes = 8;  // kTileC * kRowLanes == kThreads; a power of two
 
-__device__ __forceinline__ float load_f32(float v) {
-  return v;
-}
-__device__ __forceinline__ float load_f32(bf16 v) {
-  return bf16_to_f32(v);
-}
-template <typename T>
-__device__ __forceinline__ T store_f32(float v);
-template <>
-__device__ __forceinline__ float store_f32<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ bf16 store_f32<bf16>(float v) {
-  return f32_to_bf16(v);
-}
 
-unsigned grid_for(int64_t n) {
-  const int64_t blocks = (n + kThreads - 1) / kThreads;
-  constexpr int64_t kMaxBlocks = int64_t{65535} * 8;
-  return static_cast<unsigned>(blocks < kMaxBlocks ? blocks : kMaxBlocks);
-}
 
 __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) {
   return a < b ? a : b;

@@ -1,0 +1,42 @@
+// Device helpers every CUDA kernel file shares: the block size of the simple
+// (v1) kernels, fp32 <-> storage conversions, and a grid-stride "map" launch.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/common/bf16.h"
+
+namespace rz::cuda_common {
+
+constexpr int kThreads = 256;
+
+__device__ __forceinline__ float load_f32(float v) { return v; }
+__device__ __forceinline__ float load_f32(bf16 v) { return bf16_to_f32(v); }
+
+template <typename T> __device__ __forceinline__ T store_f32(float v);
+template <> __device__ __forceinline__ float store_f32<float>(float v) { return v; }
+template <> __device__ __forceinline__ bf16 store_f32<bf16>(float v) { return f32_to_bf16(v); }
+
+// Blocks for n one-element-per-thread items, capped (the loops grid-stride).
+inline unsigned grid_for(int64_t n) {
+  const int64_t blocks = (n + kThreads - 1) / kThreads;
+  constexpr int64_t kMaxBlocks = int64_t{65535} * 8;
+  return static_cast<unsigned>(blocks < 1 ? 1 : (blocks < kMaxBlocks ? blocks : kMaxBlocks));
+}
+
+template <typename F> __global__ void __launch_bounds__(kThreads) map_kernel(int64_t n, F f) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * kThreads)
+    f(i);
+}
+
+// Runs f(i) for i in [0, n) on `stream`; returns the launch status.
+template <typename F> cudaError_t launch_map(int64_t n, cudaStream_t stream, F f) {
+  if (n <= 0) return cudaSuccess;
+  map_kernel<<<grid_for(n), kThreads, 0, stream>>>(n, f);
+  return cudaGetLastError();
+}
+
+}  // namespace rz::cuda_common
