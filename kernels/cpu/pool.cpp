@@ -8,6 +8,8 @@
 // order, so results do not depend on the thread count.
 #include "kernels/cpu/pool.h"
 
+#include "kernels/common/pool_math.h"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -20,22 +22,14 @@ namespace {
 constexpr int64_t kParallelMin = int64_t{1} << 15;
 constexpr int64_t kChanBlock = 64;
 
-// One output position's window along one axis, PyTorch avg_pool2d style:
-// [start, end) clipped to the input; pool = unclipped extent, capped at in + p.
-struct Window1d {
-  int64_t start, end, pool;
-};
+using Window1d = PoolWindow1d;
 
 Window1d window1d(int64_t o, int64_t k, int64_t s, int64_t p, int64_t in) {
-  const int64_t st = o * s - p;
-  const int64_t en = std::min(st + k, in + p);
-  return {std::max<int64_t>(st, 0), std::min(en, in), en - st};
+  return pool_window1d(o, k, s, p, in);
 }
 
 double avg_divisor(const Window1d& wh, const Window1d& ww, bool count_include_pad) {
-  const int64_t d =
-      count_include_pad ? wh.pool * ww.pool : (wh.end - wh.start) * (ww.end - ww.start);
-  return static_cast<double>(d);
+  return static_cast<double>(pool_window_count(wh, ww, count_include_pad));
 }
 
 }  // namespace

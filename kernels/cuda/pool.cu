@@ -7,10 +7,11 @@
 // ceil(kh/sh)*ceil(kw/sw) times per dx element (gather) and writes dx once;
 // avg backward likewise without argmax; global pool forward reads x once and
 // writes N*C; global pool backward reads N*C and writes dx once.
-// The window arithmetic mirrors kernels/cpu/pool.cpp (window1d, avg_divisor,
-// first_out) line for line.
+// The window arithmetic (pool_window1d, pool_window_count) is
+// kernels/common/pool_math.h, shared with the CPU twin kernels/cpu/pool.cpp.
 #include "kernels/cuda/pool.cuh"
 
+#include "kernels/common/pool_math.h"
 #include "kernels/cuda/common.cuh"
 
 namespace rz {
@@ -31,24 +32,16 @@ __device__ __forceinline__ int64_t max64(int64_t a, int64_t b) {
   return a > b ? a : b;
 }
 
-// One output position's window along one axis, PyTorch avg_pool2d style:
-// [start, end) clipped to the input; pool = unclipped extent, capped at in + p.
-struct Window1d {
-  int64_t start, end, pool;
-};
+using Window1d = PoolWindow1d;
 
 __device__ __forceinline__ Window1d window1d(int64_t o, int64_t k, int64_t s, int64_t p,
                                              int64_t in) {
-  const int64_t st = o * s - p;
-  const int64_t en = min64(st + k, in + p);
-  return {max64(st, 0), min64(en, in), en - st};
+  return pool_window1d(o, k, s, p, in);
 }
 
 __device__ __forceinline__ float avg_divisor(const Window1d& wh, const Window1d& ww,
                                              bool count_include_pad) {
-  const int64_t d =
-      count_include_pad ? wh.pool * ww.pool : (wh.end - wh.start) * (ww.end - ww.start);
-  return static_cast<float>(d);
+  return static_cast<float>(pool_window_count(wh, ww, count_include_pad));
 }
 
 // First output whose window [o*s - p, o*s - p + k) contains input i.
