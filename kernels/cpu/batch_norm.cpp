@@ -10,6 +10,8 @@
 // E[x^2] - E[x]^2 cancellation).
 #include "kernels/cpu/batch_norm.h"
 
+#include "kernels/common/bn_math.h"
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -151,11 +153,12 @@ void batch_norm_bwd_cpu(const T* x, const T* dy, const T* gamma, const T* mean, 
   std::vector<double> k1(static_cast<size_t>(C)), mdy(static_cast<size_t>(C), 0.0),
       k2(static_cast<size_t>(C), 0.0);
   for (int64_t c = 0; c < C; ++c) {
-    k1[c] = static_cast<double>(gamma[c]) * istd[c];
-    if (training) {
-      mdy[c] = sums[c] * inv_m;
-      k2[c] = istd[c] * istd[c] * sums[C + c] * inv_m;
-    }
+    const BnBackwardCoeffs k = bn_backward_coeffs(static_cast<double>(gamma[c]), istd[c],
+                                                  training ? sums[c] : 0.0,
+                                                  training ? sums[C + c] : 0.0, inv_m, training);
+    k1[c] = k.k1;
+    mdy[c] = k.mdy;
+    k2[c] = k.k2;
   }
   const double *k1p = k1.data(), *mdyp = mdy.data(), *k2p = k2.data(), *mup = mu.data();
 #pragma omp parallel for schedule(static) if (M * C >= kParallelMin)
@@ -165,8 +168,8 @@ void batch_norm_bwd_cpu(const T* x, const T* dy, const T* gamma, const T* mean, 
     T* dxr = dx + r * C;
 #pragma omp simd
     for (int64_t c = 0; c < C; ++c)
-      dxr[c] = static_cast<T>(k1p[c] * (static_cast<double>(dyr[c]) - mdyp[c] -
-                                        (static_cast<double>(xr[c]) - mup[c]) * k2p[c]));
+      dxr[c] = static_cast<T>(bn_backward_dx(k1p[c], mdyp[c], k2p[c], static_cast<double>(dyr[c]),
+                                             static_cast<double>(xr[c]) - mup[c]));
   }
 }
 

@@ -8,6 +8,7 @@
 // Elementwise passes are grid-stride loops, 256 threads, c = i % C.
 #include "kernels/cuda/batch_norm.cuh"
 
+#include "kernels/common/bn_math.h"
 #include "kernels/cuda/common.cuh"
 
 namespace rz {
@@ -238,9 +239,11 @@ cudaError_t batch_norm_bwd_cuda(const T* x, const T* dy, const float* gamma, con
           }
           if (dbeta != nullptr) dbeta[c] = static_cast<float>(s_dy);
           if (dgamma != nullptr) dgamma[c] = static_cast<float>(s_dyxc * istd);
-          k1[c] = static_cast<float>(static_cast<double>(gamma[c]) * istd);
-          mdy[c] = training ? static_cast<float>(s_dy * inv_m) : 0.0f;
-          k2[c] = training ? static_cast<float>(istd * istd * s_dyxc * inv_m) : 0.0f;
+          const BnBackwardCoeffs k = bn_backward_coeffs(static_cast<double>(gamma[c]), istd, s_dy,
+                                                        s_dyxc, inv_m, training);
+          k1[c] = static_cast<float>(k.k1);
+          mdy[c] = static_cast<float>(k.mdy);
+          k2[c] = static_cast<float>(k.k2);
         },
         stream);
     if (err != cudaSuccess || dx == nullptr) return err;
@@ -249,7 +252,7 @@ cudaError_t batch_norm_bwd_cuda(const T* x, const T* dy, const float* gamma, con
         [=] __device__(int64_t i) {
           const int64_t c = i % C;
           const float xc = load_f32(x[i]) - mean[c];
-          dx[i] = store_f32<T>(k1[c] * (load_f32(dy[i]) - mdy[c] - xc * k2[c]));
+          dx[i] = store_f32<T>(bn_backward_dx(k1[c], mdy[c], k2[c], load_f32(dy[i]), xc));
         },
         stream);
   });

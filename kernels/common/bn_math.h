@@ -1,0 +1,26 @@
+// Batch-norm formulas shared by the CPU and CUDA twins.
+#pragma once
+
+#include "kernels/common/hostdev.h"
+
+namespace rz {
+
+// Per-channel backward coefficients, from the channel's sums over its M
+// values: dx = k1 * (dy - mdy - (x - mean) * k2). In eval mode the statistics
+// are constants, so mdy = k2 = 0 and dx = gamma * invstd * dy.
+struct BnBackwardCoeffs {
+  double k1, mdy, k2;
+};
+
+RZ_HD BnBackwardCoeffs bn_backward_coeffs(double gamma, double invstd, double sum_dy,
+                                          double sum_dy_xc, double inv_m, bool training) {
+  if (!training) return {gamma * invstd, 0.0, 0.0};
+  return {gamma * invstd, sum_dy * inv_m, invstd * invstd * sum_dy_xc * inv_m};
+}
+
+template <typename S>
+RZ_HD S bn_backward_dx(S k1, S mdy, S k2, S dy, S x_minus_mean) {
+  return k1 * (dy - mdy - x_minus_mean * k2);
+}
+
+}  // namespace rz
