@@ -220,19 +220,31 @@ ConvAlgoChoice conv2d_cudnn_algo(CudaContext& ctx, const Conv2dGeom& g, DType dt
   RZ_THROW("conv2d_cudnn_algo: bad direction");
 }
 
+// The part every direction shares: descriptors, the cached (or measured)
+// algorithm with its math type, and the workspace; `call` then issues the
+// cuDNN call with alpha = 1, beta = 0 (the output is overwritten).
+template <typename Call>
+void run_conv(CudaContext& ctx, const Conv2dGeom& g, DType dtype, ConvDirection dir,
+              const CudnnConvOptions& opt, const void* a, const void* b, void* out, Call call) {
+  ConvDescs d(g, dtype, search_math_type(dtype, opt));
+  const ConvAlgoChoice c = lookup_or_measure(ctx, d, g, dtype, dir, opt, a, b, out);
+  RZ_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv.d, static_cast<cudnnMathType_t>(c.math_type)));
+  void* ws = ctx.workspace(c.workspace_bytes);
+  const float alpha = 1.f, beta = 0.f;
+  call(d, c, ws, &alpha, &beta);
+}
+
 void conv2d_fwd_cudnn(CudaContext& ctx, const Conv2dGeom& g, DType dtype, const void* x,
                       const void* w, void* y, const CudnnConvOptions& opt) {
   NvtxRange range("conv2d_fwd_cudnn");
   ctx.make_current();
   if (is_empty(g)) return zero_output(ctx, y, g.N * g.OH * g.OW * g.K, dtype);
-  ConvDescs d(g, dtype, search_math_type(dtype, opt));
-  const ConvAlgoChoice c = lookup_or_measure(ctx, d, g, dtype, ConvDirection::Forward, opt, x, w, y);
-  RZ_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv.d, static_cast<cudnnMathType_t>(c.math_type)));
-  void* ws = ctx.workspace(c.workspace_bytes);
-  const float alpha = 1.f, beta = 0.f;
-  RZ_CUDNN_CHECK(cudnnConvolutionForward(ctx.cudnn(), &alpha, d.x.d, x, d.w.d, w, d.conv.d,
-                                         static_cast<cudnnConvolutionFwdAlgo_t>(c.algo), ws,
-                                         c.workspace_bytes, &beta, d.y.d, y));
+  run_conv(ctx, g, dtype, ConvDirection::Forward, opt, x, w, y,
+           [&](ConvDescs& d, const ConvAlgoChoice& c, void* ws, const float* alpha, const float* beta) {
+             RZ_CUDNN_CHECK(cudnnConvolutionForward(
+                 ctx.cudnn(), alpha, d.x.d, x, d.w.d, w, d.conv.d,
+                 static_cast<cudnnConvolutionFwdAlgo_t>(c.algo), ws, c.workspace_bytes, beta, d.y.d, y));
+           });
 }
 
 void conv2d_bwd_data_cudnn(CudaContext& ctx, const Conv2dGeom& g, DType dtype, const void* dy,
@@ -240,15 +252,13 @@ void conv2d_bwd_data_cudnn(CudaContext& ctx, const Conv2dGeom& g, DType dtype, c
   NvtxRange range("conv2d_bwd_data_cudnn");
   ctx.make_current();
   if (is_empty(g)) return zero_output(ctx, dx, g.N * g.H * g.W * g.C, dtype);
-  ConvDescs d(g, dtype, search_math_type(dtype, opt));
-  const ConvAlgoChoice c =
-      lookup_or_measure(ctx, d, g, dtype, ConvDirection::BackwardData, opt, dy, w, dx);
-  RZ_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv.d, static_cast<cudnnMathType_t>(c.math_type)));
-  void* ws = ctx.workspace(c.workspace_bytes);
-  const float alpha = 1.f, beta = 0.f;
-  RZ_CUDNN_CHECK(cudnnConvolutionBackwardData(ctx.cudnn(), &alpha, d.w.d, w, d.y.d, dy, d.conv.d,
-                                              static_cast<cudnnConvolutionBwdDataAlgo_t>(c.algo), ws,
-                                              c.workspace_bytes, &beta, d.x.d, dx));
+  run_conv(ctx, g, dtype, ConvDirection::BackwardData, opt, dy, w, dx,
+           [&](ConvDescs& d, const ConvAlgoChoice& c, void* ws, const float* alpha, const float* beta) {
+             RZ_CUDNN_CHECK(cudnnConvolutionBackwardData(
+                 ctx.cudnn(), alpha, d.w.d, w, d.y.d, dy, d.conv.d,
+                 static_cast<cudnnConvolutionBwdDataAlgo_t>(c.algo), ws, c.workspace_bytes, beta,
+                 d.x.d, dx));
+           });
 }
 
 void conv2d_bwd_filter_cudnn(CudaContext& ctx, const Conv2dGeom& g, DType dtype, const void* x,
@@ -256,15 +266,13 @@ void conv2d_bwd_filter_cudnn(CudaContext& ctx, const Conv2dGeom& g, DType dtype,
   NvtxRange range("conv2d_bwd_filter_cudnn");
   ctx.make_current();
   if (is_empty(g)) return zero_output(ctx, dw, g.K * g.R * g.S * g.C, dtype);
-  ConvDescs d(g, dtype, search_math_type(dtype, opt));
-  const ConvAlgoChoice c =
-      lookup_or_measure(ctx, d, g, dtype, ConvDirection::BackwardFilter, opt, x, dy, dw);
-  RZ_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv.d, static_cast<cudnnMathType_t>(c.math_type)));
-  void* ws = ctx.workspace(c.workspace_bytes);
-  const float alpha = 1.f, beta = 0.f;
-  RZ_CUDNN_CHECK(cudnnConvolutionBackwardFilter(ctx.cudnn(), &alpha, d.x.d, x, d.y.d, dy, d.conv.d,
-                                                static_cast<cudnnConvolutionBwdFilterAlgo_t>(c.algo),
-                                                ws, c.workspace_bytes, &beta, d.w.d, dw));
+  run_conv(ctx, g, dtype, ConvDirection::BackwardFilter, opt, x, dy, dw,
+           [&](ConvDescs& d, const ConvAlgoChoice& c, void* ws, const float* alpha, const float* beta) {
+             RZ_CUDNN_CHECK(cudnnConvolutionBackwardFilter(
+                 ctx.cudnn(), alpha, d.x.d, x, d.y.d, dy, d.conv.d,
+                 static_cast<cudnnConvolutionBwdFilterAlgo_t>(c.algo), ws, c.workspace_bytes, beta,
+                 d.w.d, dw));
+           });
 }
 
 #else  // !RZ_HAVE_CUDA
