@@ -57,6 +57,8 @@ void check_options(const SynthOptions& o) {
            "synth: images_per_patient must be 1..100, got ", o.images_per_patient);
   RZ_CHECK(o.difficulty >= 0 && o.difficulty <= 1, "synth: difficulty must be 0..1, got ",
            o.difficulty);
+  RZ_CHECK(o.tube_width_scale > 0 && o.tube_width_scale <= 8,
+           "synth: tube_width_scale must be in (0, 8], got ", o.tube_width_scale);
   RZ_CHECK(o.annotated_fraction >= 0 && o.annotated_fraction <= 1,
            "synth: annotated_fraction must be 0..1, got ", o.annotated_fraction);
   RZ_CHECK(o.jpeg_quality >= 1 && o.jpeg_quality <= 100, "synth: jpeg_quality must be 1..100, got ",
@@ -350,7 +352,7 @@ SynthSample render_slot(const SynthOptions& o, SynthSplit split, int64_t index, 
   take(patient.devices.swan, fresh.swan);
 
   const double size = static_cast<double>(o.size);
-  const double px_scale = size / 256.0;
+  const double px_scale = size / 256.0 * o.tube_width_scale;
   SynthSample out;
   std::vector<TubeStroke> tubes;
   for (const DeviceSpec& d : specs) {

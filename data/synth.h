@@ -52,6 +52,10 @@ struct SynthOptions {
   // Scales the tube contrast (about 4x from 0 to 1: at 256 px a tube adds about
   // 17, 10 and 4 grey levels at its centreline at 0, 0.5 and 1) and, mildly, the noise.
   double difficulty = 0.5;
+  // Multiplies every tube's drawn width (1 = the widths of a real 256 px
+  // downscale). Low-resolution demos use wider tubes so a small model can
+  // still see them without annotations.
+  double tube_width_scale = 1.0;
   // Of the train images with at least one device, the fraction whose devices
   // are listed in train_annotations.csv (the real set annotates about 30% of
   // all images; more here so that a teacher has enough).

@@ -30,7 +30,8 @@ void log_cuda(cudaError_t s, const char* what) {
 }
 }  // namespace
 
-CudaContext::CudaContext(int device, const std::string& stream_name) : device_(device) {
+CudaContext::CudaContext(int device, const std::string& stream_name, StreamKind kind)
+    : device_(device), owns_stream_(kind == StreamKind::Owned) {
   int count = 0;
   RZ_CUDA_CHECK(cudaGetDeviceCount(&count));
   RZ_CHECK(device >= 0 && device < count, "CUDA device ", device, " requested but ", count,
@@ -47,10 +48,12 @@ CudaContext::CudaContext(int device, const std::string& stream_name) : device_(d
     props_.l2_cache_bytes = static_cast<size_t>(p.l2CacheSize);
     props_.shared_memory_per_sm_bytes = p.sharedMemPerMultiprocessor;
 
-    cudaStream_t s = nullptr;
-    RZ_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    cudaStream_t s = cudaStreamPerThread;
+    if (owns_stream_) {
+      RZ_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+      nvtxNameCudaStreamA(s, stream_name.c_str());
+    }
     stream_ = s;
-    nvtxNameCudaStreamA(s, stream_name.c_str());
 
     cublasHandle_t blas = nullptr;
     RZ_CUBLAS_CHECK(cublasCreate(&blas));
@@ -103,7 +106,7 @@ void CudaContext::release() noexcept {
     cublas_ = nullptr;
   }
   if (stream_ != nullptr) {
-    log_cuda(cudaStreamDestroy(stream_), "cudaStreamDestroy");
+    if (owns_stream_) log_cuda(cudaStreamDestroy(stream_), "cudaStreamDestroy");
     stream_ = nullptr;
   }
 }
@@ -135,6 +138,21 @@ void CudaContext::synchronize() const {
   RZ_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
+CudaContext& engine_cuda_context(int device) {
+  // One slot per device and thread. The contexts are intentionally never
+  // destroyed: tensors may outlive any scope here (statics, the thread's last
+  // tensors), and tearing handles down during process exit races the CUDA
+  // runtime's own shutdown. The driver reclaims everything at exit.
+  constexpr int kMaxDevices = 64;
+  thread_local CudaContext* contexts[kMaxDevices] = {};
+  RZ_CHECK(device >= 0 && device < kMaxDevices, "CUDA device index ", device, " out of range");
+  if (contexts[device] == nullptr)
+    contexts[device] = new CudaContext(device, "", CudaContext::StreamKind::PerThreadDefault);
+  else
+    contexts[device]->make_current();
+  return *contexts[device];
+}
+
 NvtxRange::NvtxRange(const char* name) { nvtxRangePushA(name); }
 NvtxRange::~NvtxRange() { nvtxRangePop(); }
 
@@ -143,8 +161,10 @@ void profile_stop() { RZ_CUDA_CHECK(cudaProfilerStop()); }
 
 #else  // !RZ_HAVE_CUDA
 
-CudaContext::CudaContext(int device, const std::string& stream_name) : device_(device) {
+CudaContext::CudaContext(int device, const std::string& stream_name, StreamKind kind)
+    : device_(device) {
   (void)stream_name;
+  (void)kind;
   RZ_THROW("CudaContext(", device, "): built without CUDA (configure with a CUDA compiler and RZ_CUDA=ON)");
 }
 CudaContext::~CudaContext() { release(); }
@@ -152,6 +172,9 @@ void CudaContext::release() noexcept {}
 void CudaContext::make_current() const { RZ_THROW("CudaContext: built without CUDA"); }
 void* CudaContext::workspace(size_t) { RZ_THROW("CudaContext: built without CUDA"); }
 void CudaContext::synchronize() const { RZ_THROW("CudaContext: built without CUDA"); }
+CudaContext& engine_cuda_context(int device) {
+  RZ_THROW("CUDA device ", device, " requested: built without CUDA");
+}
 
 NvtxRange::NvtxRange(const char*) {}
 NvtxRange::~NvtxRange() = default;

@@ -81,12 +81,26 @@ struct CudaDeviceProps {
   std::string str() const;           // one line: name, sm_XY, SMs, memory
 };
 
+// Settings the op front-ends read from the engine context (see
+// engine_cuda_context): how convolutions and GEMMs may trade exactness for speed.
+struct EngineCudaOptions {
+  bool deterministic = false;  // cuDNN: only algorithms with bitwise-reproducible results
+  bool allow_tf32 = false;     // fp32 convolutions and GEMMs may use TF32 tensor cores
+};
+
 class CudaContext {
  public:
-  // Makes `device` current, creates the named stream, the handles (bound to the
-  // stream) and reads the properties. Throws rz::Error when the device is not
-  // usable (no GPU, bad index) or in a build without CUDA.
-  explicit CudaContext(int device = 0, const std::string& stream_name = "rz.main");
+  // Which stream the context issues work on: its own non-blocking stream named
+  // `stream_name`, or the per-thread default stream (cudaStreamPerThread) that
+  // engine storage, copies and op front-ends use (see engine_cuda_context).
+  enum class StreamKind : uint8_t { Owned, PerThreadDefault };
+
+  // Makes `device` current, creates the named stream (or takes the per-thread
+  // default one), the handles (bound to the stream) and reads the properties.
+  // Throws rz::Error when the device is not usable (no GPU, bad index) or in a
+  // build without CUDA.
+  explicit CudaContext(int device = 0, const std::string& stream_name = "rz.main",
+                       StreamKind kind = StreamKind::Owned);
   // Synchronizes the stream, frees the workspace and destroys the handles;
   // failures are logged to stderr, never thrown.
   ~CudaContext();
@@ -114,8 +128,12 @@ class CudaContext {
 
   ConvAlgoCache& conv_algo_cache() { return *conv_cache_; }
 
+  // Read by the op front-ends for every convolution and GEMM they issue.
+  EngineCudaOptions options;
+
  private:
   int device_ = 0;
+  bool owns_stream_ = true;
   CUstream_st* stream_ = nullptr;
   cublasContext* cublas_ = nullptr;
   cublasLtContext* cublaslt_ = nullptr;
@@ -127,6 +145,18 @@ class CudaContext {
 
   void release() noexcept;  // the destructor's work; also undoes a failed constructor
 };
+
+// The context the op front-ends (engine/ops.h), optimizers and Tensor methods
+// use for CUDA `device` on the calling thread: created on first use and kept
+// for the life of the process. It issues work on the per-thread default stream
+// (cudaStreamPerThread), the same stream device storage is allocated, freed and
+// copied on, so everything one host thread does on one device is ordered on a
+// single stream without events, and memory freed by a tensor is reused only
+// after the work that read it. Op front-ends take no context argument (like
+// grad mode, the current device is a per-thread setting), so this is where
+// callers set EngineCudaOptions: engine_cuda_context(0).options.deterministic = true.
+// Throws rz::Error when the device is not usable or in a build without CUDA.
+CudaContext& engine_cuda_context(int device);
 
 // NVTX range for the lifetime of the object (nvtxRangePushA / nvtxRangePop):
 // shows up in nsys timelines. No-op in a build without CUDA.

@@ -18,6 +18,15 @@ template <typename F> decltype(auto) dispatch_float(DType t, const char* op, F&&
   }
 }
 
+// f32 and bf16: the storage types of the CUDA backend (math in fp32).
+template <typename F> decltype(auto) dispatch_cuda_float(DType t, const char* op, F&& f) {
+  switch (t) {
+    case DType::F32: return f(float{});
+    case DType::BF16: return f(bf16{});
+    default: RZ_THROW(op, ": unsupported dtype ", dtype_name(t), " on CUDA (expected f32 or bf16)");
+  }
+}
+
 template <typename F> decltype(auto) dispatch_all(DType t, F&& f) {
   switch (t) {
     case DType::F32: return f(float{});

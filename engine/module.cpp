@@ -4,8 +4,14 @@
 #include <set>
 
 #include "engine/autograd.h"
+#include "engine/cuda_context.h"
 
 namespace rz {
+
+Tensor Module::operator()(const Tensor& x) {
+  NvtxRange range(type_name());
+  return forward(x);
+}
 
 Tensor Module::forward(const Tensor&) {
   RZ_THROW(type_name(), " has no single-input forward");

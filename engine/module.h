@@ -25,7 +25,9 @@ class Module {
 
   // Modules with one input and one output override this; Sequential chains them.
   virtual Tensor forward(const Tensor& x);
-  Tensor operator()(const Tensor& x) { return forward(x); }
+  // forward(x) inside an NVTX range named by type_name() (DESIGN decision 10),
+  // so nsys timelines show the module tree.
+  Tensor operator()(const Tensor& x);
   virtual std::string type_name() const { return "Module"; }
 
   NamedTensors named_parameters() const;  // depth-first, registration order

@@ -3,8 +3,14 @@
 // its backward right next to the forward. Image tensors are NHWC; conv
 // weights are KRSC [out, kh, kw, in].
 //
-// All inputs of an op must be on the same device and have the same dtype.
-// The CPU backend computes in f32 or f64.
+// All inputs of an op must be on the same device. The CPU backend computes in
+// f32 or f64 and all inputs of an op share one dtype. The CUDA backend stores
+// f32 or bf16 and computes in fp32; for bf16 mixed precision (DESIGN decision
+// 2) its ops accept bf16 activations together with fp32 parameters: conv2d
+// and linear round an fp32 weight to bf16 for the product (through `cast`, so
+// the weight's gradient arrives in fp32), linear's bias, batch norm's weight,
+// bias and running statistics stay fp32, and the losses take fp32 targets and
+// return an fp32 loss.
 #pragma once
 
 #include <array>
@@ -32,6 +38,10 @@ inline Tensor operator*(double f, const Tensor& a) { return scale(a, f); }
 // Inverted dropout: zeroes each element with probability p and scales the
 // rest by 1/(1-p); the mask comes from `gen` (so a seed reproduces a run).
 Tensor dropout(const Tensor& x, double p, Generator& gen);
+
+// Differentiable dtype conversion: x rounded to `dtype`; the gradient is
+// converted back to x's dtype. Returns x itself when the dtype already matches.
+Tensor cast(const Tensor& x, DType dtype);
 
 // ---- shape (views sharing storage) ----
 Tensor reshape(const Tensor& x, Shape shape);  // one dimension may be -1
@@ -87,5 +97,8 @@ Tensor mse_loss(const Tensor& a, const Tensor& b);
 // Shared argument checks of the front-ends.
 void check_same(const Tensor& a, const Tensor& b, const char* op);  // dtype and device
 void check_cpu(const Tensor& t, const char* op);  // CPU until the op has a CUDA kernel
+// The weight an op multiplies x with: w itself when the dtypes match, or w
+// cast to bf16 when x is a bf16 CUDA activation and w an fp32 master weight.
+Tensor weight_for(const Tensor& x, const Tensor& w, const char* op);
 
 }  // namespace rz

@@ -1,15 +1,74 @@
-// conv2d and linear: the GEMM-shaped ops.
+// conv2d and linear: the GEMM-shaped ops. CPU: im2col + our GEMM; CUDA:
+// cuDNN convolutions (algorithms measured and cached per shape, see
+// engine/cuda_conv.h) and cuBLAS GEMMs, f32 or bf16 with fp32 accumulation.
 #include "engine/autograd.h"
 #include "engine/dispatch.h"
 #include "engine/ops.h"
+#include "engine/ops_cuda.h"
 #include "kernels/cpu/conv2d.h"
 #include "kernels/cpu/linear.h"
+#if defined(RZ_HAVE_CUDA)
+#include "engine/cuda_conv.h"
+#include "engine/cuda_gemm.h"
+#include "kernels/cuda/reduce.cuh"
+#endif
 
 namespace rz {
 
-Tensor conv2d(const Tensor& x, const Tensor& w, Conv2dOptions opt) {
+namespace {
+
+#if defined(RZ_HAVE_CUDA)
+CudnnConvOptions conv_options(const CudaContext& ctx) {
+  CudnnConvOptions o;
+  o.deterministic = ctx.options.deterministic;
+  o.allow_tf32 = ctx.options.allow_tf32;
+  return o;
+}
+#endif
+
+enum class ConvPass { Fwd, Dgrad, Wgrad };
+
+// One convolution pass on the device of the tensors: out = fwd(a=x, b=w),
+// dgrad(a=dy, b=w) or wgrad(a=x, b=dy).
+void conv_pass(ConvPass pass, const Conv2dGeom& g, const Tensor& a, const Tensor& b, Tensor& out) {
+  if (out.device().is_cpu()) {
+    dispatch_float(out.dtype(), "conv2d", [&](auto tag) {
+      using T = decltype(tag);
+      switch (pass) {
+        case ConvPass::Fwd: conv2d_fwd_cpu(a.data<T>(), b.data<T>(), out.data<T>(), g); break;
+        case ConvPass::Dgrad: conv2d_bwd_data_cpu(a.data<T>(), b.data<T>(), out.data<T>(), g); break;
+        case ConvPass::Wgrad: conv2d_bwd_weight_cpu(a.data<T>(), b.data<T>(), out.data<T>(), g); break;
+      }
+    });
+    return;
+  }
+#if defined(RZ_HAVE_CUDA)
+  RZ_CHECK(out.dtype() == DType::F32 || out.dtype() == DType::BF16, "conv2d: ", out.str(),
+           " on CUDA (expected f32 or bf16)");
+  CudaContext& ctx = op_context(out);
+  const CudnnConvOptions o = conv_options(ctx);
+  switch (pass) {
+    case ConvPass::Fwd:
+      conv2d_fwd_cudnn(ctx, g, out.dtype(), a.raw_data(), b.raw_data(), out.raw_data(), o);
+      break;
+    case ConvPass::Dgrad:
+      conv2d_bwd_data_cudnn(ctx, g, out.dtype(), a.raw_data(), b.raw_data(), out.raw_data(), o);
+      break;
+    case ConvPass::Wgrad:
+      conv2d_bwd_filter_cudnn(ctx, g, out.dtype(), a.raw_data(), b.raw_data(), out.raw_data(), o);
+      break;
+  }
+#else
+  (void)g, (void)a, (void)b, (void)pass;
+  no_cuda_backend("conv2d");
+#endif
+}
+
+}  // namespace
+
+Tensor conv2d(const Tensor& x, const Tensor& w_in, Conv2dOptions opt) {
+  const Tensor w = weight_for(x, w_in, "conv2d");
   check_same(x, w, "conv2d");
-  check_cpu(x, "conv2d");
   RZ_CHECK(x.dim() == 4, "conv2d: input must be NHWC [N, H, W, C], got ", x.str());
   RZ_CHECK(w.dim() == 4, "conv2d: weight must be KRSC [K, R, S, C], got ", w.str());
   RZ_CHECK(w.size(3) == x.size(3), "conv2d: weight ", shape_str(w.shape()), " expects ",
@@ -22,61 +81,119 @@ Tensor conv2d(const Tensor& x, const Tensor& w, Conv2dOptions opt) {
   RZ_CHECK(g.OH >= 1 && g.OW >= 1, "conv2d: kernel ", g.R, "x", g.S, " does not fit input ",
            shape_str(x.shape()), " with padding ", opt.padding);
   Tensor y = Tensor::empty({g.N, g.OH, g.OW, g.K}, x.dtype(), x.device());
-  dispatch_float(x.dtype(), "conv2d", [&](auto tag) {
-    using T = decltype(tag);
-    conv2d_fwd_cpu(x.data<T>(), w.data<T>(), y.data<T>(), g);
-  });
+  conv_pass(ConvPass::Fwd, g, x, w, y);
   if (any_requires_grad({&x, &w})) {
     const bool need_x = x.requires_grad(), need_w = w.requires_grad();
     SavedTensor sx(need_w ? x : Tensor()), sw(need_x ? w : Tensor());
     record_op(y, "conv2d", {&x, &w}, [sx, sw, g, need_x, need_w](const Tensor& dy) {
       std::vector<Tensor> grads(2);
-      dispatch_float(dy.dtype(), "conv2d backward", [&](auto tag) {
-        using T = decltype(tag);
-        if (need_x) {
-          Tensor wt = sw.get("conv2d");
-          grads[0] = Tensor::empty({g.N, g.H, g.W, g.C}, dy.dtype(), dy.device());
-          conv2d_bwd_data_cpu(dy.data<T>(), wt.data<T>(), grads[0].data<T>(), g);
-        }
-        if (need_w) {
-          Tensor xt = sx.get("conv2d");
-          grads[1] = Tensor::empty({g.K, g.R, g.S, g.C}, dy.dtype(), dy.device());
-          conv2d_bwd_weight_cpu(xt.data<T>(), dy.data<T>(), grads[1].data<T>(), g);
-        }
-      });
+      if (need_x) {
+        grads[0] = Tensor::empty({g.N, g.H, g.W, g.C}, dy.dtype(), dy.device());
+        conv_pass(ConvPass::Dgrad, g, dy, sw.get("conv2d"), grads[0]);
+      }
+      if (need_w) {
+        grads[1] = Tensor::empty({g.K, g.R, g.S, g.C}, dy.dtype(), dy.device());
+        conv_pass(ConvPass::Wgrad, g, sx.get("conv2d"), dy, grads[1]);
+      }
       return grads;
     });
   }
   return y;
 }
 
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
+namespace {
+
+#if defined(RZ_HAVE_CUDA)
+// Row-major GEMM on the tensors' device: C[M,N] = op(A) op(B), overwriting C.
+void gemm_device(const Tensor& A, bool ta, const Tensor& B, bool tb, Tensor& C, int64_t M,
+                 int64_t N, int64_t K) {
+  CudaContext& ctx = op_context(C);
+  CublasGemmOptions o;
+  o.allow_tf32 = ctx.options.allow_tf32;
+  const int64_t lda = ta ? M : K, ldb = tb ? K : N;
+  gemm_cublas(ctx, A.dtype(), C.dtype(), ta, tb, M, N, K, 1.0f, A.raw_data(), lda, B.raw_data(),
+              ldb, 0.0f, C.raw_data(), N, o);
+}
+#endif
+
+// linear forward on CUDA: y = x w^T (+ b, fp32 bias added in fp32).
+void linear_fwd_device(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) {
+#if defined(RZ_HAVE_CUDA)
+  const int64_t N = x.size(0), in = x.size(1), out = w.size(0);
+  gemm_device(x, false, w, true, y, N, out, in);
+  if (b.defined())
+    dispatch_cuda_float(y.dtype(), "linear", [&](auto tag) {
+      using T = decltype(tag);
+      RZ_CUDA_CHECK(bias_add_cuda(y.data<T>(), b.data<float>(), N, out, op_stream()));
+    });
+#else
+  (void)x, (void)w, (void)b, (void)y;
+  no_cuda_backend("linear");
+#endif
+}
+
+// linear backward on CUDA: dx = dy w, dw = dy^T x, db = column sums of dy (fp32).
+void linear_bwd_device(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor& dx, Tensor& dw,
+                       Tensor& db) {
+#if defined(RZ_HAVE_CUDA)
+  const int64_t N = dy.size(0), out = dy.size(1);
+  if (dx.defined()) gemm_device(dy, false, w, false, dx, N, dx.size(1), out);
+  if (dw.defined()) gemm_device(dy, true, x, false, dw, out, dw.size(1), N);
+  if (db.defined())
+    dispatch_cuda_float(dy.dtype(), "linear backward", [&](auto tag) {
+      using T = decltype(tag);
+      RZ_CUDA_CHECK(col_sum_cuda(dy.data<T>(), N, out, db.data<float>(), op_stream()));
+    });
+#else
+  (void)x, (void)w, (void)dy, (void)dx, (void)dw, (void)db;
+  no_cuda_backend("linear backward");
+#endif
+}
+
+}  // namespace
+
+Tensor linear(const Tensor& x, const Tensor& w_in, const Tensor& b) {
+  const Tensor w = weight_for(x, w_in, "linear");
   check_same(x, w, "linear");
-  check_cpu(x, "linear");
   RZ_CHECK(x.dim() == 2 && w.dim() == 2 && w.size(1) == x.size(1), "linear: input ", x.str(),
            " and weight ", w.str(), " (expected [N, in] and [out, in])");
   const int64_t N = x.size(0), in = x.size(1), out = w.size(0);
+  const bool cuda = x.device().is_cuda();
   if (b.defined()) {
-    check_same(x, b, "linear");
+    if (cuda) {
+      RZ_CHECK(b.dtype() == DType::F32 && b.device() == x.device(), "linear: bias ", b.str(),
+               " must be f32 on ", x.device().str());
+    } else {
+      check_same(x, b, "linear");
+    }
     check_shape(b, {out}, "linear bias");
   }
   Tensor y = Tensor::empty({N, out}, x.dtype(), x.device());
-  dispatch_float(x.dtype(), "linear", [&](auto tag) {
-    using T = decltype(tag);
-    linear_fwd_cpu(x.data<T>(), w.data<T>(), b.defined() ? b.data<T>() : nullptr, y.data<T>(), N,
-                   in, out);
-  });
+  if (cuda) {
+    linear_fwd_device(x, w, b, y);
+  } else {
+    dispatch_float(x.dtype(), "linear", [&](auto tag) {
+      using T = decltype(tag);
+      linear_fwd_cpu(x.data<T>(), w.data<T>(), b.defined() ? b.data<T>() : nullptr, y.data<T>(),
+                     N, in, out);
+    });
+  }
   if (any_requires_grad({&x, &w, &b})) {
     const bool need_x = x.requires_grad(), need_w = w.requires_grad();
     const bool need_b = b.defined() && b.requires_grad();
+    const DType b_dtype = b.defined() ? b.dtype() : x.dtype();
     SavedTensor sx(need_w ? x : Tensor()), sw(need_x ? w : Tensor());
     record_op(y, "linear", {&x, &w, &b},
-              [sx, sw, need_x, need_w, need_b, N, in, out](const Tensor& dy) {
+              [sx, sw, need_x, need_w, need_b, b_dtype, N, in, out](const Tensor& dy) {
                 Tensor xs = sx.get("linear"), ws = sw.get("linear");
                 std::vector<Tensor> grads(3);
                 if (need_x) grads[0] = Tensor::empty({N, in}, dy.dtype(), dy.device());
                 if (need_w) grads[1] = Tensor::empty({out, in}, dy.dtype(), dy.device());
-                if (need_b) grads[2] = Tensor::empty({out}, dy.dtype(), dy.device());
+                if (need_b) grads[2] = Tensor::empty({out}, b_dtype, dy.device());
+                if (dy.device().is_cuda()) {
+                  linear_bwd_device(xs, ws, dy, grads[0], grads[1], grads[2]);
+                  return grads;
+                }
                 dispatch_float(dy.dtype(), "linear backward", [&](auto tag) {
                   using T = decltype(tag);
                   auto ptr = [](Tensor& t) { return t.defined() ? t.data<T>() : nullptr; };

@@ -1,13 +1,16 @@
 // Elementwise ops, reductions to a scalar, and reshape views.
 #include "engine/autograd.h"
-#include "engine/cuda_check.h"
 #include "engine/dispatch.h"
 #include "engine/ops.h"
+#include "engine/ops_cuda.h"
 #include "kernels/cpu/activation.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/permute.h"
 #if defined(RZ_HAVE_CUDA)
+#include "kernels/cuda/activation.cuh"
 #include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/permute.cuh"
+#include "kernels/cuda/reduce.cuh"
 #endif
 
 namespace rz {
@@ -22,6 +25,27 @@ void check_cpu(const Tensor& t, const char* op) {
   RZ_CHECK(t.device().is_cpu(), op, " has no CUDA kernel in this build yet (input ", t.str(), ")");
 }
 
+Tensor weight_for(const Tensor& x, const Tensor& w, const char* op) {
+  RZ_CHECK(x.defined() && w.defined(), op, ": undefined input");
+  RZ_CHECK(x.device() == w.device(), op, ": device mismatch: ", x.str(), " vs ", w.str());
+  if (x.dtype() == w.dtype()) return w;
+  RZ_CHECK(x.device().is_cuda() && x.dtype() == DType::BF16 && w.dtype() == DType::F32, op,
+           ": dtype mismatch: input ", x.str(), ", weight ", w.str(),
+           " (mixed precision is bf16 activations with f32 weights on CUDA)");
+  return cast(w, x.dtype());
+}
+
+Tensor cast(const Tensor& x, DType dtype) {
+  RZ_CHECK(x.defined(), "cast: undefined input");
+  if (x.dtype() == dtype) return x;
+  Tensor y = x.detach().to(dtype);
+  if (any_requires_grad({&x})) {
+    const DType back = x.dtype();
+    record_op(y, "cast", {&x}, [back](const Tensor& g) { return std::vector<Tensor>{g.to(back)}; });
+  }
+  return y;
+}
+
 namespace {
 enum class Binary { Add, Sub, Mul };
 
@@ -31,27 +55,35 @@ Tensor binary_forward(const Tensor& a, const Tensor& b, Binary kind, const char*
            shape_str(b.shape()));
   Tensor c = Tensor::empty_like(a);
   const int64_t n = a.numel();
-  dispatch_float(a.dtype(), op, [&](auto tag) {
-    using T = decltype(tag);
-    const T* pa = a.data<T>();
-    const T* pb = b.data<T>();
-    T* pc = c.data<T>();
-    if (a.device().is_cpu()) {
+  if (a.device().is_cpu()) {
+    dispatch_float(a.dtype(), op, [&](auto tag) {
+      using T = decltype(tag);
+      const T* pa = a.data<T>();
+      const T* pb = b.data<T>();
+      T* pc = c.data<T>();
       switch (kind) {
         case Binary::Add: add_cpu(pa, pb, pc, n); break;
         case Binary::Sub: sub_cpu(pa, pb, pc, n); break;
         case Binary::Mul: mul_cpu(pa, pb, pc, n); break;
       }
-    } else {
+    });
+    return c;
+  }
 #if defined(RZ_HAVE_CUDA)
-      switch (kind) {
-        case Binary::Add: RZ_CUDA_CHECK(add_cuda(pa, pb, pc, n, cudaStreamPerThread)); break;
-        case Binary::Sub: RZ_CUDA_CHECK(sub_cuda(pa, pb, pc, n, cudaStreamPerThread)); break;
-        case Binary::Mul: RZ_CUDA_CHECK(mul_cuda(pa, pb, pc, n, cudaStreamPerThread)); break;
-      }
-#endif
+  dispatch_cuda_float(a.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    const T* pa = a.data<T>();
+    const T* pb = b.data<T>();
+    T* pc = c.data<T>();
+    switch (kind) {
+      case Binary::Add: RZ_CUDA_CHECK(add_cuda(pa, pb, pc, n, op_stream())); break;
+      case Binary::Sub: RZ_CUDA_CHECK(sub_cuda(pa, pb, pc, n, op_stream())); break;
+      case Binary::Mul: RZ_CUDA_CHECK(mul_cuda(pa, pb, pc, n, op_stream())); break;
     }
   });
+#else
+  no_cuda_backend(op);
+#endif
   return c;
 }
 }  // namespace
@@ -95,25 +127,64 @@ Tensor scale(const Tensor& a, double factor) {
 }
 
 namespace {
+enum class Act { Relu, Sigmoid };
+
+void activation_fwd(Act act, const Tensor& x, Tensor& y, const char* op) {
+  const int64_t n = x.numel();
+  if (x.device().is_cpu()) {
+    dispatch_float(x.dtype(), op, [&](auto tag) {
+      using T = decltype(tag);
+      if (act == Act::Relu) relu_fwd_cpu(x.data<T>(), y.data<T>(), n);
+      else sigmoid_fwd_cpu(x.data<T>(), y.data<T>(), n);
+    });
+    return;
+  }
+#if defined(RZ_HAVE_CUDA)
+  dispatch_cuda_float(x.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    if (act == Act::Relu) RZ_CUDA_CHECK(relu_fwd_cuda(x.data<T>(), y.data<T>(), n, op_stream()));
+    else RZ_CUDA_CHECK(sigmoid_fwd_cuda(x.data<T>(), y.data<T>(), n, op_stream()));
+  });
+#else
+  no_cuda_backend(op);
+#endif
+}
+
+void activation_bwd(Act act, const Tensor& y, const Tensor& dy, Tensor& dx, const char* op) {
+  const int64_t n = dy.numel();
+  if (dy.device().is_cpu()) {
+    dispatch_float(dy.dtype(), op, [&](auto tag) {
+      using T = decltype(tag);
+      if (act == Act::Relu) relu_bwd_cpu(y.data<T>(), dy.data<T>(), dx.data<T>(), n);
+      else sigmoid_bwd_cpu(y.data<T>(), dy.data<T>(), dx.data<T>(), n);
+    });
+    return;
+  }
+#if defined(RZ_HAVE_CUDA)
+  dispatch_cuda_float(dy.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    if (act == Act::Relu)
+      RZ_CUDA_CHECK(relu_bwd_cuda(y.data<T>(), dy.data<T>(), dx.data<T>(), n, op_stream()));
+    else
+      RZ_CUDA_CHECK(sigmoid_bwd_cuda(y.data<T>(), dy.data<T>(), dx.data<T>(), n, op_stream()));
+  });
+#else
+  no_cuda_backend(op);
+#endif
+}
+
 // An elementwise activation whose gradient is a function of its output (so
 // backward saves only y): relu and sigmoid.
-template <typename Fwd, typename Bwd>
-Tensor activation(const Tensor& x, const char* op, Fwd fwd, Bwd bwd) {
-  check_cpu(x, op);
+Tensor activation(const Tensor& x, Act act, const char* op) {
+  RZ_CHECK(x.defined(), op, ": undefined input");
   Tensor y = Tensor::empty_like(x);
-  dispatch_float(x.dtype(), op, [&](auto tag) {
-    using T = decltype(tag);
-    fwd(x.data<T>(), y.data<T>(), x.numel());
-  });
+  activation_fwd(act, x, y, op);
   if (any_requires_grad({&x})) {
     SavedTensor sy(y);
-    record_op(y, op, {&x}, [sy, op, bwd](const Tensor& g) {
+    record_op(y, op, {&x}, [sy, op, act](const Tensor& g) {
       Tensor out = sy.get(op);
       Tensor dx = Tensor::empty_like(g);
-      dispatch_float(g.dtype(), op, [&](auto tag) {
-        using T = decltype(tag);
-        bwd(out.data<T>(), g.data<T>(), dx.data<T>(), g.numel());
-      });
+      activation_bwd(act, out, g, dx, op);
       return std::vector<Tensor>{dx};
     });
   }
@@ -121,33 +192,51 @@ Tensor activation(const Tensor& x, const char* op, Fwd fwd, Bwd bwd) {
 }
 }  // namespace
 
-Tensor relu(const Tensor& x) {
-  // The output decides the mask: x > 0 <=> y > 0.
-  return activation(
-      x, "relu", [](const auto* in, auto* out, int64_t n) { relu_fwd_cpu(in, out, n); },
-      [](const auto* y, const auto* dy, auto* dx, int64_t n) { relu_bwd_cpu(y, dy, dx, n); });
-}
-
-Tensor sigmoid(const Tensor& x) {
-  return activation(
-      x, "sigmoid", [](const auto* in, auto* out, int64_t n) { sigmoid_fwd_cpu(in, out, n); },
-      [](const auto* y, const auto* dy, auto* dx, int64_t n) { sigmoid_bwd_cpu(y, dy, dx, n); });
-}
+// relu: the output decides the mask (x > 0 <=> y > 0).
+Tensor relu(const Tensor& x) { return activation(x, Act::Relu, "relu"); }
+Tensor sigmoid(const Tensor& x) { return activation(x, Act::Sigmoid, "sigmoid"); }
 
 Tensor sum(const Tensor& x) {
-  check_cpu(x, "sum");
-  const double total = dispatch_float(x.dtype(), "sum", [&](auto tag) {
+  RZ_CHECK(x.defined(), "sum: undefined input");
+  if (x.device().is_cpu()) {
+    const double total = dispatch_float(x.dtype(), "sum", [&](auto tag) {
+      using T = decltype(tag);
+      return sum_cpu(x.data<T>(), x.numel());
+    });
+    Tensor y = Tensor::full({}, total, x.dtype(), x.device());
+    if (any_requires_grad({&x})) {
+      const Shape shape = x.shape();
+      record_op(y, "sum", {&x}, [shape](const Tensor& g) {
+        return std::vector<Tensor>{Tensor::full(shape, g.item(), g.dtype(), g.device())};
+      });
+    }
+    return y;
+  }
+#if defined(RZ_HAVE_CUDA)
+  // On CUDA the sum is accumulated in double and returned as f32 (also for
+  // bf16 inputs); backward broadcasts the device scalar without a host sync.
+  Tensor y = Tensor::empty({}, DType::F32, x.device());
+  dispatch_cuda_float(x.dtype(), "sum", [&](auto tag) {
     using T = decltype(tag);
-    return sum_cpu(x.data<T>(), x.numel());
+    RZ_CUDA_CHECK(sum_cuda(x.data<T>(), x.numel(), y.data<float>(), op_stream()));
   });
-  Tensor y = Tensor::full({}, total, x.dtype(), x.device());
   if (any_requires_grad({&x})) {
     const Shape shape = x.shape();
-    record_op(y, "sum", {&x}, [shape](const Tensor& g) {
-      return std::vector<Tensor>{Tensor::full(shape, g.item(), g.dtype(), g.device())};
+    const DType dtype = x.dtype();
+    record_op(y, "sum", {&x}, [shape, dtype](const Tensor& g) {
+      Tensor gf = g.to(DType::F32);
+      Tensor dx = Tensor::empty(shape, dtype, g.device());
+      dispatch_cuda_float(dtype, "sum backward", [&](auto tag) {
+        using T = decltype(tag);
+        RZ_CUDA_CHECK(fill_from_scalar_cuda(dx.data<T>(), gf.data<float>(), dx.numel(), op_stream()));
+      });
+      return std::vector<Tensor>{dx};
     });
   }
   return y;
+#else
+  no_cuda_backend("sum");
+#endif
 }
 
 Tensor mean(const Tensor& x) {
@@ -194,7 +283,6 @@ Tensor reshape(const Tensor& x, Shape shape) {
 }
 
 Tensor permute(const Tensor& x, std::array<int, 4> perm) {
-  check_cpu(x, "permute");
   RZ_CHECK(x.dim() == 4, "permute: expects a 4-D tensor, got ", x.str());
   std::array<bool, 4> seen{};
   for (int p : perm) {
@@ -210,15 +298,31 @@ Tensor permute(const Tensor& x, std::array<int, 4> perm) {
     inverse[static_cast<size_t>(perm[static_cast<size_t>(d)])] = d;
   }
   Tensor y = Tensor::empty(out_shape, x.dtype(), x.device());
-  auto run = [&](auto tag) {
-    using U = decltype(tag);
-    permute4_cpu(static_cast<const U*>(x.raw_data()), static_cast<U*>(y.raw_data()), dims, perm);
-  };
-  switch (dtype_size(x.dtype())) {
-    case 1: run(uint8_t{}); break;
-    case 2: run(uint16_t{}); break;
-    case 4: run(uint32_t{}); break;
-    default: run(uint64_t{}); break;
+  if (x.device().is_cpu()) {
+    auto run = [&](auto tag) {
+      using U = decltype(tag);
+      permute4_cpu(static_cast<const U*>(x.raw_data()), static_cast<U*>(y.raw_data()), dims, perm);
+    };
+    switch (dtype_size(x.dtype())) {
+      case 1: run(uint8_t{}); break;
+      case 2: run(uint16_t{}); break;
+      case 4: run(uint32_t{}); break;
+      default: run(uint64_t{}); break;
+    }
+  } else {
+#if defined(RZ_HAVE_CUDA)
+    // Moves bits only: any 2- or 4-byte element type goes through bf16 / float.
+    const size_t es = dtype_size(x.dtype());
+    RZ_CHECK(es == 2 || es == 4, "permute: ", x.str(), " has no CUDA kernel (2- and 4-byte types only)");
+    if (es == 4)
+      RZ_CUDA_CHECK(permute4_cuda(static_cast<const float*>(x.raw_data()),
+                                  static_cast<float*>(y.raw_data()), dims, perm, op_stream()));
+    else
+      RZ_CUDA_CHECK(permute4_cuda(static_cast<const bf16*>(x.raw_data()),
+                                  static_cast<bf16*>(y.raw_data()), dims, perm, op_stream()));
+#else
+    no_cuda_backend("permute");
+#endif
   }
   if (any_requires_grad({&x}))
     record_op(y, "permute", {&x},

@@ -2,10 +2,17 @@
 
 #include <cmath>
 
+#include <map>
+
 #include "engine/autograd.h"
 #include "engine/dispatch.h"
 #include "engine/ops.h"
+#include "engine/ops_cuda.h"
 #include "kernels/cpu/optim.h"
+#if defined(RZ_HAVE_CUDA)
+#include "kernels/cuda/optim.cuh"
+#include "kernels/cuda/reduce.cuh"
+#endif
 
 namespace rz {
 
@@ -24,8 +31,55 @@ namespace {
 void check_grad(const Tensor& p, const Tensor& g, size_t i) {
   RZ_CHECK(g.shape() == p.shape() && g.dtype() == p.dtype() && g.device() == p.device(),
            "gradient of parameter ", i, " is ", g.str(), " but the parameter is ", p.str());
-  check_cpu(p, "optimizer step");
+  RZ_CHECK(p.device().is_cpu() || p.dtype() == DType::F32, "optimizer: parameter ", i, " is ",
+           p.str(), "; CUDA parameters are f32 master weights");
 }
+
+// The CUDA parameters of one optimizer step that share the step-dependent
+// scalars (Adam's step count, SGD's first-step flag), updated by one
+// multi-tensor launch (kernels/cuda/optim.cuh).
+struct CudaGroup {
+  std::vector<Tensor> params, grads, state1, state2;
+};
+
+#if defined(RZ_HAVE_CUDA)
+// The device-side arrays of a TensorList, packed into one int64 buffer and
+// uploaded with one copy: params, grads, state1, state2 pointers, sizes and
+// chunk offsets. Lives as long as the launch that reads it (stream-ordered free).
+class DeviceTensorList {
+ public:
+  explicit DeviceTensorList(const CudaGroup& g) {
+    const size_t n = g.params.size();
+    std::vector<int64_t> host(5 * n + 1 + n, 0);
+    auto ptr = [](const Tensor& t) {
+      return t.defined() ? static_cast<int64_t>(reinterpret_cast<intptr_t>(t.raw_data())) : 0;
+    };
+    for (size_t i = 0; i < n; ++i) {
+      host[i] = ptr(g.params[i]);
+      host[n + i] = ptr(g.grads[i]);
+      host[2 * n + i] = i < g.state1.size() ? ptr(g.state1[i]) : 0;
+      host[3 * n + i] = i < g.state2.size() ? ptr(g.state2[i]) : 0;
+      host[4 * n + i] = g.params[i].numel();
+    }
+    const int count = static_cast<int>(n);
+    list_.total_chunks = multi_tensor_chunk_offsets(&host[4 * n], count, &host[5 * n]);
+    buf_ = Tensor::from_vector(host, {static_cast<int64_t>(host.size())}).to(g.params.at(0).device());
+    const int64_t* d = buf_.data<int64_t>();
+    list_.params = reinterpret_cast<float* const*>(d);
+    list_.grads = reinterpret_cast<const float* const*>(d + n);
+    list_.state1 = g.state1.empty() ? nullptr : reinterpret_cast<float* const*>(d + 2 * n);
+    list_.state2 = g.state2.empty() ? nullptr : reinterpret_cast<float* const*>(d + 3 * n);
+    list_.sizes = d + 4 * n;
+    list_.chunk_offsets = d + 5 * n;
+    list_.count = count;
+  }
+  const TensorList& list() const { return list_; }
+
+ private:
+  Tensor buf_;
+  TensorList list_;
+};
+#endif
 }  // namespace
 
 Sgd::Sgd(std::vector<Tensor> params, SgdHyper hyper)
@@ -37,6 +91,8 @@ Sgd::Sgd(std::vector<Tensor> params, SgdHyper hyper)
 }
 
 void Sgd::step() {
+  // CUDA parameters: one multi-tensor launch per first-step flag (normally one).
+  std::map<bool, CudaGroup> groups;
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor& p = params_[i];
     const Tensor g = p.grad();
@@ -45,12 +101,28 @@ void Sgd::step() {
     const bool first = hyper_.momentum != 0 && !momentum_[i].defined();
     if (first) momentum_[i] = Tensor::zeros_like(p);
     p.bump_version();
+    if (p.device().is_cuda()) {
+      CudaGroup& grp = groups[first];
+      grp.params.push_back(p);
+      grp.grads.push_back(g);
+      if (hyper_.momentum != 0) grp.state1.push_back(momentum_[i]);
+      continue;
+    }
     dispatch_float(p.dtype(), "sgd", [&](auto tag) {
       using T = decltype(tag);
       sgd_step_cpu(p.data<T>(), g.data<T>(),
                    momentum_[i].defined() ? momentum_[i].data<T>() : nullptr, p.numel(), hyper_,
                    first);
     });
+  }
+  for (auto& [first, grp] : groups) {
+#if defined(RZ_HAVE_CUDA)
+    const DeviceTensorList dl(grp);
+    RZ_CUDA_CHECK(sgd_step_multi_cuda(dl.list(), hyper_, first, op_stream()));
+#else
+    (void)first, (void)grp;
+    no_cuda_backend("sgd");
+#endif
   }
 }
 
@@ -112,6 +184,8 @@ Adam::Adam(std::vector<Tensor> params, AdamHyper hyper)
 }
 
 void Adam::step() {
+  // CUDA parameters: one multi-tensor launch per distinct step count (normally one).
+  std::map<int64_t, CudaGroup> groups;
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor& p = params_[i];
     const Tensor g = p.grad();
@@ -123,11 +197,28 @@ void Adam::step() {
     }
     ++steps_[i];
     p.bump_version();
+    if (p.device().is_cuda()) {
+      CudaGroup& grp = groups[steps_[i]];
+      grp.params.push_back(p);
+      grp.grads.push_back(g);
+      grp.state1.push_back(m_[i]);
+      grp.state2.push_back(v_[i]);
+      continue;
+    }
     dispatch_float(p.dtype(), "adam", [&](auto tag) {
       using T = decltype(tag);
       adam_step_cpu(p.data<T>(), g.data<T>(), m_[i].data<T>(), v_[i].data<T>(), p.numel(),
                     hyper_, steps_[i]);
     });
+  }
+  for (auto& [step, grp] : groups) {
+#if defined(RZ_HAVE_CUDA)
+    const DeviceTensorList dl(grp);
+    RZ_CUDA_CHECK(adam_step_multi_cuda(dl.list(), hyper_, step, op_stream()));
+#else
+    (void)step, (void)grp;
+    no_cuda_backend("adam");
+#endif
   }
 }
 
@@ -145,19 +236,45 @@ NamedTensors Adam::state() const {
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
   RZ_CHECK(max_norm > 0, "clip_grad_norm: max_norm must be > 0, got ", max_norm);
   double sq = 0;
+  CudaGroup cuda;  // CUDA gradients: one multi-tensor reduction and one scaling launch
   for (const auto& p : params) {
     const Tensor g = p.grad();
     if (!g.defined()) continue;
+    if (g.device().is_cuda() && g.dtype() == DType::F32) {
+      cuda.params.push_back(g);
+      cuda.grads.push_back(g);
+      continue;
+    }
     const Tensor sq_sum = sum(mul(g, g));
     sq += sq_sum.item();
   }
+#if defined(RZ_HAVE_CUDA)
+  Tensor cuda_sq;
+  std::unique_ptr<DeviceTensorList> dl;
+  if (!cuda.params.empty()) {
+    dl = std::make_unique<DeviceTensorList>(cuda);
+    const Device dev = cuda.params[0].device();
+    Tensor partials = Tensor::empty({std::max<int64_t>(dl->list().total_chunks, 1)}, DType::F64, dev);
+    cuda_sq = Tensor::empty({}, DType::F64, dev);
+    RZ_CUDA_CHECK(sum_squares_multi_cuda(dl->list(), partials.data<double>(),
+                                         cuda_sq.data<double>(), op_stream()));
+    sq += cuda_sq.item();
+  }
+#endif
   const double norm = std::sqrt(sq);
   const double coef = max_norm / (norm + 1e-6);
   if (coef < 1.0) {
     for (const auto& p : params) {
       Tensor g = p.grad();
-      if (g.defined()) g.mul_(coef);
+      if (g.defined() && !(g.device().is_cuda() && g.dtype() == DType::F32)) g.mul_(coef);
     }
+#if defined(RZ_HAVE_CUDA)
+    // The kernel recomputes the same coefficient from a device copy of the total.
+    if (dl) {
+      Tensor total = Tensor::full({}, sq, DType::F64, cuda.params[0].device());
+      RZ_CUDA_CHECK(clip_scale_multi_cuda(dl->list(), total.data<double>(), max_norm, op_stream()));
+    }
+#endif
   }
   return norm;
 }

@@ -95,7 +95,10 @@ void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size
                               : src_dev.is_cpu() ? cudaMemcpyHostToDevice
                                                  : cudaMemcpyDeviceToDevice;
   RZ_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, cudaStreamPerThread));
-  RZ_CUDA_CHECK(cudaStreamSynchronize(cudaStreamPerThread));
+  // Device-to-device copies stay queued on the stream like any kernel. A copy
+  // that touches host memory completes before returning: the host buffer may be
+  // read or freed right after, and pinned memory would otherwise be raced.
+  if (kind != cudaMemcpyDeviceToDevice) RZ_CUDA_CHECK(cudaStreamSynchronize(cudaStreamPerThread));
 #else
   RZ_THROW("cannot copy between ", src_dev.str(), " and ", dst_dev.str(),
            ": this build has no CUDA backend");

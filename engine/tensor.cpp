@@ -216,32 +216,37 @@ Tensor& Tensor::add_(const Tensor& other, double alpha) {
   RZ_CHECK(other.shape() == shape() && other.dtype() == dtype() && other.device() == device(),
            "add_: ", other.str(), " into ", str());
   bump_version();
-  dispatch_float(dtype(), "add_", [&](auto tag) {
-    using T = decltype(tag);
-    if (device().is_cpu()) {
+  if (device().is_cpu()) {
+    dispatch_float(dtype(), "add_", [&](auto tag) {
+      using T = decltype(tag);
       axpy_cpu<T>(static_cast<T>(alpha), other.data<T>(), data<T>(), numel());
-    } else {
+    });
+    return *this;
+  }
 #if defined(RZ_HAVE_CUDA)
-      RZ_CUDA_CHECK(axpy_cuda<T>(static_cast<T>(alpha), other.data<T>(), data<T>(), numel(),
-                                 cudaStreamPerThread));
-#endif
-    }
+  dispatch_cuda_float(dtype(), "add_", [&](auto tag) {
+    using T = decltype(tag);
+    RZ_CUDA_CHECK(axpy_cuda<T>(alpha, other.data<T>(), data<T>(), numel(), cudaStreamPerThread));
   });
+#endif
   return *this;
 }
 
 Tensor& Tensor::mul_(double factor) {
   bump_version();
-  dispatch_float(dtype(), "mul_", [&](auto tag) {
-    using T = decltype(tag);
-    if (device().is_cpu()) {
+  if (device().is_cpu()) {
+    dispatch_float(dtype(), "mul_", [&](auto tag) {
+      using T = decltype(tag);
       scale_cpu<T>(data<T>(), static_cast<T>(factor), numel());
-    } else {
+    });
+    return *this;
+  }
 #if defined(RZ_HAVE_CUDA)
-      RZ_CUDA_CHECK(scale_cuda<T>(data<T>(), static_cast<T>(factor), numel(), cudaStreamPerThread));
-#endif
-    }
+  dispatch_cuda_float(dtype(), "mul_", [&](auto tag) {
+    using T = decltype(tag);
+    RZ_CUDA_CHECK(scale_cuda<T>(data<T>(), factor, numel(), cudaStreamPerThread));
   });
+#endif
   return *this;
 }
 

@@ -30,6 +30,8 @@ std::vector<Field> fields(TrainConfig& c) {
       {"run.seed", &c.run.seed, "seed for init, data order, augmentation"},
       {"run.device", &c.run.device, "cpu, cuda, cuda:N or auto"},
       {"run.precision", &c.run.precision, "fp32 or bf16 (CUDA)"},
+      {"run.deterministic", &c.run.deterministic, "CUDA: only reproducible cuDNN algorithms"},
+      {"run.allow_tf32", &c.run.allow_tf32, "CUDA: fp32 convolutions/GEMMs may use TF32"},
       {"run.threads", &c.run.threads, "CPU threads (0: all cores)"},
       {"model.name", &c.model.name, "model (seresnet152d, resnet200d, seresnet_tiny, ...)"},
       {"model.img_size", &c.model.img_size, "square input size in pixels"},

@@ -18,6 +18,8 @@ struct TrainConfig {
     uint64_t seed = 0;
     std::string device = "auto";      // cpu, cuda, cuda:N, auto
     std::string precision = "fp32";   // fp32 | bf16 (CUDA)
+    bool deterministic = false;       // CUDA: reproducible cuDNN algorithms only
+    bool allow_tf32 = false;          // CUDA: fp32 convs/GEMMs may use TF32 tensor cores
     int64_t threads = 0;              // CPU threads, 0: all cores
   } run;
   struct Model {

@@ -3,12 +3,15 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <algorithm>
 #include <filesystem>
+#include <thread>
 
 #include "data/cache.h"
 #include "data/ranzcr_csv.h"
 #include "data/synth.h"
 #include "train/checkpoint.h"
+#include "train/compute.h"
 
 namespace fs = std::filesystem;
 
@@ -43,6 +46,8 @@ DemoResult run_demo(const DemoOptions& opt, const std::function<void(const std::
   so.size = synth_size;
   so.seed = opt.seed;
   so.difficulty = opt.difficulty >= 0 ? opt.difficulty : 0.0;  // clear tubes: a small CPU model needs them
+  // At the CPU preset's 160 px a real-proportion tube is under one pixel wide.
+  so.tube_width_scale = opt.tube_width > 0 ? opt.tube_width : (opt.full ? 1.0 : 2.0);
   if (!fs::exists(root / "data" / "train.csv")) {
     log("demo: writing " + std::to_string(n) + " synthetic studies to " + so.out_dir);
     const auto r = data::run_synth(so);
@@ -56,17 +61,24 @@ DemoResult run_demo(const DemoOptions& opt, const std::function<void(const std::
   const auto pr = data::run_prep(po, {}, [&](const std::string& w) { log("warning: " + w); });
   log("demo: cache of " + std::to_string(pr.images) + " images at " + std::to_string(cache_size) + " px");
 
+  const std::string precision =
+      !opt.precision.empty() ? opt.precision : (parse_device(opt.device).is_cuda() ? "bf16" : "fp32");
+  const Compute compute = resolve_compute(opt.device, precision);
+  log("demo: computing on " + compute.str());
   auto base = [&](const std::string& name, const std::string& kind) {
     TrainConfig c;
     c.run.name = name;
     c.run.out_dir = (root / "runs").string();
     c.run.seed = opt.seed;
     c.run.threads = opt.threads;
+    c.run.device = compute.device.str();
+    c.run.precision = precision;
     c.model.name = opt.full ? "seresnet152d" : "seresnet_tiny";
     c.model.img_size = img;
     c.data.dir = so.out_dir;
     c.data.cache_dir = po.out_dir;
-    c.data.workers = 2;
+    // Loader threads: 2 keep a small CPU model fed; a GPU needs more.
+    c.data.workers = compute.device.is_cuda() ? std::max(2, static_cast<int>(std::thread::hardware_concurrency()) - 2) : 2;
     c.stage.kind = kind;
     c.optim.name = "adamw";
     c.optim.lr = opt.full ? 2e-4 : 2e-3;

@@ -17,6 +17,7 @@
 #include "models/seresnet.h"
 #include "models/timm_weights.h"
 #include "train/checkpoint.h"
+#include "train/compute.h"
 
 namespace fs = std::filesystem;
 
@@ -58,8 +59,10 @@ PredictReport run_predict(const PredictOptions& opt) {
   ResNetConfig cfg = resnet_config(opt.model);
   cfg.num_classes = kNumRanzcrLabels;
   cfg.in_chans = opt.in_chans;
+  const Compute compute = resolve_compute(opt.device, opt.precision);
   auto model = create_resnet(cfg, 0);
   load_timm_state_dict(*model, weights_from(opt.weights));
+  model->to(compute.device);
   model->eval();
   NoGradGuard no_grad;
 
@@ -81,8 +84,7 @@ PredictReport run_predict(const PredictOptions& opt) {
                             data::kImageNetMean[static_cast<size_t>(c)]) /
                            data::kImageNetStd[static_cast<size_t>(c)];
     }
-    Tensor logits = model->forward(x);
-    std::vector<float> avg = logits.to_vector<float>();
+    std::vector<float> avg = host_floats(model->forward(to_compute(x, compute)));
     if (opt.tta_hflip) {
       Tensor flipped = Tensor::empty_like(x);
       const float* src = x.data<float>();
@@ -92,7 +94,7 @@ PredictReport run_predict(const PredictOptions& opt) {
           for (int64_t xx = 0; xx < S; ++xx)
             for (int64_t c = 0; c < C; ++c)
               dst[((i * S + y) * S + xx) * C + c] = src[((i * S + y) * S + (S - 1 - xx)) * C + c];
-      const auto lf = model->forward(flipped).to_vector<float>();
+      const auto lf = host_floats(model->forward(to_compute(flipped, compute)));
       for (size_t k = 0; k < avg.size(); ++k) avg[k] = 0.5f * (avg[k] + lf[k]);  // mean logit
     }
     for (size_t k = 0; k < avg.size(); ++k)

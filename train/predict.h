@@ -20,6 +20,8 @@ struct PredictOptions {
   bool tta_hflip = false;         // average with the horizontally flipped image
   bool clahe = true;              // as `ranzcr prep` did for training
   int64_t batch = 16;
+  std::string device = "auto";    // cpu, cuda, cuda:N, auto
+  std::string precision = "fp32"; // fp32 or bf16 (CUDA)
 };
 
 struct PredictReport {

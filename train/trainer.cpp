@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "data/augment.h"
 #include "data/cache.h"
@@ -18,12 +19,14 @@
 #include "data/loader.h"
 #include "data/ranzcr_csv.h"
 #include "engine/autograd.h"
+#include "engine/cuda_context.h"
 #include "engine/lr_schedule.h"
 #include "engine/optim.h"
 #include "engine/safetensors.h"
 #include "models/seresnet.h"
 #include "models/timm_weights.h"
 #include "train/checkpoint.h"
+#include "train/compute.h"
 #include "train/metrics.h"
 
 namespace fs = std::filesystem;
@@ -229,10 +232,25 @@ LrSchedule build_schedule(const TrainConfig& cfg, int64_t steps_per_epoch) {
   return s;
 }
 
+// train.profile_steps "A:B" -> {A, B}: cudaProfilerStart before optimizer step
+// A, cudaProfilerStop after step B (0-based step counts); "" -> {-1, -1}.
+std::pair<int64_t, int64_t> parse_profile_steps(const std::string& s) {
+  if (s.empty()) return {-1, -1};
+  const auto colon = s.find(':');
+  long long a = -1, b = -1;
+  char tail = 0;
+  RZ_CHECK(colon != std::string::npos &&
+               std::sscanf(s.c_str(), "%lld:%lld%c", &a, &b, &tail) == 2 && a >= 0 && b >= a,
+           "train.profile_steps = '", s, "': expected A:B with 0 <= A <= B");
+  return {a, b};
+}
+
 // Runs `model` (eval mode, no gradients) over the loader's studies: loss,
 // per-label AUC, and the ROC curves when asked; sigmoid scores into *scores_out.
 EpochRecord validate(const Dataset& data, ResNet& model, data::Loader& loader,
-                     const std::vector<int64_t>& val, std::vector<RocCurve>* roc) {
+                     const std::vector<int64_t>& val, const Compute& compute,
+                     std::vector<RocCurve>* roc) {
+  NvtxRange range("validate");
   NoGradGuard no_grad;
   model.eval();
   const int64_t n = static_cast<int64_t>(val.size());
@@ -245,9 +263,10 @@ EpochRecord validate(const Dataset& data, ResNet& model, data::Loader& loader,
     std::vector<int64_t> studies;
     for (int64_t i : b->indices) studies.push_back(i);
     const Tensor y = gather_labels(data, studies);
-    const Tensor logits = model.forward(b->images);
-    loss_sum += bce_with_logits(logits, y).item() * static_cast<double>(studies.size());
-    const float* pl = logits.data<float>();
+    const Tensor logits = model.forward(to_compute(b->images, compute));
+    loss_sum += bce_with_logits(logits, y.to(compute.device)).item() * static_cast<double>(studies.size());
+    const std::vector<float> host = host_floats(logits);
+    const float* pl = host.data();
     const float* py = y.data<float>();
     for (int64_t i = 0; i < logits.numel(); ++i) {
       scores[static_cast<size_t>(rows * kNumRanzcrLabels + i)] = 1.0f / (1.0f + std::exp(-pl[i]));
@@ -302,10 +321,9 @@ class Run {
 TrainResult Run::execute(bool resuming) {
   validate_config(cfg_);
   if (cfg_.run.threads > 0) omp_set_num_threads(static_cast<int>(cfg_.run.threads));
-  RZ_CHECK(cfg_.run.device == "cpu" || cfg_.run.device == "auto",
-           "run.device = ", cfg_.run.device, ": the trainer runs on the CPU backend in this build");
-  if (cfg_.run.precision != "fp32")
-    log("note: run.precision = " + cfg_.run.precision + " applies to CUDA; the CPU backend computes in fp32");
+  const Compute compute = resolve_compute(cfg_.run.device, cfg_.run.precision,
+                                         cfg_.run.deterministic, cfg_.run.allow_tf32);
+  const auto [profile_first, profile_last] = parse_profile_steps(cfg_.train.profile_steps);
   RZ_CHECK(cfg_.stage.annotation_style == "seed" || cfg_.model.in_chans == 3,
            "stage.annotation_style = color needs model.in_chans = 3");
   data_ = load_dataset(cfg_);
@@ -315,7 +333,7 @@ TrainResult Run::execute(bool resuming) {
   const int64_t S = cfg_.model.img_size, C = cfg_.model.in_chans;
   log("stage " + cfg_.stage.kind + ": " + std::to_string(split.train.size()) + " training and " +
       std::to_string(split.val.size()) + " validation studies (fold " + std::to_string(cfg_.data.fold) +
-      "), model " + cfg_.model.name + " at " + std::to_string(S) + "px, " +
+      "), model " + cfg_.model.name + " at " + std::to_string(S) + "px on " + compute.str() + ", " +
       std::to_string(omp_get_max_threads()) + " CPU threads");
 
   // Model, teacher, optimizer.
@@ -336,6 +354,7 @@ TrainResult Run::execute(bool resuming) {
     const int64_t k = model->set_requires_grad(prefix, false);
     RZ_CHECK(k > 0, "stage.freeze: no parameter name starts with '", prefix, "'");
   }
+  model->to(compute.device);
   std::vector<Tensor> trainable;
   for (const auto& [name, p] : model->named_parameters())
     if (p.requires_grad()) trainable.push_back(p);
@@ -345,10 +364,12 @@ TrainResult Run::execute(bool resuming) {
     load_timm_state_dict(*teacher, read_weights(cfg_.stage.teacher));
     teacher->eval();
     teacher->set_requires_grad("", false);
+    teacher->to(compute.device);
   }
   std::shared_ptr<ResNet> ema;
   if (cfg_.train.ema_decay > 0) {
     ema = build_model(cfg_, 0);
+    ema->to(compute.device);
     ema->load_state_dict(model->state_dict());
   }
   auto optim = build_optimizer(cfg_, trainable);
@@ -409,21 +430,34 @@ TrainResult Run::execute(bool resuming) {
     auto t_log = Clock::now();
     int64_t images_since_log = 0;
     optim->zero_grad();
-    while (auto b = train_loader.next()) {
-      const Tensor y = gather_labels(data_, b->indices);
+    while (true) {
+      std::optional<data::Batch> b;
+      {
+        NvtxRange range("data wait");
+        b = train_loader.next();
+      }
+      if (!b) break;
+      if (compute.device.is_cuda() && state.step == profile_first && micro % cfg_.train.accum_steps == 0)
+        profile_start();
+      NvtxRange step_range("train step");
+      const Tensor y = gather_labels(data_, b->indices).to(compute.device);
+      const Tensor x = to_compute(b->images, compute);
       Tensor loss;
-      if (kd) {
-        Tensor teacher_features;
-        {
-          NoGradGuard no_grad;
-          teacher_features = teacher->forward_features(b->images_annotated);
+      {
+        NvtxRange range("forward");
+        if (kd) {
+          Tensor teacher_features;
+          {
+            NoGradGuard no_grad;
+            teacher_features = teacher->forward_features(to_compute(b->images_annotated, compute));
+          }
+          Tensor features = model->forward_features(x);
+          Tensor logits = model->forward_head(features);
+          loss = add(scale(bce_with_logits(logits, y), cfg_.stage.w_bce),
+                     scale(mse_loss(features, teacher_features), cfg_.stage.w_feat));
+        } else {
+          loss = scale(bce_with_logits(model->forward(x), y), cfg_.stage.w_bce);
         }
-        Tensor features = model->forward_features(b->images);
-        Tensor logits = model->forward_head(features);
-        loss = add(scale(bce_with_logits(logits, y), cfg_.stage.w_bce),
-                   scale(mse_loss(features, teacher_features), cfg_.stage.w_feat));
-      } else {
-        loss = scale(bce_with_logits(model->forward(b->images), y), cfg_.stage.w_bce);
       }
       const double lv = loss.item();
       ++micro;
@@ -443,14 +477,21 @@ TrainResult Run::execute(bool resuming) {
       nonfinite_in_a_row = 0;
       loss_sum += lv;
       ++loss_count;
-      scale(loss, 1.0 / static_cast<double>(cfg_.train.accum_steps)).backward();
+      {
+        NvtxRange range("backward");
+        scale(loss, 1.0 / static_cast<double>(cfg_.train.accum_steps)).backward();
+      }
       if (micro % cfg_.train.accum_steps != 0) continue;
-      optim->set_lr(lr_at(sched, state.step));
       double grad_norm = 0;
-      if (cfg_.train.clip_grad > 0) grad_norm = clip_grad_norm(trainable, cfg_.train.clip_grad);
-      optim->step();
-      optim->zero_grad();
-      if (ema) ema_update(*ema, *model, cfg_.train.ema_decay);
+      {
+        NvtxRange range("optimizer");
+        optim->set_lr(lr_at(sched, state.step));
+        if (cfg_.train.clip_grad > 0) grad_norm = clip_grad_norm(trainable, cfg_.train.clip_grad);
+        optim->step();
+        optim->zero_grad();
+        if (ema) ema_update(*ema, *model, cfg_.train.ema_decay);
+      }
+      if (compute.device.is_cuda() && state.step == profile_last) profile_stop();
       ++state.step;
       if (state.step % cfg_.train.log_every == 0 || hooks_.progress_bar) {
         const double dt = seconds_since(t_log);
@@ -479,7 +520,7 @@ TrainResult Run::execute(bool resuming) {
 
     // Validation (the EMA weights when EMA is on), checkpoints, logs, report.
     std::vector<RocCurve> roc;
-    EpochRecord rec = validate(data_, ema ? *ema : *model, val_loader, split.val, &roc);
+    EpochRecord rec = validate(data_, ema ? *ema : *model, val_loader, split.val, compute, &roc);
     rec.epoch = epoch + 1;
     rec.train_loss = loss_sum / static_cast<double>(std::max<int64_t>(loss_count, 1));
     rec.lr = optim->lr();
@@ -559,8 +600,11 @@ EvalResult evaluate(const TrainConfig& cfg_in, const std::string& weights, int64
   if (cfg.run.threads > 0) omp_set_num_threads(static_cast<int>(cfg.run.threads));
   const Dataset d = load_dataset(cfg);
   const Split split = make_split(d, cfg);
+  const Compute compute = resolve_compute(cfg.run.device, cfg.run.precision, cfg.run.deterministic,
+                                         cfg.run.allow_tf32);
   auto model = build_model(cfg, 0);
   load_timm_state_dict(*model, read_weights(weights));
+  model->to(compute.device);
   const bool teacher_input = cfg.stage.kind == "teacher";
   data::LoaderOptions vo{.batch = cfg.train.batch, .shuffle = false, .drop_last = false,
                          .seed = cfg.run.seed, .workers = static_cast<int>(cfg.data.workers)};
@@ -568,7 +612,7 @@ EvalResult evaluate(const TrainConfig& cfg_in, const std::string& weights, int64
   data::Loader loader(split.val, vo, {S, S, C}, make_transform(d, cfg, false, teacher_input));
   EvalResult r;
   r.studies = static_cast<int64_t>(split.val.size());
-  r.record = validate(d, *model, loader, split.val, &r.roc);
+  r.record = validate(d, *model, loader, split.val, compute, &r.roc);
   return r;
 }
 

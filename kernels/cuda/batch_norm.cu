@@ -258,6 +258,18 @@ cudaError_t batch_norm_bwd_cuda(const T* x, const T* dy, const float* gamma, con
   });
 }
 
+cudaError_t batch_norm_eval_stats_cuda(const float* running_mean, const float* running_var,
+                                       float* mean, float* invstd, int64_t C, double eps,
+                                       cudaStream_t stream) {
+  return map_over(
+      C,
+      [=] __device__(int64_t c) {
+        mean[c] = running_mean[c];
+        invstd[c] = static_cast<float>(1.0 / sqrt(static_cast<double>(running_var[c]) + eps));
+      },
+      stream);
+}
+
 #define RZ_INSTANTIATE(T)                                                                         \
   template cudaError_t batch_norm_fwd_train_cuda<T>(const T*, const float*, const float*, T*,     \
                                                     float*, float*, float*, float*, int64_t,      \

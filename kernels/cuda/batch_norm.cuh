@@ -47,6 +47,13 @@ cudaError_t batch_norm_fwd_eval_cuda(const T* x, const float* gamma, const float
                                      const float* running_mean, const float* running_var, T* y,
                                      int64_t M, int64_t C, double eps, cudaStream_t stream);
 
+// The statistics eval-mode backward uses: mean = running_mean and
+// invstd = 1 / sqrt(running_var + eps) (computed in double, stored fp32), the
+// twin of the loop in the batch_norm2d front-end's CPU branch.
+cudaError_t batch_norm_eval_stats_cuda(const float* running_mean, const float* running_var,
+                                       float* mean, float* invstd, int64_t C, double eps,
+                                       cudaStream_t stream);
+
 // Backward; writes (never adds) dgamma = sum dy*xhat, dbeta = sum dy and
 //   dx = gamma*invstd/M * (M*dy - sum(dy) - xhat*sum(dy*xhat))   (training)
 //   dx = dy * gamma * invstd                                     (eval)

@@ -39,4 +39,20 @@ template <typename F> cudaError_t launch_map(int64_t n, cudaStream_t stream, F f
   return cudaGetLastError();
 }
 
+// Fixed-order tree sum over a block of `Threads` threads (a power of two, the
+// block size); every thread gets the total. The order of additions depends on
+// the block size only, so reductions built on it are bitwise reproducible.
+template <int Threads> __device__ double block_sum(double v) {
+  __shared__ double s[Threads];
+  s[threadIdx.x] = v;
+  __syncthreads();
+  for (int half = Threads / 2; half > 0; half /= 2) {
+    if (static_cast<int>(threadIdx.x) < half) s[threadIdx.x] += s[threadIdx.x + half];
+    __syncthreads();
+  }
+  const double total = s[0];
+  __syncthreads();  // the shared slots may be reused by a following call
+  return total;
+}
+
 }  // namespace rz::cuda_common

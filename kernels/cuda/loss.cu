@@ -9,8 +9,11 @@
 
 #include "kernels/common/convert.h"
 #include "kernels/common/loss_math.h"
+#include "kernels/cuda/common.cuh"
 
 namespace rz {
+
+using cuda_common::block_sum;
 
 namespace {
 
@@ -22,19 +25,6 @@ constexpr int kMaxBlocks = 1024;  // pass 2 sums these with one block of kMaxBlo
 int blocks_for(int64_t n) {
   const int64_t b = (n + kThreads - 1) / kThreads;
   return static_cast<int>(b < kMaxBlocks ? b : kMaxBlocks);
-}
-
-// Fixed-order tree sum over a block of `Threads` threads; thread 0 gets the total.
-template <int Threads>
-__device__ double block_sum(double v) {
-  __shared__ double s[Threads];
-  s[threadIdx.x] = v;
-  __syncthreads();
-  for (int half = Threads / 2; half > 0; half /= 2) {
-    if (static_cast<int>(threadIdx.x) < half) s[threadIdx.x] += s[threadIdx.x + half];
-    __syncthreads();
-  }
-  return s[0];
 }
 
 template <typename T>

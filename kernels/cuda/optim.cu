@@ -11,29 +11,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int64_t kMaxGrid = int64_t{65535} * 8;
 
-struct ChunkRange {
-  int tensor;
-  int64_t begin;  // element range [begin, end) inside that tensor
-  int64_t end;
-};
-
-// The tensor t owning chunk c is the last one with chunk_offsets[t] <= c
-// (empty tensors share their offset with the next one; taking the last skips
-// them). c < total_chunks guarantees chunk_offsets[t + 1] > c.
-__device__ ChunkRange locate_chunk(const TensorList& list, int64_t c) {
-  int lo = 0, hi = list.count - 1;
-  while (lo < hi) {
-    const int mid = lo + (hi - lo + 1) / 2;
-    if (list.chunk_offsets[mid] <= c)
-      lo = mid;
-    else
-      hi = mid - 1;
-  }
-  const int64_t begin = (c - list.chunk_offsets[lo]) * kMultiTensorChunk;
-  const int64_t size = list.sizes[lo];
-  return ChunkRange{lo, begin, begin + kMultiTensorChunk < size ? begin + kMultiTensorChunk : size};
-}
-
 __global__ void __launch_bounds__(kThreads) sgd_multi_kernel(TensorList list, SgdCoeffs<float> c) {
   for (int64_t chunk = blockIdx.x; chunk < list.total_chunks; chunk += gridDim.x) {
     const ChunkRange r = locate_chunk(list, chunk);

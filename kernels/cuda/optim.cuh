@@ -68,6 +68,32 @@ inline int64_t multi_tensor_chunk_offsets(const int64_t* sizes, int count, int64
   return total;
 }
 
+// The chunk table's lookup: the tensor and element range [begin, end)
+// of chunk c, by binary search in chunk_offsets. Shared by every multi-tensor
+// kernel (optimizers, gradient clipping).
+struct ChunkRange {
+  int tensor;
+  int64_t begin;  // element range [begin, end) inside that tensor
+  int64_t end;
+};
+
+// The tensor t owning chunk c is the last one with chunk_offsets[t] <= c
+// (empty tensors share their offset with the next one; taking the last skips
+// them). c < total_chunks guarantees chunk_offsets[t + 1] > c.
+RZ_HD ChunkRange locate_chunk(const TensorList& list, int64_t c) {
+  int lo = 0, hi = list.count - 1;
+  while (lo < hi) {
+    const int mid = lo + (hi - lo + 1) / 2;
+    if (list.chunk_offsets[mid] <= c)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  const int64_t begin = (c - list.chunk_offsets[lo]) * kMultiTensorChunk;
+  const int64_t size = list.sizes[lo];
+  return ChunkRange{lo, begin, begin + kMultiTensorChunk < size ? begin + kMultiTensorChunk : size};
+}
+
 // torch.optim.SGD over the whole list (see sgd_step_cpu). Needs list.state1
 // when h.momentum != 0. first_step: the momentum buffers are initialized to the
 // first update direction.

@@ -77,6 +77,8 @@ void add_synth(CLI::App& app) {
   cmd->add_option("--seed", o->seed, "seed (same seed, same files)");
   cmd->add_option("--difficulty", o->difficulty, "tube faintness, 0 (clear) .. 1 (barely visible)")
       ->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--tube-width", o->tube_width_scale, "tube width multiplier (1: real proportions)")
+      ->check(CLI::Range(0.1, 8.0));
   cmd->add_option("--images-per-patient", o->images_per_patient, "mean images per patient");
   cmd->add_option("--annotated-fraction", o->annotated_fraction, "share of images with devices that are annotated");
   cmd->add_option("--threads", o->threads, "threads (0: all cores)");

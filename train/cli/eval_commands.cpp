@@ -20,9 +20,12 @@ void add_eval(CLI::App& app) {
   cmd->add_option("--ckpt", *which, "best or last, or a path to any checkpoint / weights file");
   cmd->add_option("--fold", *fold, "evaluate on this fold instead of the run's");
   cmd->add_option("--set", *sets, "override a config key (e.g. data.cache_dir=...)");
+  auto device = std::make_shared<std::string>();
+  cmd->add_option("--device", *device, "cpu, cuda, cuda:N or auto (default: the run's run.device)");
   cmd->callback([=] {
     namespace fs = std::filesystem;
     TrainConfig cfg = load_config((fs::path(*run) / "config.toml").string());
+    if (!device->empty()) cfg.run.device = *device;
     for (const auto& s : *sets) apply_override(cfg, s);
     std::string path = *which;
     if (path == "best" || path == "last") path = (fs::path(*run) / (path + ".ckpt")).string();
@@ -50,6 +53,8 @@ void add_predict(CLI::App& app) {
   cmd->add_option("--out", o->out, "submission CSV to write")->required();
   cmd->add_flag("--tta-hflip", o->tta_hflip, "average with the horizontally flipped image");
   cmd->add_option("--batch", o->batch, "batch size")->check(CLI::PositiveNumber);
+  cmd->add_option("--device", o->device, "cpu, cuda, cuda:N or auto");
+  cmd->add_option("--precision", o->precision, "fp32 or bf16 (CUDA)")->check(CLI::IsMember({"fp32", "bf16"}));
   cmd->callback([o] {
     const auto r = run_predict(*o);
     std::printf("predict: %lld images in %.1f s -> %s\n", static_cast<long long>(r.images), r.seconds,

@@ -16,7 +16,12 @@ void add_train(CLI::App& app) {
   auto pretrained = std::make_shared<std::string>();
   auto resume_dir = std::make_shared<std::string>();
   auto help_config = std::make_shared<bool>(false);
+  auto device = std::make_shared<std::string>();
+  auto precision = std::make_shared<std::string>();
   cmd->add_option("--config", *config, "TOML configuration (configs/*.toml)");
+  cmd->add_option("--device", *device, "cpu, cuda, cuda:N or auto (shorthand for run.device)");
+  cmd->add_option("--precision", *precision, "fp32 or bf16 (CUDA; shorthand for run.precision)")
+      ->check(CLI::IsMember({"fp32", "bf16"}));
   cmd->add_option("--set", *sets, "override a key: --set optim.lr=3e-4 (repeatable)");
   cmd->add_option("--stage", *stage, "shorthand for --set stage.kind=...")
       ->check(CLI::IsMember({"teacher", "student-kd", "student-transfer", "finetune"}));
@@ -32,9 +37,9 @@ void add_train(CLI::App& app) {
     TrainHooks hooks;
     hooks.progress_bar = stdout_is_terminal();
     if (!resume_dir->empty()) {
-      if (!config->empty() || !sets->empty() || !stage->empty())
+      if (!config->empty() || !sets->empty() || !stage->empty() || !precision->empty())
         throw CLI::ValidationError("--resume", "continues with the run's saved config.toml; "
-                                               "--config/--set/--stage cannot be combined with it");
+                                               "--config/--set/--stage/--precision cannot be combined with it");
       const auto r = resume(*resume_dir, hooks);
       std::printf("best mean AUC %.4f at epoch %lld -> %s\n", r.best_mean_auc,
                   static_cast<long long>(r.best_epoch), r.run_dir.c_str());
@@ -43,6 +48,8 @@ void add_train(CLI::App& app) {
     TrainConfig cfg = config->empty() ? TrainConfig{} : load_config(*config);
     if (!stage->empty()) apply_override(cfg, "stage.kind=" + *stage);
     if (!pretrained->empty()) cfg.model.pretrained = *pretrained;
+    if (!device->empty()) cfg.run.device = *device;
+    if (!precision->empty()) cfg.run.precision = *precision;
     for (const auto& s : *sets) apply_override(cfg, s);
     const auto r = train(cfg, hooks);
     std::printf("best mean AUC %.4f at epoch %lld -> %s\n", r.best_mean_auc,
@@ -62,6 +69,10 @@ void add_demo(CLI::App& app) {
   cmd->add_option("--threads", o->threads, "CPU threads (0: all cores)");
   cmd->add_option("--difficulty", o->difficulty, "synthetic tube faintness 0..1");
   cmd->add_option("--img-size", o->img_size, "model input size (0: preset)");
+  cmd->add_option("--tube-width", o->tube_width, "synthetic tube width multiplier (0: preset)");
+  cmd->add_option("--device", o->device, "cpu, cuda, cuda:N or auto");
+  cmd->add_option("--precision", o->precision, "fp32 or bf16 (default: bf16 on CUDA, fp32 on the CPU)")
+      ->check(CLI::IsMember({"fp32", "bf16"}));
   cmd->callback([o] {
     const auto r = run_demo(*o, [](const std::string& s) {
       std::printf("%s\n", s.c_str());

@@ -1,0 +1,357 @@
+// The differentiable op front-ends (engine/ops.h), optimizers and a whole
+// model on CUDA against the same calls on the CPU: forward values and the
+// gradients of every input, in fp32 and in bf16 mixed precision.
+//
+// Each case builds f32 leaves on the CPU, runs the op, and backpropagates
+// sum(out * r) for a random r. The CUDA run copies the leaves to the GPU; in
+// bf16 mode the activation inputs go through cast(leaf, bf16) (so their
+// gradients come back to the f32 leaves) while parameters stay f32, exactly
+// as the trainer runs. Tolerances:
+//   fp32: max |gpu - cpu| <= 1e-4 * max |cpu| per output and gradient
+//         (cuDNN and cuBLAS run without TF32 by default);
+//   bf16: normalized MSE sum (gpu - cpu)^2 / sum cpu^2 <= 2e-3 (bf16 keeps
+//         8 significant bits, about 4e-3 relative per rounding).
+#include "tests/gpu/gpu_test.h"
+
+#include <cmath>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "engine/autograd.h"
+#include "engine/cuda_context.h"
+#include "engine/cuda_graph.h"
+#include "engine/ops.h"
+#include "engine/optim.h"
+#include "models/seresnet.h"
+
+using namespace rz;
+
+namespace {
+
+std::vector<float> host(const Tensor& t) { return t.to(Device::cpu()).to(DType::F32).to_vector<float>(); }
+
+struct Compare {
+  double max_err = 0, max_ref = 0, sq_err = 0, sq_ref = 0;
+  void add(const std::vector<float>& got, const std::vector<float>& ref) {
+    REQUIRE(got.size() == ref.size());
+    for (size_t i = 0; i < ref.size(); ++i) {
+      const double d = static_cast<double>(got[i]) - ref[i];
+      max_err = std::max(max_err, std::fabs(d));
+      max_ref = std::max(max_ref, std::fabs(static_cast<double>(ref[i])));
+      sq_err += d * d;
+      sq_ref += static_cast<double>(ref[i]) * ref[i];
+    }
+  }
+  double rel_max() const { return max_ref > 0 ? max_err / max_ref : max_err; }
+  double nmse() const { return sq_ref > 0 ? sq_err / sq_ref : sq_err; }
+};
+
+void expect_match(const std::vector<float>& got, const std::vector<float>& ref, bool bf16,
+                  const std::string& what) {
+  Compare c;
+  c.add(got, ref);
+  INFO(what, ": max rel error ", c.rel_max(), ", nmse ", c.nmse());
+  for (float g : got) REQUIRE(std::isfinite(g));
+  if (bf16)
+    CHECK(c.nmse() <= 2e-3);
+  else
+    CHECK(c.rel_max() <= 1e-4);
+}
+
+using OpFn = std::function<Tensor(const std::vector<Tensor>&)>;
+
+// Runs `fn` on CPU leaves and on their CUDA copies; compares the output and
+// every leaf's gradient. params[i]: input i is a parameter (stays f32 in bf16 mode).
+void check_op(const std::string& name, const std::vector<Tensor>& cpu_inputs,
+              const std::vector<bool>& params, const OpFn& fn, bool bf16, uint64_t seed = 7) {
+  CAPTURE(name);
+  CAPTURE(bf16);
+  const Device gpu = Device::cuda(0);
+  std::vector<Tensor> cpu_leaves, gpu_leaves, gpu_args;
+  for (size_t i = 0; i < cpu_inputs.size(); ++i) {
+    Tensor c = cpu_inputs[i].clone();
+    Tensor g = cpu_inputs[i].to(gpu);
+    const bool grad = is_floating(c.dtype());
+    if (grad) {
+      c.set_requires_grad(true);
+      g.set_requires_grad(true);
+    }
+    cpu_leaves.push_back(c);
+    gpu_leaves.push_back(g);
+    gpu_args.push_back(bf16 && grad && !params[i] ? cast(g, DType::BF16) : g);
+  }
+  const Tensor out_cpu = fn(cpu_leaves);
+  const Tensor out_gpu = fn(gpu_args);
+  REQUIRE(out_gpu.device() == gpu);
+  REQUIRE(out_gpu.shape() == out_cpu.shape());
+  expect_match(host(out_gpu), host(out_cpu), bf16, name + " forward");
+
+  Generator gen(seed);
+  const Tensor r = Tensor::uniform(out_cpu.shape(), -1, 1, gen);
+  sum(mul(out_cpu, r)).backward();
+  sum(mul(out_gpu, r.to(gpu).to(out_gpu.dtype()))).backward();
+  for (size_t i = 0; i < cpu_leaves.size(); ++i) {
+    if (!cpu_leaves[i].grad().defined()) continue;
+    REQUIRE(gpu_leaves[i].grad().defined());
+    CHECK(gpu_leaves[i].grad().dtype() == DType::F32);
+    expect_match(host(gpu_leaves[i].grad()), host(cpu_leaves[i].grad()), bf16,
+                 name + " grad of input " + std::to_string(i));
+  }
+}
+
+Tensor rnd(const Shape& s, Generator& gen, double lo = -1, double hi = 1) {
+  return Tensor::uniform(s, lo, hi, gen);
+}
+
+}  // namespace
+
+TEST_SUITE("gpu") {
+
+TEST_CASE("gpu front-ends: elementwise, activations, reductions, permute, cast") {
+  RZ_SKIP_WITHOUT_GPU();
+  Generator gen(1);
+  for (bool bf16 : {false, true}) {
+    const Shape s{3, 5, 7, 67};
+    const Tensor a = rnd(s, gen), b = rnd(s, gen);
+    check_op("add", {a, b}, {false, false}, [](auto& v) { return add(v[0], v[1]); }, bf16);
+    check_op("sub", {a, b}, {false, false}, [](auto& v) { return sub(v[0], v[1]); }, bf16);
+    check_op("mul", {a, b}, {false, false}, [](auto& v) { return mul(v[0], v[1]); }, bf16);
+    check_op("scale", {a}, {false}, [](auto& v) { return scale(v[0], 0.37); }, bf16);
+    check_op("relu", {a}, {false}, [](auto& v) { return relu(v[0]); }, bf16);
+    check_op("sigmoid", {a}, {false}, [](auto& v) { return sigmoid(v[0]); }, bf16);
+    check_op("mean", {a}, {false}, [](auto& v) { return mean(v[0]); }, bf16);
+    check_op("permute", {a}, {false}, [](auto& v) { return permute(v[0], {0, 3, 1, 2}); }, bf16);
+    check_op("reshape", {a}, {false}, [](auto& v) { return reshape(v[0], {3, -1}); }, bf16);
+  }
+}
+
+TEST_CASE("gpu front-ends: conv2d through cuDNN") {
+  RZ_SKIP_WITHOUT_GPU();
+  Generator gen(2);
+  struct Case { int64_t n, h, w, c, k, r, stride, pad; };
+  for (const Case& k : {Case{2, 9, 7, 8, 16, 3, 1, 1}, Case{2, 16, 16, 32, 24, 3, 2, 1},
+                        Case{1, 12, 12, 64, 32, 1, 1, 0}, Case{3, 7, 9, 16, 8, 1, 2, 0},
+                        Case{2, 32, 32, 3, 32, 3, 2, 1}}) {
+    for (bool bf16 : {false, true}) {
+      const Tensor x = rnd({k.n, k.h, k.w, k.c}, gen);
+      const Tensor w = rnd({k.k, k.r, k.r, k.c}, gen, -0.2, 0.2);
+      check_op("conv2d", {x, w}, {false, true},
+               [&](auto& v) { return conv2d(v[0], v[1], {k.stride, k.pad}); }, bf16);
+    }
+  }
+}
+
+TEST_CASE("gpu front-ends: linear through cuBLAS, with and without bias") {
+  RZ_SKIP_WITHOUT_GPU();
+  Generator gen(3);
+  for (bool bf16 : {false, true}) {
+    const Tensor x = rnd({5, 67}, gen), w = rnd({11, 67}, gen, -0.3, 0.3), b = rnd({11}, gen);
+    check_op("linear+bias", {x, w, b}, {false, true, true},
+             [](auto& v) { return linear(v[0], v[1], v[2]); }, bf16);
+    check_op("linear", {x, w}, {false, true}, [](auto& v) { return linear(v[0], v[1], Tensor()); },
+             bf16);
+  }
+}
+
+TEST_CASE("gpu front-ends: batch norm (train and eval), channel scale, pooling") {
+  RZ_SKIP_WITHOUT_GPU();
+  Generator gen(4);
+  for (bool bf16 : {false, true}) {
+    const Tensor x = rnd({3, 7, 5, 67}, gen, -2, 3);
+    const Tensor g = rnd({67}, gen, 0.5, 1.5), b = rnd({67}, gen);
+    for (bool training : {true, false}) {
+      // Running statistics are updated in place: each device gets its own copy.
+      const Tensor rm = rnd({67}, gen, -0.5, 0.5), rv = rnd({67}, gen, 0.5, 2);
+      Tensor rm_cpu = rm.clone(), rv_cpu = rv.clone();
+      Tensor rm_gpu = rm.to(Device::cuda(0)), rv_gpu = rv.to(Device::cuda(0));
+      check_op(training ? "batch_norm2d train" : "batch_norm2d eval", {x, g, b}, {false, true, true},
+               [&](auto& v) {
+                 const bool cuda = v[0].device().is_cuda();
+                 return batch_norm2d(v[0], v[1], v[2], cuda ? rm_gpu : rm_cpu, cuda ? rv_gpu : rv_cpu,
+                                     {training, 0.1, 1e-5});
+               },
+               bf16);
+      expect_match(host(rm_gpu), host(rm_cpu), bf16, "running_mean");
+      expect_match(host(rv_gpu), host(rv_cpu), bf16, "running_var");
+    }
+    const Tensor s = rnd({3, 67}, gen, 0, 1);
+    check_op("channel_scale", {x, s}, {false, false},
+             [](auto& v) { return channel_scale(v[0], v[1]); }, bf16);
+    check_op("max_pool2d", {x}, {false},
+             [](auto& v) { return max_pool2d(v[0], {3, 2, 1, false, true}); }, bf16);
+    check_op("avg_pool2d ceil", {x}, {false},
+             [](auto& v) { return avg_pool2d(v[0], {2, 2, 0, true, false}); }, bf16);
+    check_op("global_avg_pool", {x}, {false}, [](auto& v) { return global_avg_pool(v[0]); }, bf16);
+  }
+}
+
+TEST_CASE("gpu front-ends: fused losses") {
+  RZ_SKIP_WITHOUT_GPU();
+  Generator gen(5);
+  for (bool bf16 : {false, true}) {
+    const Tensor logits = rnd({9, 11}, gen, -4, 4);
+    Tensor targets = rnd({9, 11}, gen, 0, 1);
+    const Tensor pw = rnd({11}, gen, 0.5, 3);
+    check_op("bce_with_logits", {logits, targets}, {false, true},
+             [](auto& v) { return bce_with_logits(v[0], v[1].detach()); }, bf16);
+    check_op("bce_with_logits pos_weight", {logits, targets, pw}, {false, true, true},
+             [](auto& v) { return bce_with_logits(v[0], v[1].detach(), v[2].detach()); }, bf16);
+    const Tensor a = rnd({2, 4, 4, 67}, gen), b = rnd({2, 4, 4, 67}, gen);
+    check_op("mse_loss", {a, b}, {false, false}, [](auto& v) { return mse_loss(v[0], v[1]); }, bf16);
+  }
+}
+
+TEST_CASE("gpu optimizers: multi-tensor SGD and AdamW and gradient clipping match the CPU") {
+  RZ_SKIP_WITHOUT_GPU();
+  Generator gen(6);
+  const std::vector<Shape> shapes{{64, 3, 3, 32}, {67}, {11, 2048}, {5000}, {1}};
+  for (int kind = 0; kind < 2; ++kind) {
+    std::vector<Tensor> pc, pg;
+    for (const auto& s : shapes) {
+      Tensor p = rnd(s, gen);
+      pc.push_back(p.clone().set_requires_grad(true));
+      pg.push_back(p.to(Device::cuda(0)).set_requires_grad(true));
+    }
+    std::unique_ptr<Optimizer> oc, og;
+    if (kind == 0) {
+      SgdHyper h;
+      h.lr = 0.05;
+      h.momentum = 0.9;
+      h.weight_decay = 1e-4;
+      h.nesterov = true;
+      oc = std::make_unique<Sgd>(pc, h);
+      og = std::make_unique<Sgd>(pg, h);
+    } else {
+      AdamHyper h;
+      h.lr = 1e-2;
+      h.weight_decay = 0.05;
+      h.decoupled = true;
+      oc = std::make_unique<Adam>(pc, h);
+      og = std::make_unique<Adam>(pg, h);
+    }
+    for (int step = 0; step < 3; ++step) {
+      for (size_t i = 0; i < pc.size(); ++i) {
+        const Tensor g = rnd(pc[i].shape(), gen, -2, 2);
+        pc[i].set_grad(g);
+        pg[i].set_grad(g.to(Device::cuda(0)));
+      }
+      const double nc = clip_grad_norm(pc, 5.0), ng = clip_grad_norm(pg, 5.0);
+      CHECK(ng == doctest::Approx(nc).epsilon(1e-6));
+      oc->step();
+      og->step();
+    }
+    for (size_t i = 0; i < pc.size(); ++i)
+      expect_match(host(pg[i]), host(pc[i]), false, oc->name() + " parameter " + std::to_string(i));
+  }
+}
+
+TEST_CASE("gpu model: seresnet_tiny forward and backward match the CPU, fp32 and bf16") {
+  RZ_SKIP_WITHOUT_GPU();
+  for (bool bf16 : {false, true}) {
+    ResNetConfig cfg = resnet_config("seresnet_tiny");
+    cfg.num_classes = 11;
+    auto mc = create_resnet(cfg, 3), mg = create_resnet(cfg, 3);
+    mg->to(Device::cuda(0));
+    Generator gen(9);
+    const Tensor x = Tensor::normal({2, 64, 64, 3}, 0, 1, gen);
+    const Tensor y = rnd({2, 11}, gen, 0, 1);
+    const Tensor lc = bce_with_logits(mc->forward(x), y);
+    const Tensor xg = x.to(Device::cuda(0)).to(bf16 ? DType::BF16 : DType::F32);
+    const Tensor lg = bce_with_logits(mg->forward(xg), y.to(Device::cuda(0)));
+    CAPTURE(bf16);
+    CHECK(lg.item() == doctest::Approx(lc.item()).epsilon(bf16 ? 2e-2 : 1e-4));
+    lc.backward();
+    lg.backward();
+    Compare all;
+    const auto pc = mc->named_parameters(), pg = mg->named_parameters();
+    for (size_t i = 0; i < pc.size(); ++i) {
+      REQUIRE(pg[i].second.grad().defined());
+      all.add(host(pg[i].second.grad()), host(pc[i].second.grad()));
+    }
+    INFO("all parameter gradients: max rel ", all.rel_max(), ", nmse ", all.nmse());
+    if (bf16)
+      CHECK(all.nmse() <= 1e-2);
+    else
+      CHECK(all.rel_max() <= 1e-3);
+    // BN running statistics were updated on the device.
+    const auto bc = mc->named_buffers(), bg = mg->named_buffers();
+    Compare stats;
+    for (size_t i = 0; i < bc.size(); ++i)
+      if (is_floating(bc[i].second.dtype())) stats.add(host(bg[i].second), host(bc[i].second));
+    CHECK(stats.nmse() <= (bf16 ? 1e-3 : 1e-8));
+  }
+}
+
+TEST_CASE("gpu training: a few AdamW steps of seresnet_tiny agree with the CPU run") {
+  RZ_SKIP_WITHOUT_GPU();
+  ResNetConfig cfg = resnet_config("seresnet_tiny");
+  cfg.num_classes = 11;
+  auto mc = create_resnet(cfg, 4), mg = create_resnet(cfg, 4);
+  mg->to(Device::cuda(0));
+  AdamHyper h;
+  h.lr = 1e-3;
+  h.decoupled = true;
+  h.weight_decay = 1e-4;
+  Adam oc(mc->parameters(), h), og(mg->parameters(), h);
+  Generator gen(10);
+  std::vector<double> losses_c, losses_g;
+  for (int step = 0; step < 4; ++step) {
+    const Tensor x = Tensor::normal({4, 64, 64, 3}, 0, 1, gen);
+    const Tensor y = rnd({4, 11}, gen, 0, 1);
+    Tensor lc = bce_with_logits(mc->forward(x), y);
+    Tensor lg = bce_with_logits(mg->forward(x.to(Device::cuda(0))), y.to(Device::cuda(0)));
+    losses_c.push_back(lc.item());
+    losses_g.push_back(lg.item());
+    lc.backward();
+    lg.backward();
+    oc.step();
+    og.step();
+    oc.zero_grad();
+    og.zero_grad();
+  }
+  for (size_t i = 0; i < losses_c.size(); ++i)
+    CHECK(losses_g[i] == doctest::Approx(losses_c[i]).epsilon(1e-3));
+  Compare w;
+  const auto pc = mc->named_parameters(), pg = mg->named_parameters();
+  for (size_t i = 0; i < pc.size(); ++i) w.add(host(pg[i].second), host(pc[i].second));
+  INFO("weights after 4 steps: max rel ", w.rel_max());
+  CHECK(w.rel_max() <= 1e-3);
+}
+
+TEST_CASE("gpu graph: a captured eval forward replays with new inputs like eager runs") {
+  RZ_SKIP_WITHOUT_GPU();
+  ResNetConfig cfg = resnet_config("seresnet_tiny");
+  cfg.num_classes = 11;
+  auto m = create_resnet(cfg, 5);
+  m->to(Device::cuda(0));
+  m->eval();
+  NoGradGuard no_grad;
+  Generator gen(11);
+  Tensor x_static = Tensor::normal({2, 64, 64, 3}, 0, 1, gen).to(Device::cuda(0));
+  Tensor y_static = Tensor::empty({2, 11}, DType::F32, Device::cuda(0));
+  y_static.copy_(m->forward(x_static));  // warm-up: algorithms measured, workspace sized
+  CudaGraph graph;
+  graph.begin_capture(0);
+  y_static.copy_(m->forward(x_static));
+  graph.end_capture();
+  CHECK(graph.node_count() > 10);
+  for (int i = 0; i < 3; ++i) {
+    const Tensor x = Tensor::normal({2, 64, 64, 3}, 0, 1, gen).to(Device::cuda(0));
+    x_static.copy_(x);
+    graph.replay();
+    const Tensor eager = m->forward(x);
+    expect_match(host(y_static), host(eager), false, "graph replay " + std::to_string(i));
+  }
+}
+
+TEST_CASE("gpu front-ends: errors name the op and the offending tensors") {
+  RZ_SKIP_WITHOUT_GPU();
+  const Tensor a = Tensor::ones({2, 3}, DType::F32, Device::cuda(0));
+  const Tensor b = Tensor::ones({2, 3});
+  CHECK_THROWS_WITH_AS(add(a, b), doctest::Contains("device mismatch"), Error);
+  const Tensor d = Tensor::ones({2, 3}, DType::F64, Device::cuda(0));
+  CHECK_THROWS_WITH_AS(relu(d), doctest::Contains("on CUDA"), Error);
+}
+
+}  // TEST_SUITE
