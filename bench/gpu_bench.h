@@ -135,16 +135,19 @@ inline cudaMemPool_t default_mem_pool(int device = 0) {
 }
 inline void reset_pool_peak(int device = 0) {
   uint64_t zero = 0;  // cuuint64_t (cuda.h); only 0 is accepted: "reset to the current use"
-  RZ_CUDA_CHECK(cudaMemPoolSetAttribute(default_mem_pool(device), cudaMemPoolAttrUsedMemHigh, &zero));
+  RZ_CUDA_CHECK(
+      cudaMemPoolSetAttribute(default_mem_pool(device), cudaMemPoolAttrUsedMemHigh, &zero));
 }
 inline size_t pool_peak_bytes(int device = 0) {
   uint64_t v = 0;  // the attribute type, cuuint64_t, is a 64-bit unsigned
-  RZ_CUDA_CHECK(cudaMemPoolGetAttribute(default_mem_pool(device), cudaMemPoolAttrUsedMemHigh, &v));
+  RZ_CUDA_CHECK(
+      cudaMemPoolGetAttribute(default_mem_pool(device), cudaMemPoolAttrUsedMemHigh, &v));
   return static_cast<size_t>(v);
 }
 inline size_t pool_used_bytes(int device = 0) {
   uint64_t v = 0;  // the attribute type, cuuint64_t, is a 64-bit unsigned
-  RZ_CUDA_CHECK(cudaMemPoolGetAttribute(default_mem_pool(device), cudaMemPoolAttrUsedMemCurrent, &v));
+  RZ_CUDA_CHECK(
+      cudaMemPoolGetAttribute(default_mem_pool(device), cudaMemPoolAttrUsedMemCurrent, &v));
   return static_cast<size_t>(v);
 }
 

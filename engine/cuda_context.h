@@ -81,11 +81,17 @@ struct CudaDeviceProps {
   std::string str() const;           // one line: name, sm_XY, SMs, memory
 };
 
+// Which convolution implementation the op front-ends use (engine/conv_autotune.h).
+enum class ConvImpl : uint8_t { Cudnn, Native, Auto };
+
 // Settings the op front-ends read from the engine context (see
-// engine_cuda_context): how convolutions and GEMMs may trade exactness for speed.
+// engine_cuda_context): how convolutions and GEMMs may trade exactness for
+// speed, and which convolution kernels they run.
 struct EngineCudaOptions {
   bool deterministic = false;  // cuDNN: only algorithms with bitwise-reproducible results
   bool allow_tf32 = false;     // fp32 convolutions and GEMMs may use TF32 tensor cores
+  ConvImpl conv_impl = ConvImpl::Cudnn;
+  bool allow_unvalidated_kernels = false;  // Auto may pick native variants no GPU run has validated
 };
 
 class CudaContext {

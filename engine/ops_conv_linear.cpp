@@ -1,7 +1,9 @@
 // conv2d and linear: the GEMM-shaped ops. CPU: im2col + our GEMM; CUDA:
 // cuDNN convolutions (algorithms measured and cached per shape, see
-// engine/cuda_conv.h) and cuBLAS GEMMs, f32 or bf16 with fp32 accumulation.
+// engine/cuda_conv.h) or our native kernels (engine/conv_autotune.h), and
+// cuBLAS GEMMs, f32 or bf16 with fp32 accumulation.
 #include "engine/autograd.h"
+#include "engine/conv_autotune.h"
 #include "engine/dispatch.h"
 #include "engine/ops.h"
 #include "engine/ops_cuda.h"
@@ -16,17 +18,6 @@
 namespace rz {
 
 namespace {
-
-#if defined(RZ_HAVE_CUDA)
-CudnnConvOptions conv_options(const CudaContext& ctx) {
-  CudnnConvOptions o;
-  o.deterministic = ctx.options.deterministic;
-  o.allow_tf32 = ctx.options.allow_tf32;
-  return o;
-}
-#endif
-
-enum class ConvPass { Fwd, Dgrad, Wgrad };
 
 // One convolution pass on the device of the tensors: out = fwd(a=x, b=w),
 // dgrad(a=dy, b=w) or wgrad(a=x, b=dy).
@@ -46,18 +37,10 @@ void conv_pass(ConvPass pass, const Conv2dGeom& g, const Tensor& a, const Tensor
   RZ_CHECK(out.dtype() == DType::F32 || out.dtype() == DType::BF16, "conv2d: ", out.str(),
            " on CUDA (expected f32 or bf16)");
   CudaContext& ctx = op_context(out);
-  const CudnnConvOptions o = conv_options(ctx);
-  switch (pass) {
-    case ConvPass::Fwd:
-      conv2d_fwd_cudnn(ctx, g, out.dtype(), a.raw_data(), b.raw_data(), out.raw_data(), o);
-      break;
-    case ConvPass::Dgrad:
-      conv2d_bwd_data_cudnn(ctx, g, out.dtype(), a.raw_data(), b.raw_data(), out.raw_data(), o);
-      break;
-    case ConvPass::Wgrad:
-      conv2d_bwd_filter_cudnn(ctx, g, out.dtype(), a.raw_data(), b.raw_data(), out.raw_data(), o);
-      break;
-  }
+  // cuDNN, or one of our native kernels when --conv-impl asks for them
+  // (engine/conv_autotune.h).
+  const ConvPlan plan = conv_plan(ctx, g, out.dtype(), pass);
+  conv_run(ctx, plan, g, out.dtype(), pass, a.raw_data(), b.raw_data(), out.raw_data());
 #else
   (void)g, (void)a, (void)b, (void)pass;
   no_cuda_backend("conv2d");

@@ -2,7 +2,9 @@
 
 #include <cmath>
 
+#include <algorithm>
 #include <map>
+#include <memory>
 
 #include "engine/autograd.h"
 #include "engine/dispatch.h"
@@ -43,35 +45,45 @@ struct CudaGroup {
 };
 
 #if defined(RZ_HAVE_CUDA)
-// The device-side arrays of a TensorList, packed into one int64 buffer and
-// uploaded with one copy: params, grads, state1, state2 pointers, sizes and
-// chunk offsets. Lives as long as the launch that reads it (stream-ordered free).
+// The device-side arrays of a TensorList packed into one int64 table: params,
+// grads, state1, state2 pointers, sizes and chunk offsets (6n + 1 entries).
+// Fills `list` with the counts; the pointers are set by point_into().
+std::vector<int64_t> pack_table(const CudaGroup& g, TensorList& list) {
+  const size_t n = g.params.size();
+  std::vector<int64_t> host(6 * n + 1, 0);
+  auto ptr = [](const Tensor& t) {
+    return t.defined() ? static_cast<int64_t>(reinterpret_cast<intptr_t>(t.raw_data())) : 0;
+  };
+  for (size_t i = 0; i < n; ++i) {
+    host[i] = ptr(g.params[i]);
+    host[n + i] = ptr(g.grads[i]);
+    host[2 * n + i] = i < g.state1.size() ? ptr(g.state1[i]) : 0;
+    host[3 * n + i] = i < g.state2.size() ? ptr(g.state2[i]) : 0;
+    host[4 * n + i] = g.params[i].numel();
+  }
+  list.count = static_cast<int>(n);
+  list.total_chunks = multi_tensor_chunk_offsets(&host[4 * n], list.count, &host[5 * n]);
+  return host;
+}
+
+void point_into(const int64_t* d, const CudaGroup& g, TensorList& list) {
+  const size_t n = g.params.size();
+  list.params = reinterpret_cast<float* const*>(d);
+  list.grads = reinterpret_cast<const float* const*>(d + n);
+  list.state1 = g.state1.empty() ? nullptr : reinterpret_cast<float* const*>(d + 2 * n);
+  list.state2 = g.state2.empty() ? nullptr : reinterpret_cast<float* const*>(d + 3 * n);
+  list.sizes = d + 4 * n;
+  list.chunk_offsets = d + 5 * n;
+}
+
+// Eager steps: the table uploaded with one synchronous copy; lives as long as
+// the launch that reads it (its storage is freed stream-ordered).
 class DeviceTensorList {
  public:
   explicit DeviceTensorList(const CudaGroup& g) {
-    const size_t n = g.params.size();
-    std::vector<int64_t> host(5 * n + 1 + n, 0);
-    auto ptr = [](const Tensor& t) {
-      return t.defined() ? static_cast<int64_t>(reinterpret_cast<intptr_t>(t.raw_data())) : 0;
-    };
-    for (size_t i = 0; i < n; ++i) {
-      host[i] = ptr(g.params[i]);
-      host[n + i] = ptr(g.grads[i]);
-      host[2 * n + i] = i < g.state1.size() ? ptr(g.state1[i]) : 0;
-      host[3 * n + i] = i < g.state2.size() ? ptr(g.state2[i]) : 0;
-      host[4 * n + i] = g.params[i].numel();
-    }
-    const int count = static_cast<int>(n);
-    list_.total_chunks = multi_tensor_chunk_offsets(&host[4 * n], count, &host[5 * n]);
+    const std::vector<int64_t> host = pack_table(g, list_);
     buf_ = Tensor::from_vector(host, {static_cast<int64_t>(host.size())}).to(g.params.at(0).device());
-    const int64_t* d = buf_.data<int64_t>();
-    list_.params = reinterpret_cast<float* const*>(d);
-    list_.grads = reinterpret_cast<const float* const*>(d + n);
-    list_.state1 = g.state1.empty() ? nullptr : reinterpret_cast<float* const*>(d + 2 * n);
-    list_.state2 = g.state2.empty() ? nullptr : reinterpret_cast<float* const*>(d + 3 * n);
-    list_.sizes = d + 4 * n;
-    list_.chunk_offsets = d + 5 * n;
-    list_.count = count;
+    point_into(buf_.data<int64_t>(), g, list_);
   }
   const TensorList& list() const { return list_; }
 
@@ -79,8 +91,97 @@ class DeviceTensorList {
   Tensor buf_;
   TensorList list_;
 };
+
+// Graph mode: the table in pinned host memory, copied to the device with an
+// asynchronous (capturable) copy. The optimizer keeps it while a captured
+// graph may replay that copy, and rewrites it only when no capture is running
+// and the stream is idle.
+struct GraphTable {
+  int64_t* host = nullptr;
+  size_t capacity = 0;
+  Tensor dev;
+  TensorList list;
+  GraphTable() = default;
+  GraphTable(const GraphTable&) = delete;
+  GraphTable& operator=(const GraphTable&) = delete;
+  ~GraphTable() {
+    if (host != nullptr) cudaFreeHost(host);
+  }
+
+  const TensorList& upload(const CudaGroup& g) {
+    cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+    RZ_CUDA_CHECK(cudaStreamIsCapturing(cudaStreamPerThread, &cap));
+    if (cap == cudaStreamCaptureStatusNone) RZ_CUDA_CHECK(cudaStreamSynchronize(cudaStreamPerThread));
+    const std::vector<int64_t> table = pack_table(g, list);
+    if (table.size() > capacity) {
+      RZ_CHECK(cap == cudaStreamCaptureStatusNone, "optimizer graph mode: the parameter table grew during capture");
+      if (host != nullptr) RZ_CUDA_CHECK(cudaFreeHost(host));
+      host = nullptr;
+      RZ_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&host), table.size() * sizeof(int64_t)));
+      capacity = table.size();
+      dev = Tensor::empty({static_cast<int64_t>(capacity)}, DType::I64, g.params.at(0).device());
+    }
+    std::copy(table.begin(), table.end(), host);
+    RZ_CUDA_CHECK(cudaMemcpyAsync(dev.raw_data(), host, table.size() * sizeof(int64_t),
+                                  cudaMemcpyHostToDevice, cudaStreamPerThread));
+    point_into(dev.data<int64_t>(), g, list);
+    return list;
+  }
+};
+
+GraphTable& graph_table(std::shared_ptr<void>& holder) {
+  if (!holder) holder = std::make_shared<GraphTable>();
+  return *static_cast<GraphTable*>(holder.get());
+}
+
+// Every parameter with its gradient and states, for a graph-mode step.
+CudaGroup graph_group(const std::vector<Tensor>& params, const std::vector<Tensor>* s1,
+                      const std::vector<Tensor>* s2) {
+  CudaGroup g;
+  for (size_t i = 0; i < params.size(); ++i) {
+    const Tensor grad = params[i].grad();
+    RZ_CHECK(grad.defined(), "optimizer graph mode: parameter ", i, " ", params[i].str(),
+             " has no gradient in this step (every parameter must get one)");
+    check_grad(params[i], grad, i);
+    g.params.push_back(params[i]);
+    g.grads.push_back(grad);
+    if (s1) g.state1.push_back((*s1)[i]);
+    if (s2) g.state2.push_back((*s2)[i]);
+  }
+  return g;
+}
 #endif
 }  // namespace
+
+void Optimizer::enter_graph_mode() {
+#if defined(RZ_HAVE_CUDA)
+  RZ_CHECK(!params_.empty(), "optimizer graph mode: no parameters");
+  const Device d = params_[0].device();
+  for (size_t i = 0; i < params_.size(); ++i)
+    RZ_CHECK(d.is_cuda() && params_[i].device() == d && params_[i].dtype() == DType::F32,
+             "optimizer graph mode needs f32 parameters on one CUDA device; parameter ", i, " is ",
+             params_[i].str());
+  coeffs_dev_ = Tensor::empty({512}, DType::U8, d);  // room for either coefficient struct
+  graph_mode_ = true;
+#else
+  RZ_THROW("optimizer graph mode: built without CUDA");
+#endif
+}
+
+void Optimizer::upload_coeffs(const void* host, size_t bytes) {
+#if defined(RZ_HAVE_CUDA)
+  RZ_CHECK(graph_mode_, "stage_graph_step outside graph mode (call enter_graph_mode first)");
+  RZ_CHECK(bytes <= static_cast<size_t>(coeffs_dev_.numel()), "coefficients too large");
+  cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+  RZ_CUDA_CHECK(cudaStreamIsCapturing(cudaStreamPerThread, &cap));
+  RZ_CHECK(cap == cudaStreamCaptureStatusNone, "stage_graph_step must not run during a CUDA graph capture");
+  RZ_CUDA_CHECK(cudaMemcpyAsync(coeffs_dev_.raw_data(), host, bytes, cudaMemcpyHostToDevice, cudaStreamPerThread));
+  RZ_CUDA_CHECK(cudaStreamSynchronize(cudaStreamPerThread));  // `host` may be a temporary
+#else
+  (void)host, (void)bytes;
+  RZ_THROW("optimizer graph mode: built without CUDA");
+#endif
+}
 
 Sgd::Sgd(std::vector<Tensor> params, SgdHyper hyper)
     : Optimizer(std::move(params)), hyper_(hyper), momentum_(params_.size()) {
@@ -90,7 +191,26 @@ Sgd::Sgd(std::vector<Tensor> params, SgdHyper hyper)
            "sgd: nesterov needs momentum > 0 and dampening 0");
 }
 
+void Sgd::stage_graph_step() {
+  for (size_t i = 0; i < params_.size(); ++i)
+    RZ_CHECK(hyper_.momentum == 0 || momentum_[i].defined(), "sgd graph mode: parameter ", i,
+             " has no momentum buffer yet (run an eager step first)");
+  const SgdCoeffs<float> c = make_sgd_coeffs<float>(hyper_, false);
+  upload_coeffs(&c, sizeof c);
+}
+
 void Sgd::step() {
+  if (graph_mode_) {
+#if defined(RZ_HAVE_CUDA)
+    const CudaGroup g = graph_group(params_, hyper_.momentum != 0 ? &momentum_ : nullptr, nullptr);
+    for (auto& p : params_) p.bump_version();
+    const TensorList& list = graph_table(graph_table_).upload(g);
+    RZ_CUDA_CHECK(sgd_step_multi_dev_cuda(
+        list, static_cast<const SgdCoeffs<float>*>(coeffs_dev_.raw_data()), hyper_.momentum != 0,
+        op_stream()));
+#endif
+    return;
+  }
   // CUDA parameters: one multi-tensor launch per first-step flag (normally one).
   std::map<bool, CudaGroup> groups;
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -183,7 +303,29 @@ Adam::Adam(std::vector<Tensor> params, AdamHyper hyper)
            "adam: betas must be in [0, 1), got ", hyper.beta1, ", ", hyper.beta2);
 }
 
+void Adam::stage_graph_step() {
+  for (size_t i = 0; i < params_.size(); ++i) {
+    RZ_CHECK(m_[i].defined(), "adam graph mode: parameter ", i,
+             " has no moments yet (run an eager step first)");
+    ++steps_[i];
+    RZ_CHECK(steps_[i] == steps_[0], "adam graph mode: parameters have different step counts (",
+             steps_[i], " vs ", steps_[0], ")");
+  }
+  const AdamCoeffs<float> c = make_adam_coeffs<float>(hyper_, steps_.at(0));
+  upload_coeffs(&c, sizeof c);
+}
+
 void Adam::step() {
+  if (graph_mode_) {
+#if defined(RZ_HAVE_CUDA)
+    const CudaGroup g = graph_group(params_, &m_, &v_);
+    for (auto& p : params_) p.bump_version();
+    const TensorList& list = graph_table(graph_table_).upload(g);
+    RZ_CUDA_CHECK(adam_step_multi_dev_cuda(
+        list, static_cast<const AdamCoeffs<float>*>(coeffs_dev_.raw_data()), op_stream()));
+#endif
+    return;
+  }
   // CUDA parameters: one multi-tensor launch per distinct step count (normally one).
   std::map<int64_t, CudaGroup> groups;
   for (size_t i = 0; i < params_.size(); ++i) {

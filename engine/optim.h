@@ -5,6 +5,7 @@
 // (by an LrSchedule) before each step.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -30,8 +31,25 @@ class Optimizer {
   virtual void load_state(const NamedTensors& state) = 0;
   const std::vector<Tensor>& params() const { return params_; }
 
+  // ---- CUDA graph mode (a whole training step captured and replayed) ----
+  // Call after at least one eager step (so every state exists), with all
+  // parameters f32 on one CUDA device. From then on step() issues no host
+  // synchronisation (it may be captured): it uploads its pointer table with an
+  // asynchronous copy from pinned memory and reads the learning rate and
+  // step-dependent scalars from a device buffer, which stage_graph_step()
+  // fills for the coming step (advancing step counters as step() would).
+  // Call stage_graph_step() before every step() or graph replay, never while
+  // capturing. Every parameter must receive a gradient in every step.
+  void enter_graph_mode();
+  virtual void stage_graph_step() = 0;
+  bool graph_mode() const { return graph_mode_; }
+
  protected:
   std::vector<Tensor> params_;
+  bool graph_mode_ = false;
+  Tensor coeffs_dev_;                    // the staged coefficients (device bytes)
+  std::shared_ptr<void> graph_table_;    // pinned pointer table + its device copy
+  void upload_coeffs(const void* host, size_t bytes);
 };
 
 class Sgd final : public Optimizer {
@@ -43,6 +61,7 @@ class Sgd final : public Optimizer {
   double lr() const override { return hyper_.lr; }
   NamedTensors state() const override;
   void load_state(const NamedTensors& state) override;
+  void stage_graph_step() override;
 
  private:
   SgdHyper hyper_;
@@ -59,6 +78,7 @@ class Adam final : public Optimizer {
   double lr() const override { return hyper_.lr; }
   NamedTensors state() const override;
   void load_state(const NamedTensors& state) override;
+  void stage_graph_step() override;
   int64_t step_count(size_t param_index) const { return steps_.at(param_index); }
 
  private:

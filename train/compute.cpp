@@ -1,5 +1,6 @@
 #include "train/compute.h"
 
+#include "engine/conv_autotune.h"
 #include "engine/cuda_context.h"
 #include "engine/error.h"
 
@@ -12,7 +13,7 @@ std::string Compute::str() const {
 }
 
 Compute resolve_compute(const std::string& device, const std::string& precision,
-                        bool deterministic, bool allow_tf32) {
+                        const CudaSettings& cuda) {
   Compute c;
   c.device = parse_device(device);
   RZ_CHECK(precision == "fp32" || precision == "bf16", "precision must be fp32 or bf16, got '",
@@ -22,10 +23,13 @@ Compute resolve_compute(const std::string& device, const std::string& precision,
              "' resolved to ", c.device.str(), "); the CPU backend computes in fp32");
     c.activations = DType::BF16;
   }
+  const ConvImpl impl = parse_conv_impl(cuda.conv_impl);  // checked on every device
   if (c.device.is_cuda()) {
     CudaContext& ctx = engine_cuda_context(c.device.index);
-    ctx.options.deterministic = deterministic;
-    ctx.options.allow_tf32 = allow_tf32;
+    ctx.options.deterministic = cuda.deterministic;
+    ctx.options.allow_tf32 = cuda.allow_tf32;
+    ctx.options.conv_impl = impl;
+    ctx.options.allow_unvalidated_kernels = cuda.allow_unvalidated_kernels;
   }
   return c;
 }

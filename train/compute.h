@@ -21,12 +21,20 @@ struct Compute {
   std::string str() const;  // "cuda:0 (NVIDIA H100 ...), bf16" or "cpu, fp32"
 };
 
+// CUDA settings applied to the engine context of the chosen device
+// (EngineCudaOptions in engine/cuda_context.h).
+struct CudaSettings {
+  bool deterministic = false;     // cuDNN algorithms with reproducible results only
+  bool allow_tf32 = false;        // fp32 convolutions / GEMMs may use TF32
+  std::string conv_impl = "cudnn";  // cudnn, native or auto (engine/conv_autotune.h)
+  bool allow_unvalidated_kernels = false;
+};
+
 // device: cpu, cuda, cuda:N or auto; precision: fp32 or bf16. bf16 on the CPU
-// is an error (the CPU backend computes in f32/f64). On CUDA, also applies
-// `deterministic` (cuDNN algorithms with reproducible results) and
-// `allow_tf32` to the engine's CUDA context for that device.
+// is an error (the CPU backend computes in f32/f64). On CUDA, `cuda` is
+// applied to the engine's context for that device.
 Compute resolve_compute(const std::string& device, const std::string& precision,
-                        bool deterministic = false, bool allow_tf32 = false);
+                        const CudaSettings& cuda = {});
 
 // A host batch (f32) on the compute device in the activation dtype.
 Tensor to_compute(const Tensor& host, const Compute& c);

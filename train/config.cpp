@@ -32,6 +32,9 @@ std::vector<Field> fields(TrainConfig& c) {
       {"run.precision", &c.run.precision, "fp32 or bf16 (CUDA)"},
       {"run.deterministic", &c.run.deterministic, "CUDA: only reproducible cuDNN algorithms"},
       {"run.allow_tf32", &c.run.allow_tf32, "CUDA: fp32 convolutions/GEMMs may use TF32"},
+      {"run.conv_impl", &c.run.conv_impl, "CUDA convolutions: cudnn, native or auto (timed per layer)"},
+      {"run.allow_unvalidated_kernels", &c.run.allow_unvalidated_kernels,
+       "CUDA: auto may pick native kernels not yet validated on a GPU"},
       {"run.threads", &c.run.threads, "CPU threads (0: all cores)"},
       {"model.name", &c.model.name, "model (seresnet152d, resnet200d, seresnet_tiny, ...)"},
       {"model.img_size", &c.model.img_size, "square input size in pixels"},
@@ -89,6 +92,8 @@ std::vector<Field> fields(TrainConfig& c) {
       {"train.ema_decay", &c.train.ema_decay, "weight EMA decay (0: off)"},
       {"train.max_nonfinite", &c.train.max_nonfinite, "abort after N non-finite losses in a row"},
       {"train.log_every", &c.train.log_every, "optimizer steps between logged lines"},
+      {"train.cuda_graph", &c.train.cuda_graph,
+       "CUDA: capture forward+backward+optimizer once, then replay it each step"},
       {"train.profile_steps", &c.train.profile_steps, "A:B brackets steps for nsys/ncu"},
   };
 }
@@ -277,6 +282,7 @@ void validate_config(const TrainConfig& c) {
     RZ_THROW("config: ", key, " = '", v, "' (expected one of ", list, ")");
   };
   one_of("run.precision", c.run.precision, {"fp32", "bf16"});
+  one_of("run.conv_impl", c.run.conv_impl, {"cudnn", "native", "auto"});
   one_of("stage.kind", c.stage.kind, {"teacher", "student-kd", "student-transfer", "finetune"});
   one_of("stage.annotation_style", c.stage.annotation_style, {"seed", "color"});
   one_of("optim.name", c.optim.name, {"sgd", "adam", "adamw"});

@@ -20,6 +20,8 @@ struct TrainConfig {
     std::string precision = "fp32";   // fp32 | bf16 (CUDA)
     bool deterministic = false;       // CUDA: reproducible cuDNN algorithms only
     bool allow_tf32 = false;          // CUDA: fp32 convs/GEMMs may use TF32 tensor cores
+    std::string conv_impl = "cudnn";  // CUDA: cudnn | native | auto (per-layer autotune)
+    bool allow_unvalidated_kernels = false;  // CUDA: auto may pick kernels no GPU run validated
     int64_t threads = 0;              // CPU threads, 0: all cores
   } run;
   struct Model {
@@ -81,6 +83,7 @@ struct TrainConfig {
     int64_t batch = 16;
     int64_t accum_steps = 1;
     double clip_grad = 0.0;           // max global grad norm; 0: off
+    bool cuda_graph = false;          // CUDA: capture the whole step once, then replay it
     double ema_decay = 0.0;           // weight EMA; 0: off
     int64_t max_nonfinite = 5;        // abort after this many non-finite losses in a row
     int64_t log_every = 10;           // optimizer steps between metrics lines

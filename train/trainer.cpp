@@ -20,6 +20,7 @@
 #include "data/ranzcr_csv.h"
 #include "engine/autograd.h"
 #include "engine/cuda_context.h"
+#include "engine/cuda_graph.h"
 #include "engine/lr_schedule.h"
 #include "engine/optim.h"
 #include "engine/safetensors.h"
@@ -232,6 +233,10 @@ LrSchedule build_schedule(const TrainConfig& cfg, int64_t steps_per_epoch) {
   return s;
 }
 
+CudaSettings cuda_settings(const TrainConfig& c) {
+  return {c.run.deterministic, c.run.allow_tf32, c.run.conv_impl, c.run.allow_unvalidated_kernels};
+}
+
 // train.profile_steps "A:B" -> {A, B}: cudaProfilerStart before optimizer step
 // A, cudaProfilerStop after step B (0-based step counts); "" -> {-1, -1}.
 std::pair<int64_t, int64_t> parse_profile_steps(const std::string& s) {
@@ -321,8 +326,7 @@ class Run {
 TrainResult Run::execute(bool resuming) {
   validate_config(cfg_);
   if (cfg_.run.threads > 0) omp_set_num_threads(static_cast<int>(cfg_.run.threads));
-  const Compute compute = resolve_compute(cfg_.run.device, cfg_.run.precision,
-                                         cfg_.run.deterministic, cfg_.run.allow_tf32);
+  const Compute compute = resolve_compute(cfg_.run.device, cfg_.run.precision, cuda_settings(cfg_));
   const auto [profile_first, profile_last] = parse_profile_steps(cfg_.train.profile_steps);
   RZ_CHECK(cfg_.stage.annotation_style == "seed" || cfg_.model.in_chans == 3,
            "stage.annotation_style = color needs model.in_chans = 3");
@@ -417,6 +421,37 @@ TrainResult Run::execute(bool resuming) {
   }
   state.config_toml = config_to_toml(cfg_);
 
+  // The loss of one batch: BCE (scaled by w_bce), plus w_feat * MSE between the
+  // student's and the frozen teacher's final feature maps for student-kd
+  // (xt: the teacher's input, the annotated image).
+  auto forward_loss = [&](const Tensor& x, const Tensor& xt, const Tensor& y) {
+    if (!kd) return scale(bce_with_logits(model->forward(x), y), cfg_.stage.w_bce);
+    Tensor teacher_features;
+    {
+      NoGradGuard no_grad;
+      teacher_features = teacher->forward_features(xt);
+    }
+    Tensor features = model->forward_features(x);
+    Tensor logits = model->forward_head(features);
+    return add(scale(bce_with_logits(logits, y), cfg_.stage.w_bce),
+               scale(mse_loss(features, teacher_features), cfg_.stage.w_feat));
+  };
+  // train.cuda_graph: the whole step (forward, backward, optimizer, EMA)
+  // captured once into a CUDA graph and replayed on static input tensors.
+  const bool graphed = cfg_.train.cuda_graph;
+  if (graphed) {
+    RZ_CHECK(compute.device.is_cuda(), "train.cuda_graph needs a CUDA device (run.device = ",
+             cfg_.run.device, " resolved to ", compute.device.str(), ")");
+    RZ_CHECK(cfg_.train.accum_steps == 1 && cfg_.train.clip_grad == 0 && cfg_.model.drop_rate == 0,
+             "train.cuda_graph needs train.accum_steps = 1, train.clip_grad = 0 and model.drop_rate = 0 "
+             "(got ", cfg_.train.accum_steps, ", ", cfg_.train.clip_grad, ", ", cfg_.model.drop_rate, ")");
+  }
+  struct GraphState {
+    Tensor x, xt, y, loss;
+    CudaGraph graph;
+    int eager_steps = 0;
+  } gs;
+
   TrainResult result;
   result.run_dir = dir_;
   int64_t nonfinite_in_a_row = 0;
@@ -440,56 +475,92 @@ TrainResult Run::execute(bool resuming) {
       if (compute.device.is_cuda() && state.step == profile_first && micro % cfg_.train.accum_steps == 0)
         profile_start();
       NvtxRange step_range("train step");
-      const Tensor y = gather_labels(data_, b->indices).to(compute.device);
-      const Tensor x = to_compute(b->images, compute);
-      Tensor loss;
-      {
-        NvtxRange range("forward");
-        if (kd) {
-          Tensor teacher_features;
-          {
-            NoGradGuard no_grad;
-            teacher_features = teacher->forward_features(to_compute(b->images_annotated, compute));
-          }
-          Tensor features = model->forward_features(x);
-          Tensor logits = model->forward_head(features);
-          loss = add(scale(bce_with_logits(logits, y), cfg_.stage.w_bce),
-                     scale(mse_loss(features, teacher_features), cfg_.stage.w_feat));
-        } else {
-          loss = scale(bce_with_logits(model->forward(x), y), cfg_.stage.w_bce);
-        }
-      }
-      const double lv = loss.item();
+      const Tensor y_host = gather_labels(data_, b->indices);
       ++micro;
-      images += y.size(0);
-      images_since_log += y.size(0);
-      if (!std::isfinite(lv)) {
-        ++nonfinite_in_a_row;
-        log("warning: non-finite loss " + std::to_string(lv) + " at epoch " + std::to_string(epoch + 1) +
-            " batch " + std::to_string(b->batch_index) + ": step skipped (" +
-            std::to_string(nonfinite_in_a_row) + " in a row)");
-        RZ_CHECK(nonfinite_in_a_row < cfg_.train.max_nonfinite, "aborting: ", nonfinite_in_a_row,
-                 " non-finite losses in a row (train.max_nonfinite = ", cfg_.train.max_nonfinite,
-                 "); last checkpoint: ", last_ckpt.string());
-        optim->zero_grad();
-        continue;
-      }
-      nonfinite_in_a_row = 0;
-      loss_sum += lv;
-      ++loss_count;
-      {
-        NvtxRange range("backward");
-        scale(loss, 1.0 / static_cast<double>(cfg_.train.accum_steps)).backward();
-      }
-      if (micro % cfg_.train.accum_steps != 0) continue;
-      double grad_norm = 0;
-      {
-        NvtxRange range("optimizer");
+      images += y_host.size(0);
+      images_since_log += y_host.size(0);
+      double lv = 0, grad_norm = 0;
+      if (graphed) {
+        // Static inputs, then: step 1 eager, step 2 the graph-mode path eagerly,
+        // step 3 captured and replayed, every later step replayed.
+        if (!gs.x.defined()) {
+          gs.x = Tensor::empty(b->images.shape(), compute.activations, compute.device);
+          gs.y = Tensor::empty(y_host.shape(), DType::F32, compute.device);
+          if (kd) gs.xt = Tensor::empty(b->images_annotated.shape(), compute.activations, compute.device);
+          gs.loss = Tensor::empty({}, DType::F32, compute.device);
+        }
+        gs.x.copy_(b->images);
+        gs.y.copy_(y_host);
+        if (kd) gs.xt.copy_(b->images_annotated);
         optim->set_lr(lr_at(sched, state.step));
-        if (cfg_.train.clip_grad > 0) grad_norm = clip_grad_norm(trainable, cfg_.train.clip_grad);
-        optim->step();
-        optim->zero_grad();
-        if (ema) ema_update(*ema, *model, cfg_.train.ema_decay);
+        auto body = [&] {
+          Tensor loss = forward_loss(gs.x, gs.xt, gs.y);
+          loss.backward();
+          optim->step();
+          optim->zero_grad();
+          if (ema) ema_update(*ema, *model, cfg_.train.ema_decay);
+          gs.loss.copy_(loss);
+        };
+        if (gs.eager_steps == 0) {
+          body();
+          optim->enter_graph_mode();
+          ++gs.eager_steps;
+        } else if (gs.eager_steps == 1) {
+          optim->stage_graph_step();
+          body();
+          ++gs.eager_steps;
+        } else {
+          optim->stage_graph_step();
+          if (!gs.graph.ready()) {
+            gs.graph.begin_capture(compute.device.index);
+            body();
+            gs.graph.end_capture();
+            log("cuda graph: captured one training step (" + std::to_string(gs.graph.node_count()) + " nodes)");
+          }
+          gs.graph.replay();
+        }
+        lv = gs.loss.item();
+        RZ_CHECK(std::isfinite(lv), "non-finite loss ", lv, " at epoch ", epoch + 1, " batch ",
+                 b->batch_index, " with train.cuda_graph: the captured step cannot skip the update; "
+                 "rerun without train.cuda_graph to skip such steps; last checkpoint: ", last_ckpt.string());
+        loss_sum += lv;
+        ++loss_count;
+      } else {
+        const Tensor y = y_host.to(compute.device);
+        const Tensor x = to_compute(b->images, compute);
+        Tensor loss;
+        {
+          NvtxRange range("forward");
+          loss = forward_loss(x, kd ? to_compute(b->images_annotated, compute) : Tensor(), y);
+        }
+        lv = loss.item();
+        if (!std::isfinite(lv)) {
+          ++nonfinite_in_a_row;
+          log("warning: non-finite loss " + std::to_string(lv) + " at epoch " + std::to_string(epoch + 1) +
+              " batch " + std::to_string(b->batch_index) + ": step skipped (" +
+              std::to_string(nonfinite_in_a_row) + " in a row)");
+          RZ_CHECK(nonfinite_in_a_row < cfg_.train.max_nonfinite, "aborting: ", nonfinite_in_a_row,
+                   " non-finite losses in a row (train.max_nonfinite = ", cfg_.train.max_nonfinite,
+                   "); last checkpoint: ", last_ckpt.string());
+          optim->zero_grad();
+          continue;
+        }
+        nonfinite_in_a_row = 0;
+        loss_sum += lv;
+        ++loss_count;
+        {
+          NvtxRange range("backward");
+          scale(loss, 1.0 / static_cast<double>(cfg_.train.accum_steps)).backward();
+        }
+        if (micro % cfg_.train.accum_steps != 0) continue;
+        {
+          NvtxRange range("optimizer");
+          optim->set_lr(lr_at(sched, state.step));
+          if (cfg_.train.clip_grad > 0) grad_norm = clip_grad_norm(trainable, cfg_.train.clip_grad);
+          optim->step();
+          optim->zero_grad();
+          if (ema) ema_update(*ema, *model, cfg_.train.ema_decay);
+        }
       }
       if (compute.device.is_cuda() && state.step == profile_last) profile_stop();
       ++state.step;
@@ -600,8 +671,7 @@ EvalResult evaluate(const TrainConfig& cfg_in, const std::string& weights, int64
   if (cfg.run.threads > 0) omp_set_num_threads(static_cast<int>(cfg.run.threads));
   const Dataset d = load_dataset(cfg);
   const Split split = make_split(d, cfg);
-  const Compute compute = resolve_compute(cfg.run.device, cfg.run.precision, cfg.run.deterministic,
-                                         cfg.run.allow_tf32);
+  const Compute compute = resolve_compute(cfg.run.device, cfg.run.precision, cuda_settings(cfg));
   auto model = build_model(cfg, 0);
   load_timm_state_dict(*model, read_weights(weights));
   model->to(compute.device);

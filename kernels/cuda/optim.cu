@@ -11,7 +11,15 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int64_t kMaxGrid = int64_t{65535} * 8;
 
-__global__ void __launch_bounds__(kThreads) sgd_multi_kernel(TensorList list, SgdCoeffs<float> c) {
+// Coefficients by value (the step's scalars baked into the launch) or from
+// device memory (read at run time: a captured CUDA graph replays with the
+// scalars the host staged for this step).
+template <typename C> __device__ __forceinline__ C coeffs_of(const C& c) { return c; }
+template <typename C> __device__ __forceinline__ C coeffs_of(const C* c) { return *c; }
+
+template <typename Src>
+__global__ void __launch_bounds__(kThreads) sgd_multi_kernel(TensorList list, Src src) {
+  const SgdCoeffs<float> c = coeffs_of(src);
   for (int64_t chunk = blockIdx.x; chunk < list.total_chunks; chunk += gridDim.x) {
     const ChunkRange r = locate_chunk(list, chunk);
     const float* grad = list.grads[r.tensor];
@@ -28,8 +36,9 @@ __global__ void __launch_bounds__(kThreads) sgd_multi_kernel(TensorList list, Sg
   }
 }
 
-__global__ void __launch_bounds__(kThreads)
-    adam_multi_kernel(TensorList list, AdamCoeffs<float> c) {
+template <typename Src>
+__global__ void __launch_bounds__(kThreads) adam_multi_kernel(TensorList list, Src src) {
+  const AdamCoeffs<float> c = coeffs_of(src);
   for (int64_t chunk = blockIdx.x; chunk < list.total_chunks; chunk += gridDim.x) {
     const ChunkRange r = locate_chunk(list, chunk);
     const float* grad = list.grads[r.tensor];
@@ -77,6 +86,24 @@ cudaError_t adam_step_multi_cuda(const TensorList& list, const AdamHyper& h, int
   if (list.state1 == nullptr || list.state2 == nullptr) return cudaErrorInvalidValue;
   const AdamCoeffs<float> c = make_adam_coeffs<float>(h, step);
   adam_multi_kernel<<<grid_for(list.total_chunks), kThreads, 0, stream>>>(list, c);
+  return cudaGetLastError();
+}
+
+cudaError_t sgd_step_multi_dev_cuda(const TensorList& list, const SgdCoeffs<float>* coeffs,
+                                    bool use_momentum, cudaStream_t stream) {
+  if (!list_ok(list) || coeffs == nullptr) return cudaErrorInvalidValue;
+  if (list.total_chunks == 0) return cudaSuccess;
+  if (use_momentum && list.state1 == nullptr) return cudaErrorInvalidValue;
+  sgd_multi_kernel<<<grid_for(list.total_chunks), kThreads, 0, stream>>>(list, coeffs);
+  return cudaGetLastError();
+}
+
+cudaError_t adam_step_multi_dev_cuda(const TensorList& list, const AdamCoeffs<float>* coeffs,
+                                     cudaStream_t stream) {
+  if (!list_ok(list) || coeffs == nullptr) return cudaErrorInvalidValue;
+  if (list.total_chunks == 0) return cudaSuccess;
+  if (list.state1 == nullptr || list.state2 == nullptr) return cudaErrorInvalidValue;
+  adam_multi_kernel<<<grid_for(list.total_chunks), kThreads, 0, stream>>>(list, coeffs);
   return cudaGetLastError();
 }
 

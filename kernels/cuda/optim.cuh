@@ -106,4 +106,14 @@ cudaError_t sgd_step_multi_cuda(const TensorList& list, const SgdHyper& h, bool 
 cudaError_t adam_step_multi_cuda(const TensorList& list, const AdamHyper& h, int64_t step,
                                  cudaStream_t stream);
 
+// The same updates with the step's coefficients (make_sgd_coeffs /
+// make_adam_coeffs on the host) read from DEVICE memory when the kernel runs,
+// so a captured CUDA graph replays with whatever the host copied there for the
+// current step (learning rate, bias corrections). use_momentum must equal
+// coeffs->use_momentum (the host checks state1 with it).
+cudaError_t sgd_step_multi_dev_cuda(const TensorList& list, const SgdCoeffs<float>* coeffs,
+                                    bool use_momentum, cudaStream_t stream);
+cudaError_t adam_step_multi_dev_cuda(const TensorList& list, const AdamCoeffs<float>* coeffs,
+                                     cudaStream_t stream);
+
 }  // namespace rz

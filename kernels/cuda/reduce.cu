@@ -24,7 +24,8 @@ int partial_blocks(int64_t n) {
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads) sum_partials_kernel(const T* x, int64_t n, double* partials) {
+__global__ void __launch_bounds__(kThreads)
+    sum_partials_kernel(const T* x, int64_t n, double* partials) {
   double acc = 0.0;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * kThreads)
@@ -90,7 +91,8 @@ bool list_ok(const TensorList& list) {
 
 }  // namespace
 
-template <typename T> cudaError_t sum_cuda(const T* x, int64_t n, float* out, cudaStream_t stream) {
+template <typename T>
+cudaError_t sum_cuda(const T* x, int64_t n, float* out, cudaStream_t stream) {
   if (n < 0 || out == nullptr || (n > 0 && x == nullptr)) return cudaErrorInvalidValue;
   const int blocks = partial_blocks(n);
   double* partials = nullptr;
@@ -109,7 +111,7 @@ template <typename T> cudaError_t sum_cuda(const T* x, int64_t n, float* out, cu
 
 template <typename T>
 cudaError_t col_sum_cuda(const T* dy, int64_t rows, int64_t cols, float* db, cudaStream_t stream) {
-  if (rows < 0 || cols < 0 || (rows * cols > 0 && (dy == nullptr || db == nullptr)))
+  if (rows < 0 || cols < 0 || (cols > 0 && db == nullptr) || (rows * cols > 0 && dy == nullptr))
     return cudaErrorInvalidValue;
   return launch_map(cols, stream, [=] __device__(int64_t c) {
     double acc = 0.0;
@@ -120,15 +122,19 @@ cudaError_t col_sum_cuda(const T* dy, int64_t rows, int64_t cols, float* db, cud
 
 template <typename T>
 cudaError_t bias_add_cuda(T* y, const float* b, int64_t rows, int64_t cols, cudaStream_t stream) {
-  if (rows < 0 || cols <= 0 || (rows > 0 && (y == nullptr || b == nullptr))) return cudaErrorInvalidValue;
-  return launch_map(rows * cols, stream,
-                    [=] __device__(int64_t i) { y[i] = store_f32<T>(load_f32(y[i]) + b[i % cols]); });
+  if (rows < 0 || cols < 0 || (rows * cols > 0 && (y == nullptr || b == nullptr)))
+    return cudaErrorInvalidValue;
+  return launch_map(rows * cols, stream, [=] __device__(int64_t i) {
+    y[i] = store_f32<T>(load_f32(y[i]) + b[i % cols]);
+  });
 }
 
 template <typename T>
 cudaError_t scale_by_scalar_cuda(const T* x, const float* s, T* y, int64_t n, cudaStream_t stream) {
-  if (n < 0 || (n > 0 && (x == nullptr || s == nullptr || y == nullptr))) return cudaErrorInvalidValue;
-  return launch_map(n, stream, [=] __device__(int64_t i) { y[i] = store_f32<T>(load_f32(x[i]) * s[0]); });
+  if (n < 0 || (n > 0 && (x == nullptr || s == nullptr || y == nullptr)))
+    return cudaErrorInvalidValue;
+  return launch_map(n, stream,
+                    [=] __device__(int64_t i) { y[i] = store_f32<T>(load_f32(x[i]) * s[0]); });
 }
 
 template <typename T>
@@ -139,7 +145,8 @@ cudaError_t fill_from_scalar_cuda(T* y, const float* s, int64_t n, cudaStream_t 
 
 cudaError_t sum_squares_multi_cuda(const TensorList& list, double* partials, double* out,
                                    cudaStream_t stream) {
-  if (!list_ok(list) || partials == nullptr || out == nullptr) return cudaErrorInvalidValue;
+  if (!list_ok(list) || out == nullptr || (list.total_chunks > 0 && partials == nullptr))
+    return cudaErrorInvalidValue;
   if (list.total_chunks == 0) return cudaMemsetAsync(out, 0, sizeof(double), stream);
   sumsq_chunks_kernel<<<chunk_grid(list.total_chunks), kThreads, 0, stream>>>(list, partials);
   cudaError_t err = cudaGetLastError();
@@ -150,16 +157,16 @@ cudaError_t sum_squares_multi_cuda(const TensorList& list, double* partials, dou
 
 cudaError_t clip_scale_multi_cuda(const TensorList& list, const double* sumsq, double max_norm,
                                   cudaStream_t stream) {
-  if (!list_ok(list) || sumsq == nullptr || !(max_norm > 0)) return cudaErrorInvalidValue;
+  if (!list_ok(list) || sumsq == nullptr || !(max_norm >= 0)) return cudaErrorInvalidValue;
   if (list.total_chunks == 0) return cudaSuccess;
   clip_scale_kernel<<<chunk_grid(list.total_chunks), kThreads, 0, stream>>>(list, sumsq, max_norm);
   return cudaGetLastError();
 }
 
-#define RZ_INSTANTIATE(T)                                                                     \
-  template cudaError_t sum_cuda<T>(const T*, int64_t, float*, cudaStream_t);                  \
-  template cudaError_t col_sum_cuda<T>(const T*, int64_t, int64_t, float*, cudaStream_t);     \
-  template cudaError_t bias_add_cuda<T>(T*, const float*, int64_t, int64_t, cudaStream_t);    \
+#define RZ_INSTANTIATE(T)                                                                          \
+  template cudaError_t sum_cuda<T>(const T*, int64_t, float*, cudaStream_t);                       \
+  template cudaError_t col_sum_cuda<T>(const T*, int64_t, int64_t, float*, cudaStream_t);          \
+  template cudaError_t bias_add_cuda<T>(T*, const float*, int64_t, int64_t, cudaStream_t);         \
   template cudaError_t scale_by_scalar_cuda<T>(const T*, const float*, T*, int64_t, cudaStream_t); \
   template cudaError_t fill_from_scalar_cuda<T>(T*, const float*, int64_t, cudaStream_t);
 RZ_INSTANTIATE(float)

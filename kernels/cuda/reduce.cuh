@@ -26,7 +26,8 @@
 namespace rz {
 
 // *out = sum of x[0..n) (device fp32 scalar; 0 for n == 0).
-template <typename T> cudaError_t sum_cuda(const T* x, int64_t n, float* out, cudaStream_t stream);
+template <typename T>
+cudaError_t sum_cuda(const T* x, int64_t n, float* out, cudaStream_t stream);
 
 // db[c] = sum over r of dy[r * cols + c] (writes, never adds; fp32). The bias
 // gradient of linear; rows are summed in order, in double, per column.
@@ -47,15 +48,17 @@ cudaError_t fill_from_scalar_cuda(T* y, const float* s, int64_t n, cudaStream_t 
 
 // Sum of squares over every fp32 tensor of `list` (the chunk table of
 // kernels/cuda/optim.cuh; list.params are ignored, list.grads[t] == nullptr
-// skips tensor t). `partials`: caller-owned device scratch of
-// max(1, list.total_chunks) doubles. *out (device double) = the total, combined
-// in chunk order.
+// skips tensor t). `partials`: caller-owned device scratch of list.total_chunks
+// doubles (may be nullptr when that is 0). *out (device double) = the total,
+// combined in chunk order: partial c is chunk c's fixed-tree sum, then one block
+// adds the partials in a fixed order (bitwise reproducible).
 cudaError_t sum_squares_multi_cuda(const TensorList& list, double* partials, double* out,
                                    cudaStream_t stream);
 
 // Gradient clipping without a host sync: coef = max_norm / (sqrt(*sumsq) + 1e-6)
 // (torch.nn.utils.clip_grad_norm_); when coef < 1 every list.grads[t] is
-// multiplied by (float)coef in place, else nothing changes.
+// multiplied by (float)coef in place, else nothing changes (also when *sumsq is
+// NaN). max_norm >= 0 (0 zeroes every gradient).
 cudaError_t clip_scale_multi_cuda(const TensorList& list, const double* sumsq, double max_norm,
                                   cudaStream_t stream);
 

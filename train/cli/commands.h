@@ -15,6 +15,7 @@ void add_eval(CLI::App& app);
 void add_predict(CLI::App& app);
 void add_score(CLI::App& app);
 void add_demo(CLI::App& app);
+void add_bench(CLI::App& app);
 
 // True when stdout is a terminal (progress bars redraw one line then).
 bool stdout_is_terminal();

@@ -68,6 +68,7 @@ int main(int argc, char** argv) {
   rz::cli::add_predict(app);
   rz::cli::add_score(app);
   rz::cli::add_info(app);
+  rz::cli::add_bench(app);
   rz::cli::add_tiny_train(app);
   try {
     app.parse(argc, argv);

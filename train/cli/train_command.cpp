@@ -18,7 +18,10 @@ void add_train(CLI::App& app) {
   auto help_config = std::make_shared<bool>(false);
   auto device = std::make_shared<std::string>();
   auto precision = std::make_shared<std::string>();
+  auto conv_impl = std::make_shared<std::string>();
   cmd->add_option("--config", *config, "TOML configuration (configs/*.toml)");
+  cmd->add_option("--conv-impl", *conv_impl, "CUDA convolutions: cudnn, native or auto (run.conv_impl)")
+      ->check(CLI::IsMember({"cudnn", "native", "auto"}));
   cmd->add_option("--device", *device, "cpu, cuda, cuda:N or auto (shorthand for run.device)");
   cmd->add_option("--precision", *precision, "fp32 or bf16 (CUDA; shorthand for run.precision)")
       ->check(CLI::IsMember({"fp32", "bf16"}));
@@ -37,7 +40,8 @@ void add_train(CLI::App& app) {
     TrainHooks hooks;
     hooks.progress_bar = stdout_is_terminal();
     if (!resume_dir->empty()) {
-      if (!config->empty() || !sets->empty() || !stage->empty() || !precision->empty())
+      if (!config->empty() || !sets->empty() || !stage->empty() || !precision->empty() ||
+          !conv_impl->empty())
         throw CLI::ValidationError("--resume", "continues with the run's saved config.toml; "
                                                "--config/--set/--stage/--precision cannot be combined with it");
       const auto r = resume(*resume_dir, hooks);
@@ -50,6 +54,7 @@ void add_train(CLI::App& app) {
     if (!pretrained->empty()) cfg.model.pretrained = *pretrained;
     if (!device->empty()) cfg.run.device = *device;
     if (!precision->empty()) cfg.run.precision = *precision;
+    if (!conv_impl->empty()) cfg.run.conv_impl = *conv_impl;
     for (const auto& s : *sets) apply_override(cfg, s);
     const auto r = train(cfg, hooks);
     std::printf("best mean AUC %.4f at epoch %lld -> %s\n", r.best_mean_auc,

@@ -1,0 +1,175 @@
+// Fused batch norm (+ residual)(+ ReLU) over [M rows, C channels], the CPU
+// twin of kernels/cuda/fused_bn.cu, with the same passes:
+//   forward, training: pass 1 reads x (shifted sums per channel); pass 2 reads
+//     x (+ residual) and writes y. 2 (3) reads + 1 write per element; eval:
+//     pass 2 only.
+//   backward: pass 1 reads dy (+ y for the ReLU mask) and x, writes dresidual
+//     when asked (sums of g and g*(x - mean)); pass 2 reads g (dresidual, or
+//     dy and y again) and x and writes dx.
+// Determinism: per-channel sums are taken over fixed row blocks whose size
+// depends on M only; each block sums into its own double partials, which are
+// added in block order: bitwise identical for any number of threads.
+#include "kernels/cpu/fused_bn.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "kernels/common/bn_math.h"
+#include "kernels/common/se_math.h"
+
+namespace rz {
+
+namespace {
+
+constexpr int64_t kParallelMin = int64_t{1} << 15;
+
+// Returns K*C sums: out[k*C + c] = sum over rows r (in fixed blocks) of what
+// add_row(r, acc) adds to acc[k*C + c].
+template <class AddRow>
+std::vector<double> channel_sums(int64_t M, int64_t C, int64_t K, AddRow add_row) {
+  constexpr int64_t kMaxBlocks = 64, kMinRows = 32;
+  const int64_t size = std::max(kMinRows, (M + kMaxBlocks - 1) / kMaxBlocks);
+  const int64_t count = (M + size - 1) / size;
+  const int64_t stride = K * C;
+  std::vector<double> partial(static_cast<size_t>(count * stride), 0.0);
+#pragma omp parallel for schedule(static) if (M * C >= kParallelMin)
+  for (int64_t b = 0; b < count; ++b) {
+    double* acc = partial.data() + b * stride;
+    const int64_t r1 = std::min(M, (b + 1) * size);
+    for (int64_t r = b * size; r < r1; ++r) add_row(r, acc);
+  }
+  std::vector<double> out(static_cast<size_t>(stride), 0.0);
+  for (int64_t b = 0; b < count; ++b)
+    for (int64_t i = 0; i < stride; ++i) out[i] += partial[b * stride + i];
+  return out;
+}
+
+}  // namespace
+
+template <class T>
+void fused_bn_fwd_cpu(const T* x, const T* residual, const T* gamma, const T* beta, T* y,
+                      T* save_mean, T* save_invstd, T* running_mean, T* running_var, int64_t M,
+                      int64_t C, const FusedBnOptions& opt) {
+  const auto uc = static_cast<size_t>(C);
+  std::vector<double> mean(uc), scale(uc);
+  if (opt.training) {
+    // Pass 1: shifted sums, shift = the channel's first value.
+    std::vector<double> shift(uc);
+    for (int64_t c = 0; c < C; ++c) shift[c] = static_cast<double>(x[c]);
+    const double* sh = shift.data();
+    const std::vector<double> sums = channel_sums(M, C, 2, [=](int64_t r, double* acc) {
+      const T* xr = x + r * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) {
+        const double d = static_cast<double>(xr[c]) - sh[c];
+        acc[c] += d;
+        acc[C + c] += d * d;
+      }
+    });
+    const double inv_m = 1.0 / static_cast<double>(M), unbias = bn_unbias_factor(M);
+    for (int64_t c = 0; c < C; ++c) {
+      const BnMoments mo = bn_moments_from_shifted(sums[c], sums[C + c], inv_m);
+      mean[c] = shift[c] + mo.mean_minus_shift;
+      const double istd = bn_invstd(mo.var, opt.eps);
+      scale[c] = istd * static_cast<double>(gamma[c]);
+      if (save_mean != nullptr) save_mean[c] = static_cast<T>(mean[c]);
+      if (save_invstd != nullptr) save_invstd[c] = static_cast<T>(istd);
+      if (running_mean != nullptr)
+        running_mean[c] = static_cast<T>(
+            bn_running_update(static_cast<double>(running_mean[c]), mean[c], opt.momentum));
+      if (running_var != nullptr)
+        running_var[c] = static_cast<T>(
+            bn_running_update(static_cast<double>(running_var[c]), mo.var * unbias, opt.momentum));
+    }
+  } else {
+    for (int64_t c = 0; c < C; ++c) {
+      mean[c] = static_cast<double>(running_mean[c]);
+      const double istd = bn_invstd(static_cast<double>(running_var[c]), opt.eps);
+      scale[c] = istd * static_cast<double>(gamma[c]);
+      if (save_mean != nullptr) save_mean[c] = running_mean[c];
+      if (save_invstd != nullptr) save_invstd[c] = static_cast<T>(istd);
+    }
+  }
+  // Pass 2: y = act(BN(x) [+ residual]).
+  const double *mu = mean.data(), *sc = scale.data();
+  const bool relu_on = opt.relu;
+#pragma omp parallel for schedule(static) if (M * C >= kParallelMin)
+  for (int64_t r = 0; r < M; ++r) {
+    const T* xr = x + r * C;
+    T* yr = y + r * C;
+    for (int64_t c = 0; c < C; ++c) {
+      double v = bn_apply(static_cast<double>(xr[c]), mu[c], sc[c], static_cast<double>(beta[c]));
+      if (residual != nullptr) v += static_cast<double>(residual[r * C + c]);
+      yr[c] = static_cast<T>(bn_act(v, relu_on));
+    }
+  }
+}
+
+template <class T>
+void fused_bn_bwd_cpu(const T* x, const T* y, const T* dy, const T* gamma, const T* mean,
+                      const T* invstd, T* dx, T* dresidual, T* dgamma, T* dbeta, int64_t M,
+                      int64_t C, const FusedBnOptions& opt) {
+  const auto uc = static_cast<size_t>(C);
+  const bool relu_on = opt.relu, training = opt.training;
+  std::vector<double> mu(uc), istd(uc);
+  for (int64_t c = 0; c < C; ++c) {
+    mu[c] = static_cast<double>(mean[c]);
+    istd[c] = static_cast<double>(invstd[c]);
+  }
+  const double* mup = mu.data();
+  // g at (r, c), from dy and the ReLU mask of y.
+  const auto grad_at = [=](int64_t i) {
+    return bn_act_grad(relu_on ? static_cast<double>(y[i]) : 0.0, static_cast<double>(dy[i]),
+                       relu_on);
+  };
+  // Pass 1: sums[c] = sum g, sums[C + c] = sum g * (x - mean); writes dresidual.
+  std::vector<double> sums(2 * uc, 0.0);
+  const bool need_sums = dgamma != nullptr || dbeta != nullptr || (dx != nullptr && training);
+  if (need_sums) {
+    sums = channel_sums(M, C, 2, [=](int64_t r, double* acc) {
+      for (int64_t c = 0; c < C; ++c) {
+        const int64_t i = r * C + c;
+        const double g = grad_at(i);
+        if (dresidual != nullptr) dresidual[i] = static_cast<T>(g);
+        acc[c] += g;
+        acc[C + c] += g * (static_cast<double>(x[i]) - mup[c]);
+      }
+    });
+  } else if (dresidual != nullptr) {
+#pragma omp parallel for schedule(static) if (M * C >= kParallelMin)
+    for (int64_t i = 0; i < M * C; ++i) dresidual[i] = static_cast<T>(grad_at(i));
+  }
+  for (int64_t c = 0; c < C; ++c) {
+    if (dbeta != nullptr) dbeta[c] = static_cast<T>(sums[c]);
+    if (dgamma != nullptr) dgamma[c] = static_cast<T>(sums[C + c] * istd[c]);
+  }
+  if (dx == nullptr) return;
+  // Pass 2: dx = k1 * (g - mdy - (x - mean) * k2) (eval: mdy = k2 = 0).
+  const double inv_m = 1.0 / static_cast<double>(M);
+  std::vector<BnBackwardCoeffs> k(uc);
+  for (int64_t c = 0; c < C; ++c)
+    k[c] = bn_backward_coeffs(static_cast<double>(gamma[c]), istd[c], sums[c], sums[C + c], inv_m,
+                              training);
+  const BnBackwardCoeffs* kp = k.data();
+#pragma omp parallel for schedule(static) if (M * C >= kParallelMin)
+  for (int64_t r = 0; r < M; ++r) {
+    for (int64_t c = 0; c < C; ++c) {
+      const int64_t i = r * C + c;
+      // dresidual already holds g (and may alias dy, which pass 1 overwrote).
+      const double g = dresidual != nullptr ? static_cast<double>(dresidual[i]) : grad_at(i);
+      dx[i] = static_cast<T>(
+          bn_backward_dx(kp[c].k1, kp[c].mdy, kp[c].k2, g, static_cast<double>(x[i]) - mup[c]));
+    }
+  }
+}
+
+#define RZ_INSTANTIATE(T)                                                                       \
+  template void fused_bn_fwd_cpu<T>(const T*, const T*, const T*, const T*, T*, T*, T*, T*, T*, \
+                                    int64_t, int64_t, const FusedBnOptions&);                   \
+  template void fused_bn_bwd_cpu<T>(const T*, const T*, const T*, const T*, const T*, const T*, \
+                                    T*, T*, T*, T*, int64_t, int64_t, const FusedBnOptions&);
+RZ_INSTANTIATE(float)
+RZ_INSTANTIATE(double)
+#undef RZ_INSTANTIATE
+
+}  // namespace rz

@@ -1,0 +1,259 @@
+// Fused SE block tail on the CPU, the twin of kernels/cuda/fused_se.cu, with
+// the same passes over the [N, HW, C] tensors (elements moved per element):
+//   forward:  pass 1 reads t (per-image shifted sums: BN statistics and the
+//             squeeze at once); the per-channel statistics and the SE MLP are
+//             O(N*C*rd); pass 2 reads t and shortcut, writes out.   3R + 1W
+//   backward: pass 1 reads dout, out, t, writes dshortcut = g (per-image sums
+//             of g, g*(t - mean), t - mean); the SE MLP backward and the BN
+//             coefficients are O(N*C*rd); pass 2 reads g (dshortcut) and t,
+//             writes dt.                                              5R + 2W
+// Images are independent in both passes, so the parallel loops run over n and
+// every sum keeps its fixed order (hw within an image, then n).
+#include "kernels/cpu/fused_se.h"
+
+#include <vector>
+
+#include "kernels/common/activation_math.h"
+#include "kernels/common/bn_math.h"
+#include "kernels/common/se_math.h"
+
+namespace rz {
+
+namespace {
+
+constexpr int64_t kParallelMin = int64_t{1} << 15;
+
+// acc[k*C + c] (k < K) += what add(i, c, acc) adds for every pixel of image n,
+// in hw order; i is the element index (n*HW + hw)*C + c.
+template <class Add>
+void image_sums(int64_t n, int64_t HW, int64_t C, double* acc, Add add) {
+  for (int64_t hw = 0; hw < HW; ++hw)
+    for (int64_t c = 0; c < C; ++c) add(nlc_index(n, hw, c, HW, C), c, acc);
+}
+
+}  // namespace
+
+template <class T>
+void fused_se_fwd_cpu(const T* t, const T* shortcut, const SeWeights<T>& w, T* out,
+                      const SeSaved<T>& saved, T* running_mean, T* running_var, const SeDims& d,
+                      const FusedSeOptions& opt) {
+  const int64_t N = d.N, HW = d.HW, C = d.C, rd = d.rd;
+  const auto uc = static_cast<size_t>(C), unc = static_cast<size_t>(N * C);
+  const double inv_hw = 1.0 / static_cast<double>(HW);
+
+  // Pass 1: per-image shifted sums nc[(k*N + n)*C + c], k = 0: sum(t - shift),
+  // k = 1: sum((t - shift)^2); shift = t[0, 0, c].
+  std::vector<double> shift(uc), nc(2 * unc, 0.0);
+  for (int64_t c = 0; c < C; ++c) shift[c] = static_cast<double>(t[c]);
+  {
+    const double* sh = shift.data();
+#pragma omp parallel for schedule(static) if (N * HW * C >= kParallelMin)
+    for (int64_t n = 0; n < N; ++n) {
+      std::vector<double> acc(2 * uc, 0.0);
+      image_sums(n, HW, C, acc.data(), [=](int64_t i, int64_t c, double* a) {
+        const double v = static_cast<double>(t[i]) - sh[c];
+        a[c] += v;
+        a[C + c] += v * v;
+      });
+      for (int64_t c = 0; c < C; ++c) {
+        nc[seg_sum_index(0, n, c, N, C)] = acc[c];
+        nc[seg_sum_index(1, n, c, N, C)] = acc[C + c];
+      }
+    }
+  }
+
+  // BN statistics per channel (sums over n in order).
+  std::vector<double> mean(uc), scale(uc), mean_minus_shift(uc);
+  const int64_t M = N * HW;
+  for (int64_t c = 0; c < C; ++c) {
+    double istd;
+    if (opt.training) {
+      double s1 = 0.0, s2 = 0.0;
+      for (int64_t n = 0; n < N; ++n) {
+        s1 += nc[seg_sum_index(0, n, c, N, C)];
+        s2 += nc[seg_sum_index(1, n, c, N, C)];
+      }
+      const BnMoments mo = bn_moments_from_shifted(s1, s2, 1.0 / static_cast<double>(M));
+      mean_minus_shift[c] = mo.mean_minus_shift;
+      mean[c] = shift[c] + mo.mean_minus_shift;
+      istd = bn_invstd(mo.var, opt.eps);
+      if (running_mean != nullptr)
+        running_mean[c] = static_cast<T>(
+            bn_running_update(static_cast<double>(running_mean[c]), mean[c], opt.momentum));
+      if (running_var != nullptr)
+        running_var[c] = static_cast<T>(bn_running_update(
+            static_cast<double>(running_var[c]), mo.var * bn_unbias_factor(M), opt.momentum));
+    } else {
+      mean[c] = static_cast<double>(running_mean[c]);
+      mean_minus_shift[c] = mean[c] - shift[c];
+      istd = bn_invstd(static_cast<double>(running_var[c]), opt.eps);
+    }
+    scale[c] = istd * static_cast<double>(w.gamma[c]);
+    if (saved.mean != nullptr) saved.mean[c] = static_cast<T>(mean[c]);
+    if (saved.invstd != nullptr) saved.invstd[c] = static_cast<T>(istd);
+  }
+
+  // SE excitation per image: squeeze, fc1 + ReLU, fc2 + sigmoid.
+  std::vector<double> gate(unc);
+#pragma omp parallel for schedule(static) if (N * C * rd >= kParallelMin)
+  for (int64_t n = 0; n < N; ++n) {
+    std::vector<double> p(uc), z(static_cast<size_t>(rd));
+    for (int64_t c = 0; c < C; ++c) {
+      p[c] = se_pooled(nc[seg_sum_index(0, n, c, N, C)], inv_hw, mean_minus_shift[c], scale[c],
+                       static_cast<double>(w.beta[c]));
+      if (saved.pooled != nullptr) saved.pooled[n * C + c] = static_cast<T>(p[c]);
+    }
+    for (int64_t j = 0; j < rd; ++j) {
+      double a = static_cast<double>(w.b1[j]);
+      for (int64_t c = 0; c < C; ++c) a += static_cast<double>(w.w1[j * C + c]) * p[c];
+      z[j] = relu(a);
+      if (saved.hidden != nullptr) saved.hidden[n * rd + j] = static_cast<T>(z[j]);
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      double a = static_cast<double>(w.b2[c]);
+      for (int64_t j = 0; j < rd; ++j) a += static_cast<double>(w.w2[c * rd + j]) * z[j];
+      gate[n * C + c] = sigmoid(a);
+      if (saved.gate != nullptr) saved.gate[n * C + c] = static_cast<T>(gate[n * C + c]);
+    }
+  }
+
+  // Pass 2: out = relu(BN(t) * gate + shortcut).
+#pragma omp parallel for schedule(static) if (N * HW * C >= kParallelMin)
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t hw = 0; hw < HW; ++hw)
+      for (int64_t c = 0; c < C; ++c) {
+        const int64_t i = nlc_index(n, hw, c, HW, C);
+        const double u =
+            bn_apply(static_cast<double>(t[i]), mean[c], scale[c], static_cast<double>(w.beta[c]));
+        out[i] = static_cast<T>(se_tail_out(u, gate[n * C + c], static_cast<double>(shortcut[i])));
+      }
+}
+
+template <class T>
+void fused_se_bwd_cpu(const T* t, const T* out, const T* dout, const SeWeights<T>& w,
+                      const SeSaved<const T>& saved, T* dt, T* dshortcut, const SeGrads<T>& grads,
+                      const SeDims& d, const FusedSeOptions& opt) {
+  const int64_t N = d.N, HW = d.HW, C = d.C, rd = d.rd;
+  const auto uc = static_cast<size_t>(C), unc = static_cast<size_t>(N * C);
+  const double inv_hw = 1.0 / static_cast<double>(HW);
+  std::vector<double> mean(uc), istd(uc), scale(uc);
+  for (int64_t c = 0; c < C; ++c) {
+    mean[c] = static_cast<double>(saved.mean[c]);
+    istd[c] = static_cast<double>(saved.invstd[c]);
+    scale[c] = static_cast<double>(w.gamma[c]) * istd[c];
+  }
+
+  // Pass 1: g = dout * [out > 0] -> dshortcut; per-image sums
+  // nc[(k*N + n)*C + c]: k = 0: sum g, 1: sum g (t - mean), 2: sum (t - mean).
+  std::vector<double> nc(3 * unc, 0.0);
+  {
+    const double* mu = mean.data();
+#pragma omp parallel for schedule(static) if (N * HW * C >= kParallelMin)
+    for (int64_t n = 0; n < N; ++n) {
+      std::vector<double> acc(3 * uc, 0.0);
+      image_sums(n, HW, C, acc.data(), [=](int64_t i, int64_t c, double* a) {
+        const double g =
+            relu_grad_from_output(static_cast<double>(out[i]), static_cast<double>(dout[i]));
+        dshortcut[i] = static_cast<T>(g);
+        const double xc = static_cast<double>(t[i]) - mu[c];
+        a[c] += g;
+        a[C + c] += g * xc;
+        a[2 * C + c] += xc;
+      });
+      for (int64_t k = 0; k < 3; ++k)
+        for (int64_t c = 0; c < C; ++c) nc[seg_sum_index(k, n, c, N, C)] = acc[k * C + c];
+    }
+  }
+
+  // SE MLP backward per image: ds -> dzs (through the sigmoid) -> dz -> dh
+  // (through the ReLU) -> dp.
+  std::vector<double> dzs(unc), dh(static_cast<size_t>(N * rd)), dp(unc);
+#pragma omp parallel for schedule(static) if (N * C * rd >= kParallelMin)
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t c = 0; c < C; ++c) {
+      const double ds =
+          se_gate_grad(scale[c], static_cast<double>(w.beta[c]), nc[seg_sum_index(0, n, c, N, C)],
+                       nc[seg_sum_index(1, n, c, N, C)]);
+      dzs[n * C + c] = sigmoid_grad_from_output(static_cast<double>(saved.gate[n * C + c]), ds);
+    }
+    for (int64_t j = 0; j < rd; ++j) {
+      double a = 0.0;
+      for (int64_t c = 0; c < C; ++c) a += dzs[n * C + c] * static_cast<double>(w.w2[c * rd + j]);
+      dh[n * rd + j] = relu_grad_from_output(static_cast<double>(saved.hidden[n * rd + j]), a);
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      double a = 0.0;
+      for (int64_t j = 0; j < rd; ++j) a += dh[n * rd + j] * static_cast<double>(w.w1[j * C + c]);
+      dp[n * C + c] = a;
+    }
+  }
+
+  // SE parameter gradients (sums over n in order).
+  for (int64_t c = 0; c < C; ++c) {
+    for (int64_t j = 0; j < rd; ++j) {
+      double a2 = 0.0, a1 = 0.0;
+      for (int64_t n = 0; n < N; ++n) {
+        a2 += dzs[n * C + c] * static_cast<double>(saved.hidden[n * rd + j]);
+        a1 += dh[n * rd + j] * static_cast<double>(saved.pooled[n * C + c]);
+      }
+      if (grads.dw2 != nullptr) grads.dw2[c * rd + j] = static_cast<T>(a2);
+      if (grads.dw1 != nullptr) grads.dw1[j * C + c] = static_cast<T>(a1);
+    }
+  }
+  if (grads.db2 != nullptr)
+    for (int64_t c = 0; c < C; ++c) {
+      double a = 0.0;
+      for (int64_t n = 0; n < N; ++n) a += dzs[n * C + c];
+      grads.db2[c] = static_cast<T>(a);
+    }
+  if (grads.db1 != nullptr)
+    for (int64_t j = 0; j < rd; ++j) {
+      double a = 0.0;
+      for (int64_t n = 0; n < N; ++n) a += dh[n * rd + j];
+      grads.db1[j] = static_cast<T>(a);
+    }
+
+  // BN backward coefficients from the sums of du = g * gate + dp / HW.
+  const double inv_m = 1.0 / static_cast<double>(N * HW);
+  std::vector<BnBackwardCoeffs> k(uc);
+  for (int64_t c = 0; c < C; ++c) {
+    double sum_du = 0.0, sum_du_xc = 0.0;
+    for (int64_t n = 0; n < N; ++n) {
+      const BnDySums s =
+          se_du_image_sums(static_cast<double>(saved.gate[n * C + c]), dp[n * C + c], inv_hw,
+                           nc[seg_sum_index(0, n, c, N, C)], nc[seg_sum_index(1, n, c, N, C)],
+                           nc[seg_sum_index(2, n, c, N, C)]);
+      sum_du += s.sum_dy;
+      sum_du_xc += s.sum_dy_xc;
+    }
+    if (grads.dbeta != nullptr) grads.dbeta[c] = static_cast<T>(sum_du);
+    if (grads.dgamma != nullptr) grads.dgamma[c] = static_cast<T>(sum_du_xc * istd[c]);
+    k[c] = bn_backward_coeffs(static_cast<double>(w.gamma[c]), istd[c], sum_du, sum_du_xc, inv_m,
+                              opt.training);
+  }
+
+  // Pass 2: dt = k1 * (du - mdy - (t - mean) * k2) with du rebuilt from g.
+#pragma omp parallel for schedule(static) if (N * HW * C >= kParallelMin)
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t hw = 0; hw < HW; ++hw)
+      for (int64_t c = 0; c < C; ++c) {
+        const int64_t i = nlc_index(n, hw, c, HW, C);
+        const double du = se_du(static_cast<double>(dshortcut[i]),
+                                static_cast<double>(saved.gate[n * C + c]), dp[n * C + c] * inv_hw);
+        dt[i] = static_cast<T>(
+            bn_backward_dx(k[c].k1, k[c].mdy, k[c].k2, du, static_cast<double>(t[i]) - mean[c]));
+      }
+}
+
+#define RZ_INSTANTIATE(T)                                                               \
+  template void fused_se_fwd_cpu<T>(const T*, const T*, const SeWeights<T>&, T*,        \
+                                    const SeSaved<T>&, T*, T*, const SeDims&,           \
+                                    const FusedSeOptions&);                             \
+  template void fused_se_bwd_cpu<T>(const T*, const T*, const T*, const SeWeights<T>&,  \
+                                    const SeSaved<const T>&, T*, T*, const SeGrads<T>&, \
+                                    const SeDims&, const FusedSeOptions&);
+RZ_INSTANTIATE(float)
+RZ_INSTANTIATE(double)
+#undef RZ_INSTANTIATE
+
+}  // namespace rz

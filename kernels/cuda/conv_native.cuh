@@ -1,0 +1,82 @@
+// Native 2-D convolutions (our own kernels, measured against cuDNN in
+// bench/conv_bench.cpp), with the meaning of the CPU twins in
+// kernels/cpu/conv2d.h: NHWC x, y, dx, dy; KRSC w, dw; no bias;
+// cross-correlation; the stride and zero padding of Conv2dGeom; dilation 1;
+// groups 1. Each direction is an implicit GEMM (operands gathered on the fly,
+// see kernels/common/conv_igemm.h for the exact mapping).
+//
+// The ladder (every version kept, selected by ConvVariant):
+//   V1  simple shared-memory tiled GEMM, fp32 FMA, 64x64x16 tiles, one
+//       thread per 4x4 outputs; any geometry, float and bf16 storage
+//       (fp32 accumulation). The readable reference.
+//   V2  bf16 tensor cores: mma.sync m16n8k16 (bf16 in, fp32 accumulate),
+//       ldmatrix from swizzled shared memory, 3-stage cp.async (16-byte,
+//       zero-fill for padding) pipeline, 128x128x32 block tiles, 8 warps.
+//       bf16 only; needs C % 8 == 0 and K % 8 == 0 (16-byte vectors along the
+//       channels), 16-byte aligned operands, 4-byte aligned output, and an
+//       sm_80+ device. Fwd, Dgrad and Wgrad.
+// Both: every tensor has fewer than 2^31 - 2^20 elements (32-bit indexing).
+// Wgrad splits the long reduction (N*OH*OW) over blocks when M*N is small;
+// the fp32 partials go to a workspace from cudaMallocAsync on `stream` and are
+// added in split order by a second kernel (deterministic), then freed on the
+// stream. Fwd and Dgrad need no workspace. Every output is overwritten.
+//
+// All pointers are device pointers; work is enqueued on `stream`; each call
+// returns the first failing CUDA status (cudaGetLastError after each launch)
+// or cudaErrorInvalidValue for a combination the variant does not support
+// (check conv2d_native_supported first and fall back to V1 or cuDNN).
+// Unvalidated on a GPU so far: the index logic is proven by CPU emulation
+// (tests/kernels/test_conv_igemm.cpp), the kernels by tests/gpu.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "kernels/common/bf16.h"
+#include "kernels/common/conv_igemm.h"
+#include "kernels/cpu/conv2d.h"
+
+namespace rz {
+
+enum class ConvVariant : int { V1 = 1, V2 = 2 };  // V3 (Hopper wgmma/TMA) may follow
+
+// Every variant, in ladder order (tests and benchmarks loop over it).
+inline constexpr ConvVariant kConvVariants[] = {ConvVariant::V1, ConvVariant::V2};
+
+// "v1" / "v2" (stable names for logs and benchmark tables); "unknown" else.
+const char* conv_variant_name(ConvVariant v);
+
+// y[N, OH, OW, K] = conv(x[N, H, W, C], w[K, R, S, C]).
+template <typename T>
+cudaError_t conv2d_fwd_native(ConvVariant v, const Conv2dGeom& g, const T* x, const T* w, T* y,
+                              cudaStream_t stream);
+// dx[N, H, W, C] = d(sum dy*y)/dx.
+template <typename T>
+cudaError_t conv2d_bwd_data_native(ConvVariant v, const Conv2dGeom& g, const T* dy, const T* w,
+                                   T* dx, cudaStream_t stream);
+// dw[K, R, S, C] = d(sum dy*y)/dw.
+template <typename T>
+cudaError_t conv2d_bwd_filter_native(ConvVariant v, const Conv2dGeom& g, const T* x, const T* dy,
+                                     T* dw, cudaStream_t stream);
+
+// Whether variant v runs this direction, geometry and storage type (T = float
+// or bf16). Geometry and type only: V2 additionally needs an sm_80+ device and
+// aligned pointers, which the launchers check.
+template <typename T>
+bool conv2d_native_supported(ConvVariant v, ConvPass pass, const Conv2dGeom& g);
+
+namespace detail {
+// The per-variant launchers behind the dispatch above. a, b: the pass's GEMM
+// operands (Fwd: x, w; Dgrad: dy, w; Wgrad: dy, x); out: y, dx or dw.
+template <typename T>
+cudaError_t conv_native_v1(ConvPass pass, const Conv2dGeom& g, const T* a, const T* b, T* out,
+                           cudaStream_t stream);
+cudaError_t conv_native_v2(ConvPass pass, const Conv2dGeom& g, const bf16* a, const bf16* b,
+                           bf16* out, cudaStream_t stream);
+// out[i] = sum over z < splits (in order) of ws[z*mn + i], rounded once to T.
+template <typename T>
+cudaError_t splitk_reduce(const float* ws, int splits, int64_t mn, T* out, cudaStream_t stream);
+// The number of SMs of the current device (for split-K planning).
+cudaError_t current_sm_count(int* sms);
+}  // namespace detail
+
+}  // namespace rz

@@ -1,0 +1,291 @@
+// Native convolution v2: bf16 tensor-core implicit GEMM (sm_80+), one kernel
+// template for the three passes.
+//
+// Block: 256 threads = 8 warps as 2 (M) x 4 (N), block tile 128 x 128, k-tile
+// 32, warp tile 64 x 32 = 4 x 4 mma.sync.m16n8k16 (row.col, bf16 x bf16 ->
+// fp32). Operands stream through a 3-stage ring in shared memory (48 KiB):
+//   - every thread issues two 16-byte cp.async.cg for A and two for B per
+//     k-tile; its V2*Loader (kernels/common/conv_igemm.h) names the source
+//     element (8 consecutive channels of one tap) or -1, which becomes
+//     src-size 0 (the hardware zero-fills: padding, the transposed Dgrad
+//     mapping's gaps, tile overhang);
+//   - fragments come from swizzled shared memory with ldmatrix.x4 (.trans
+//     for MN-major tiles: Dgrad B, Wgrad A and B), addresses from
+//     v2_ldsm_a_offset / v2_ldsm_b_offset;
+//   - pipeline: prologue fills stages 0..1; iteration i waits until k-tile i
+//     has landed (cp.async.wait_group 1) and the block has finished reading
+//     the stage it is about to refill (__syncthreads), issues k-tile i + 2,
+//     then runs the 2 x 16 mma of k-tile i.
+// Epilogue: each thread stores its accumulator pairs (2 adjacent columns) as
+// one bf16x2 word (Fwd, Dgrad, single-split Wgrad) or one float2 of fp32
+// partials (split-K Wgrad; detail::splitk_reduce adds the splits in order).
+// Not yet done: shared-memory staged epilogue (the direct stores write 16
+// bytes per row per warp instruction), block rasterization for L2 reuse,
+// stride-phase decomposition of Dgrad (with stride 2, 3/4 of the A gather of
+// a 3x3 tap set is zero-fill).
+//
+// Memory traffic per block and k-tile: 2 x 8 KiB of operands for 128*128*32
+// MACs (64 MACs per loaded byte); A gathers of 3x3 convs re-read each input
+// pixel up to 9 times, mostly from L2.
+#include <cstdint>
+
+#include "kernels/cuda/conv_native.cuh"
+
+namespace rz {
+
+namespace {
+
+using namespace igemm;
+
+template <ConvPass P>
+struct LoaderFor;
+template <>
+struct LoaderFor<ConvPass::Fwd> {
+  using type = V2FwdLoader;
+};
+template <>
+struct LoaderFor<ConvPass::Dgrad> {
+  using type = V2DgradLoader;
+};
+template <>
+struct LoaderFor<ConvPass::Wgrad> {
+  using type = V2WgradLoader;
+};
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#define RZ_CONV_V2_DEVICE 1
+#endif
+
+#if defined(RZ_CONV_V2_DEVICE)
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16-byte global -> shared copy; with valid == false no byte is read and the
+// destination is zero-filled (src-size 0). src must still be a valid address.
+__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool valid) {
+  const int src_bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+               "r"(src_bytes)
+               : "memory");
+}
+
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+template <bool Trans>
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
+  if constexpr (Trans) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr)
+                 : "memory");
+  } else {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr)
+                 : "memory");
+  }
+}
+
+// d += a * b for one 16x8x16 tile: a = 4 registers of bf16 pairs (row-major
+// A fragment), b = 2 registers (column-major B fragment), d = 4 fp32.
+__device__ __forceinline__ void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4],
+                                               const uint32_t (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+#endif
+
+template <ConvPass P>
+__global__ void __launch_bounds__(kV2Threads)
+    conv_v2_kernel(IgemmGeom g, const bf16* a, const bf16* b, bf16* out, float* ws, int k_tiles,
+                   int splits) {
+#if defined(RZ_CONV_V2_DEVICE)
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  const uint32_t smem = smem_u32(smem_raw);
+  const int tid = static_cast<int>(threadIdx.x), lane = tid & 31, warp = tid >> 5;
+  const int warp_m = warp % kV2WarpsM, warp_n = warp / kV2WarpsM;
+  const int bm0 = static_cast<int>(blockIdx.x) * kV2BM, bn0 = static_cast<int>(blockIdx.y) * kV2BN;
+  const KRange kr = split_k_range(k_tiles, splits, static_cast<int>(blockIdx.z));
+  const int nk = kr.end - kr.begin;
+  constexpr bool kATrans = v2_a_mnmajor(P);  // MN-major tiles load with ldmatrix .trans
+  constexpr bool kBTrans = v2_b_mnmajor(P);
+
+  typename LoaderFor<P>::type ld;
+  ld.init(g, tid, bm0, bn0, kr.begin);
+
+  // Issues the copies of the loader's current k-tile into `stage`, then
+  // advances the loader to the next k-tile.
+  auto load_tile = [&](int stage) {
+    V2Chunk ca[2], cb[2];
+    ld.chunks(g, tid, ca, cb);
+    const uint32_t sa = smem + static_cast<uint32_t>(stage * kV2StageElems * 2);
+    const uint32_t sb = sa + kV2TileElems * 2;
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      cp_async_16(sa + static_cast<uint32_t>(ca[i].smem * 2), a + (ca[i].src < 0 ? 0 : ca[i].src),
+                  ca[i].src >= 0);
+      cp_async_16(sb + static_cast<uint32_t>(cb[i].smem * 2), b + (cb[i].src < 0 ? 0 : cb[i].src),
+                  cb[i].src >= 0);
+    }
+    ld.advance(g);
+  };
+
+  float acc[kV2MI][kV2NI][4];
+#pragma unroll
+  for (int mi = 0; mi < kV2MI; ++mi)
+#pragma unroll
+    for (int ni = 0; ni < kV2NI; ++ni)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0.f;
+
+#pragma unroll
+  for (int s = 0; s < kV2Stages - 1; ++s) {
+    if (s < nk) load_tile(s);
+    cp_async_commit();  // possibly empty: keeps the group count uniform
+  }
+
+  for (int i = 0; i < nk; ++i) {
+    cp_async_wait<kV2Stages - 2>();  // this thread's copies of k-tile i are done
+    __syncthreads();                 // everyone's are, and stage (i-1) % S is free
+    const int next = i + kV2Stages - 1;
+    if (next < nk) load_tile(next % kV2Stages);
+    cp_async_commit();
+
+    const uint32_t sa = smem + static_cast<uint32_t>((i % kV2Stages) * kV2StageElems * 2);
+    const uint32_t sb = sa + kV2TileElems * 2;
+#pragma unroll
+    for (int kk = 0; kk < kV2BK / 16; ++kk) {
+      uint32_t af[kV2MI][4];
+      uint32_t bfr[kV2NI][2];
+#pragma unroll
+      for (int mi = 0; mi < kV2MI; ++mi)
+        ldmatrix_x4<kATrans>(
+            af[mi], sa + static_cast<uint32_t>(v2_ldsm_a_offset(P, warp_m, mi, kk, lane) * 2));
+#pragma unroll
+      for (int np = 0; np < kV2NI / 2; ++np) {
+        uint32_t r[4];
+        ldmatrix_x4<kBTrans>(
+            r, sb + static_cast<uint32_t>(v2_ldsm_b_offset(P, warp_n, np, kk, lane) * 2));
+        bfr[2 * np][0] = r[0];
+        bfr[2 * np][1] = r[1];
+        bfr[2 * np + 1][0] = r[2];
+        bfr[2 * np + 1][1] = r[3];
+      }
+#pragma unroll
+      for (int mi = 0; mi < kV2MI; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < kV2NI; ++ni) mma_bf16_16816(acc[mi][ni], af[mi], bfr[ni]);
+    }
+  }
+  cp_async_wait<0>();  // only empty groups can remain; drain before exit
+
+  const GemmDims d = gemm_dims(P, g);
+  float* part = ws == nullptr
+                    ? nullptr
+                    : ws + static_cast<int64_t>(blockIdx.z) * d.M * static_cast<int64_t>(d.N);
+#pragma unroll
+  for (int mi = 0; mi < kV2MI; ++mi)
+#pragma unroll
+    for (int ni = 0; ni < kV2NI; ++ni)
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const TileRC rc = v2_acc_coord(warp_m, warp_n, mi, ni, lane, half);
+        const int m = bm0 + rc.row, n = bn0 + rc.col;  // n even, N % 8 == 0: n + 1 < N too
+        if (m >= d.M || n >= d.N) continue;
+        const int64_t off = c_offset(d, m, n);
+        const float v0 = acc[mi][ni][2 * half], v1 = acc[mi][ni][2 * half + 1];
+        if (part != nullptr) {
+          *reinterpret_cast<float2*>(part + off) = make_float2(v0, v1);
+        } else {
+          const uint32_t lo = f32_to_bf16(v0).bits, hi = f32_to_bf16(v1).bits;
+          *reinterpret_cast<uint32_t*>(out + off) = lo | (hi << 16);
+        }
+      }
+#else
+  // Pre-sm_80 device code: never launched (the launcher checks the device).
+  (void)g, (void)a, (void)b, (void)out, (void)ws, (void)k_tiles, (void)splits;
+#endif
+}
+
+template <ConvPass P>
+cudaError_t launch_v2(const IgemmGeom& g, const bf16* a, const bf16* b, bf16* out, float* ws,
+                      dim3 grid, int k_tiles, int splits, cudaStream_t stream) {
+  conv_v2_kernel<P><<<grid, kV2Threads, kV2SmemBytes, stream>>>(g, a, b, out, ws, k_tiles, splits);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_v2(ConvPass pass, const IgemmGeom& g, const bf16* a, const bf16* b, bf16* out,
+                      float* ws, dim3 grid, int k_tiles, int splits, cudaStream_t stream) {
+  switch (pass) {
+    case ConvPass::Fwd:
+      return launch_v2<ConvPass::Fwd>(g, a, b, out, ws, grid, k_tiles, splits, stream);
+    case ConvPass::Dgrad:
+      return launch_v2<ConvPass::Dgrad>(g, a, b, out, ws, grid, k_tiles, splits, stream);
+    case ConvPass::Wgrad:
+      return launch_v2<ConvPass::Wgrad>(g, a, b, out, ws, grid, k_tiles, splits, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+bool aligned(const void* p, uintptr_t bytes) {
+  return reinterpret_cast<uintptr_t>(p) % bytes == 0;
+}
+
+}  // namespace
+
+namespace detail {
+
+cudaError_t conv_native_v2(ConvPass pass, const Conv2dGeom& g, const bf16* a, const bf16* b,
+                           bf16* out, cudaStream_t stream) {
+  if (!v2_geometry_ok(pass, g)) return cudaErrorInvalidValue;
+  if (!aligned(a, 16) || !aligned(b, 16) || !aligned(out, 4)) return cudaErrorInvalidValue;
+  int dev = 0, major = 0;
+  cudaError_t err = cudaGetDevice(&dev);
+  if (err != cudaSuccess) return err;
+  err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+  if (err != cudaSuccess) return err;
+  if (major < 8) return cudaErrorInvalidValue;
+
+  IgemmGeom ig;
+  make_igemm_geom(g, &ig);
+  const GemmDims d = gemm_dims(pass, ig);
+  if (d.M == 0 || d.N == 0) return cudaSuccess;
+  const int64_t mn = static_cast<int64_t>(d.M) * d.N;
+  if (d.K == 0) return cudaMemsetAsync(out, 0, static_cast<size_t>(mn) * sizeof(bf16), stream);
+  const int mt = (d.M + kV2BM - 1) / kV2BM, nt = (d.N + kV2BN - 1) / kV2BN;
+  const int k_tiles = (d.K + kV2BK - 1) / kV2BK;
+  int splits = 1;
+  if (pass == ConvPass::Wgrad) {
+    int sms = 0;
+    err = current_sm_count(&sms);
+    if (err != cudaSuccess) return err;
+    splits = choose_splits(static_cast<int64_t>(mt) * nt, k_tiles, sms, mn, 4);
+  }
+  const dim3 grid(static_cast<unsigned>(mt), static_cast<unsigned>(nt),
+                  static_cast<unsigned>(splits));
+  if (splits == 1) return launch_v2(pass, ig, a, b, out, nullptr, grid, k_tiles, 1, stream);
+
+  float* ws = nullptr;
+  err = cudaMallocAsync(reinterpret_cast<void**>(&ws),
+                        static_cast<size_t>(mn) * splits * sizeof(float), stream);
+  if (err != cudaSuccess) return err;
+  err = launch_v2(pass, ig, a, b, out, ws, grid, k_tiles, splits, stream);
+  if (err == cudaSuccess) err = splitk_reduce<bf16>(ws, splits, mn, out, stream);
+  const cudaError_t free_err = cudaFreeAsync(ws, stream);
+  return err != cudaSuccess ? err : free_err;
+}
+
+}  // namespace detail
+
+}  // namespace rz
