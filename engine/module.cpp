@@ -123,7 +123,9 @@ int64_t Module::set_requires_grad(const std::string& prefix, bool on) {
 
 void Module::to(Device device) {
   for (auto& [n, t] : state_dict()) {
-    if (t.device() == device) continue;
+    // Integer buffers (BN's num_batches_tracked) are host-side bookkeeping:
+    // they stay on the CPU so counting a batch never waits for the device.
+    if (t.device() == device || !is_floating(t.dtype())) continue;
     Tensor moved = t.to(device);
     t.impl().storage = moved.impl().storage;
     t.impl().offset = 0;

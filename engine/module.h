@@ -54,7 +54,9 @@ class Module {
   // ("" for all); returns how many matched.
   int64_t set_requires_grad(const std::string& prefix, bool on);
 
-  // Moves every parameter and buffer (floating ones only, for dtype) in place.
+  // Moves every parameter and floating buffer in place (integer buffers, such
+  // as BN's num_batches_tracked, stay on the host); to(dtype) converts the
+  // floating ones only.
   void to(Device device);
   void to(DType dtype);
 

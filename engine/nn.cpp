@@ -24,15 +24,17 @@ BatchNorm2d::BatchNorm2d(int64_t channels, double eps_, double momentum_)
   num_batches_tracked = register_buffer("num_batches_tracked", Tensor::zeros({}, DType::I64));
 }
 
-Tensor BatchNorm2d::forward(const Tensor& x) {
-  if (is_training()) {
-    if (num_batches_tracked.device().is_cpu()) {
-      ++*num_batches_tracked.data<int64_t>();
-      num_batches_tracked.bump_version();
-    } else {
-      num_batches_tracked.fill_(num_batches_tracked.item() + 1);
-    }
+void BatchNorm2d::count_batch() {
+  if (num_batches_tracked.device().is_cpu()) {
+    ++*num_batches_tracked.data<int64_t>();
+    num_batches_tracked.bump_version();
+  } else {  // only if moved by hand: Module::to keeps integer buffers on the host
+    num_batches_tracked.fill_(num_batches_tracked.item() + 1);
   }
+}
+
+Tensor BatchNorm2d::forward(const Tensor& x) {
+  if (is_training()) count_batch();
   return batch_norm2d(x, weight, bias, running_mean, running_var,
                       BatchNormOptions{is_training(), momentum, eps});
 }

@@ -27,6 +27,8 @@ class BatchNorm2d : public Module {
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "BatchNorm2d"; }
   Tensor weight, bias, running_mean, running_var, num_batches_tracked;
+  // Training forward counts the batch in num_batches_tracked (a host counter).
+  void count_batch();
   double eps, momentum;
 };
 

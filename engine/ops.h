@@ -70,6 +70,19 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                     const Tensor& running_mean, const Tensor& running_var,
                     BatchNormOptions opt = {});
 
+// ---- the fused end of an SE-ResNet bottleneck (one op, forward and backward) ----
+//   u = batch_norm2d(t, gamma, beta, running_mean, running_var, opt)
+//   s = sigmoid(linear(relu(linear(global_avg_pool(u), w1, b1)), w2, b2))
+//   out = relu(channel_scale(u, s) + shortcut)
+// t, shortcut [N, H, W, C]; w1 [rd, C], b1 [rd], w2 [C, rd], b2 [C]. The same
+// values and gradients as composing those ops, in two passes over the big
+// tensors each way (kernels/cpu/fused_se.h, kernels/cuda/fused_se.cuh). On
+// CUDA t and shortcut are f32 or bf16 and every parameter is f32.
+Tensor se_block_tail(const Tensor& t, const Tensor& shortcut, const Tensor& gamma,
+                     const Tensor& beta, const Tensor& running_mean, const Tensor& running_var,
+                     const Tensor& w1, const Tensor& b1, const Tensor& w2, const Tensor& b2,
+                     BatchNormOptions opt = {});
+
 // ---- squeeze-excitation multiply: x [N, H, W, C] * s [N, C] (or [N, 1, 1, C]) ----
 Tensor channel_scale(const Tensor& x, const Tensor& s);
 

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "engine/autograd.h"
+#include "engine/cuda_context.h"
 
 namespace rz {
 
@@ -80,7 +81,7 @@ Tensor SqueezeExcite::forward(const Tensor& x) {
 
 ResNetBlock::ResNetBlock(const ResNetConfig& cfg, int64_t inplanes, int64_t planes,
                          int64_t stride, Generator& gen)
-    : bottleneck(cfg.bottleneck) {
+    : bottleneck(cfg.bottleneck), fused_se(cfg.fused_se && cfg.bottleneck && cfg.se) {
   const int64_t out = planes * cfg.expansion();
   if (bottleneck) {
     conv1 = register_module("conv1", std::make_shared<Conv2d>(inplanes, planes, 1, gen));
@@ -115,6 +116,19 @@ ResNetBlock::ResNetBlock(const ResNetConfig& cfg, int64_t inplanes, int64_t plan
 
 Tensor ResNetBlock::forward(const Tensor& x) {
   Tensor h = relu((*bn1)((*conv1)(x)));
+  if (fused_se) {
+    h = relu((*bn2)((*conv2)(h)));
+    const Tensor t = (*conv3)(h);
+    const Tensor shortcut = downsample ? (*downsample)(x) : x;
+    if (bn3->is_training()) bn3->count_batch();
+    const Tensor& w1 = se->fc1->weight;
+    const Tensor& w2 = se->fc2->weight;
+    NvtxRange range("se_block_tail");
+    return se_block_tail(t, shortcut, bn3->weight, bn3->bias, bn3->running_mean, bn3->running_var,
+                         reshape(w1, {w1.size(0), w1.size(3)}), se->fc1->bias,
+                         reshape(w2, {w2.size(0), w2.size(3)}), se->fc2->bias,
+                         {bn3->is_training(), bn3->momentum, bn3->eps});
+  }
   if (bottleneck) {
     h = relu((*bn2)((*conv2)(h)));
     h = (*bn3)((*conv3)(h));

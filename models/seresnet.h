@@ -39,6 +39,9 @@ struct ResNetConfig {
   int64_t in_chans = 3;
   int64_t num_classes = 1000;
   double drop_rate = 0.0;                      // dropout before fc (training only)
+  // Bottleneck ends (bn3, SE, residual add, ReLU) as one fused op
+  // (se_block_tail in engine/ops.h); same values, fewer passes over memory.
+  bool fused_se = false;
 
   int64_t expansion() const { return bottleneck ? 4 : 1; }
   int64_t num_features() const { return channels[3] * expansion(); }
@@ -86,6 +89,7 @@ class ResNetBlock : public Module {
   std::shared_ptr<BatchNorm2d> last_bn() const { return bottleneck ? bn3 : bn2; }
 
   bool bottleneck;
+  bool fused_se = false;  // ResNetConfig::fused_se (bottleneck blocks with SE only)
   std::shared_ptr<Conv2d> conv1, conv2, conv3;
   std::shared_ptr<BatchNorm2d> bn1, bn2, bn3;
   std::shared_ptr<SqueezeExcite> se;

@@ -40,6 +40,7 @@ std::vector<Field> fields(TrainConfig& c) {
       {"model.img_size", &c.model.img_size, "square input size in pixels"},
       {"model.in_chans", &c.model.in_chans, "input channels (3: gray replicated; 1)"},
       {"model.drop_rate", &c.model.drop_rate, "dropout before the classifier"},
+      {"model.fused_se", &c.model.fused_se, "fuse bn3 + SE + residual add + ReLU into one op"},
       {"model.pretrained", &c.model.pretrained, "timm safetensors weights to start from"},
       {"data.dir", &c.data.dir, "RANZCR data folder (train.csv, train/)"},
       {"data.cache_dir", &c.data.cache_dir, "ranzcr prep output folder"},

@@ -195,6 +195,7 @@ std::shared_ptr<ResNet> build_model(const TrainConfig& cfg, uint64_t seed) {
   m.num_classes = kNumRanzcrLabels;
   m.in_chans = cfg.model.in_chans;
   m.drop_rate = cfg.model.drop_rate;
+  m.fused_se = cfg.model.fused_se;
   return create_resnet(m, seed);
 }
 
@@ -328,6 +329,14 @@ TrainResult Run::execute(bool resuming) {
   if (cfg_.run.threads > 0) omp_set_num_threads(static_cast<int>(cfg_.run.threads));
   const Compute compute = resolve_compute(cfg_.run.device, cfg_.run.precision, cuda_settings(cfg_));
   const auto [profile_first, profile_last] = parse_profile_steps(cfg_.train.profile_steps);
+  const bool graphed = cfg_.train.cuda_graph;
+  if (graphed) {
+    RZ_CHECK(compute.device.is_cuda(), "train.cuda_graph needs a CUDA device (run.device = ",
+             cfg_.run.device, " resolved to ", compute.device.str(), ")");
+    RZ_CHECK(cfg_.train.accum_steps == 1 && cfg_.train.clip_grad == 0 && cfg_.model.drop_rate == 0,
+             "train.cuda_graph needs train.accum_steps = 1, train.clip_grad = 0 and model.drop_rate = 0 "
+             "(got ", cfg_.train.accum_steps, ", ", cfg_.train.clip_grad, ", ", cfg_.model.drop_rate, ")");
+  }
   RZ_CHECK(cfg_.stage.annotation_style == "seed" || cfg_.model.in_chans == 3,
            "stage.annotation_style = color needs model.in_chans = 3");
   data_ = load_dataset(cfg_);
@@ -438,14 +447,6 @@ TrainResult Run::execute(bool resuming) {
   };
   // train.cuda_graph: the whole step (forward, backward, optimizer, EMA)
   // captured once into a CUDA graph and replayed on static input tensors.
-  const bool graphed = cfg_.train.cuda_graph;
-  if (graphed) {
-    RZ_CHECK(compute.device.is_cuda(), "train.cuda_graph needs a CUDA device (run.device = ",
-             cfg_.run.device, " resolved to ", compute.device.str(), ")");
-    RZ_CHECK(cfg_.train.accum_steps == 1 && cfg_.train.clip_grad == 0 && cfg_.model.drop_rate == 0,
-             "train.cuda_graph needs train.accum_steps = 1, train.clip_grad = 0 and model.drop_rate = 0 "
-             "(got ", cfg_.train.accum_steps, ", ", cfg_.train.clip_grad, ", ", cfg_.model.drop_rate, ")");
-  }
   struct GraphState {
     Tensor x, xt, y, loss;
     CudaGraph graph;

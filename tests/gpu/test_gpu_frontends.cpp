@@ -283,6 +283,41 @@ TEST_CASE("gpu model: seresnet_tiny forward and backward match the CPU, fp32 and
   }
 }
 
+TEST_CASE("gpu model: the fused SE block tail on CUDA matches the unfused CPU model") {
+  RZ_SKIP_WITHOUT_GPU();
+  for (bool bf16 : {false, true}) {
+    ResNetConfig cfg = resnet_config("seresnet_tiny");
+    cfg.num_classes = 11;
+    auto mc = create_resnet(cfg, 6);
+    cfg.fused_se = true;
+    auto mg = create_resnet(cfg, 6);
+    for (auto* m : {mc.get(), mg.get()}) {
+      Generator g(8);
+      for (auto& [name, p] : m->named_parameters())
+        if (name.find("bn3.weight") != std::string::npos) p.copy_(Tensor::uniform(p.shape(), 0.5, 1.5, g));
+    }
+    mg->to(Device::cuda(0));
+    Generator gen(12);
+    const Tensor x = Tensor::normal({2, 64, 64, 3}, 0, 1, gen);
+    const Tensor y = rnd({2, 11}, gen, 0, 1);
+    const Tensor lc = bce_with_logits(mc->forward(x), y);
+    const Tensor lg = bce_with_logits(mg->forward(x.to(Device::cuda(0)).to(bf16 ? DType::BF16 : DType::F32)),
+                                      y.to(Device::cuda(0)));
+    CAPTURE(bf16);
+    CHECK(lg.item() == doctest::Approx(lc.item()).epsilon(bf16 ? 2e-2 : 1e-4));
+    lc.backward();
+    lg.backward();
+    Compare all;
+    const auto pc = mc->named_parameters(), pg = mg->named_parameters();
+    for (size_t i = 0; i < pc.size(); ++i) all.add(host(pg[i].second.grad()), host(pc[i].second.grad()));
+    INFO("fused vs unfused gradients: max rel ", all.rel_max(), ", nmse ", all.nmse());
+    if (bf16)
+      CHECK(all.nmse() <= 1e-2);
+    else
+      CHECK(all.rel_max() <= 1e-3);
+  }
+}
+
 TEST_CASE("gpu training: a few AdamW steps of seresnet_tiny agree with the CPU run") {
   RZ_SKIP_WITHOUT_GPU();
   ResNetConfig cfg = resnet_config("seresnet_tiny");
@@ -343,6 +378,67 @@ TEST_CASE("gpu graph: a captured eval forward replays with new inputs like eager
     const Tensor eager = m->forward(x);
     expect_match(host(y_static), host(eager), false, "graph replay " + std::to_string(i));
   }
+}
+
+TEST_CASE("gpu graph: a captured whole training step replays like eager AdamW steps") {
+  RZ_SKIP_WITHOUT_GPU();
+  ResNetConfig cfg = resnet_config("seresnet_tiny");
+  cfg.num_classes = 11;
+  auto me = create_resnet(cfg, 13), mg = create_resnet(cfg, 13);
+  me->to(Device::cuda(0));
+  mg->to(Device::cuda(0));
+  AdamHyper h;
+  h.lr = 1e-3;
+  h.decoupled = true;
+  Adam oe(me->parameters(), h), og(mg->parameters(), h);
+  Tensor xs = Tensor::empty({4, 64, 64, 3}, DType::F32, Device::cuda(0));
+  Tensor ys = Tensor::empty({4, 11}, DType::F32, Device::cuda(0));
+  Tensor loss_s = Tensor::empty({}, DType::F32, Device::cuda(0));
+  CudaGraph graph;
+  Generator gen(14);
+  for (int step = 0; step < 6; ++step) {
+    const Tensor x = Tensor::normal({4, 64, 64, 3}, 0, 1, gen), y = rnd({4, 11}, gen, 0, 1);
+    const double lr = 1e-3 * (1.0 - 0.1 * step);  // a schedule: replays must see each step's lr
+    oe.set_lr(lr);
+    og.set_lr(lr);
+    Tensor le = bce_with_logits(me->forward(x.to(Device::cuda(0))), y.to(Device::cuda(0)));
+    const double eager_loss = le.item();
+    le.backward();
+    oe.step();
+    oe.zero_grad();
+    xs.copy_(x);
+    ys.copy_(y);
+    auto body = [&] {
+      Tensor l = bce_with_logits(mg->forward(xs), ys);
+      l.backward();
+      og.step();
+      og.zero_grad();
+      loss_s.copy_(l);
+    };
+    if (step == 0) {
+      body();
+      og.enter_graph_mode();
+    } else {
+      og.stage_graph_step();
+      if (step == 1) {
+        body();
+      } else {
+        if (!graph.ready()) {
+          graph.begin_capture(0);
+          body();
+          graph.end_capture();
+        }
+        graph.replay();
+      }
+    }
+    CAPTURE(step);
+    CHECK(loss_s.item() == doctest::Approx(eager_loss).epsilon(1e-5));
+  }
+  Compare w;
+  const auto pe = me->named_parameters(), pg = mg->named_parameters();
+  for (size_t i = 0; i < pe.size(); ++i) w.add(host(pg[i].second), host(pe[i].second));
+  INFO("graph vs eager weights after 6 steps: max rel ", w.rel_max());
+  CHECK(w.rel_max() <= 1e-5);
 }
 
 TEST_CASE("gpu front-ends: errors name the op and the offending tensors") {

@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 
@@ -186,4 +187,53 @@ TEST_CASE("models: ranzcr info prints the exact parameter counts") {
   CHECK(r11.find("15.3") != std::string::npos);  // GMAC per image at 256 (DESIGN: about 15.4)
   opt.num_classes = 1000;
   CHECK(model_info_report(opt).find("66,841,080") != std::string::npos);
+}
+
+TEST_CASE("seresnet: the fused SE block tail gives the unfused model's outputs and gradients") {
+  for (bool training : {true, false}) {
+    ResNetConfig cfg = resnet_config("seresnet_tiny");
+    cfg.num_classes = 5;
+    auto plain = create_resnet(cfg, 7);
+    cfg.fused_se = true;
+    auto fused = create_resnet(cfg, 7);
+    plain->to(DType::F64);
+    fused->to(DType::F64);
+    // Non-zero bn3 weights (timm zero-inits them) so the SE path matters.
+    for (auto* m : {plain.get(), fused.get()}) {
+      Generator g(3);
+      for (auto& [name, p] : m->named_parameters())
+        if (name.find("bn3.weight") != std::string::npos) p.copy_(Tensor::uniform(p.shape(), 0.5, 1.5, g));
+      m->train(training);
+    }
+    Generator gen(5);
+    const Tensor x = Tensor::normal({2, 32, 32, 3}, 0, 1, gen, DType::F64);
+    const Tensor y = Tensor::uniform({2, 5}, 0, 1, gen, DType::F64);
+    const Tensor lp = bce_with_logits(plain->forward(x), y), lf = bce_with_logits(fused->forward(x), y);
+    CAPTURE(training);
+    CHECK(lf.item() == doctest::Approx(lp.item()).epsilon(1e-12));
+    lp.backward();
+    lf.backward();
+    const auto pp = plain->named_parameters(), pf = fused->named_parameters();
+    REQUIRE(pp.size() == pf.size());
+    double max_diff = 0, max_ref = 0;
+    for (size_t i = 0; i < pp.size(); ++i) {
+      REQUIRE(pf[i].second.grad().defined());
+      const auto a = pp[i].second.grad().to_vector<double>(), b = pf[i].second.grad().to_vector<double>();
+      for (size_t k = 0; k < a.size(); ++k) {
+        max_diff = std::max(max_diff, std::fabs(a[k] - b[k]));
+        max_ref = std::max(max_ref, std::fabs(a[k]));
+      }
+    }
+    CHECK(max_diff <= 1e-10 * max_ref);
+    const auto bp = plain->named_buffers(), bf = fused->named_buffers();
+    for (size_t i = 0; i < bp.size(); ++i) {
+      CAPTURE(bp[i].first);
+      if (bp[i].second.dtype() == DType::F64) {
+        const auto a = bp[i].second.to_vector<double>(), b = bf[i].second.to_vector<double>();
+        for (size_t k = 0; k < a.size(); ++k) CHECK(b[k] == doctest::Approx(a[k]).epsilon(1e-12));
+      } else {
+        CHECK(bp[i].second.item() == bf[i].second.item());  // num_batches_tracked counted once
+      }
+    }
+  }
 }

@@ -110,3 +110,25 @@ TEST_CASE("cli: synth writes the Kaggle layout; tiny-train learns") {
   o = run("synth --n 3");  // --out is required
   CHECK(o.status != 0);
 }
+
+TEST_CASE("cli: device, precision and conv flags are checked; bench explains a missing GPU") {
+  // bf16 is CUDA-only: on the CPU the run stops before reading any data.
+  Dir d;
+  const std::string out = " --set run.out_dir=" + d.path.string();
+  const auto bf16 = run("train --device cpu --precision bf16 --set data.dir=/nonexistent" + out);
+  CHECK(bf16.status == 1);
+  CHECK(has(bf16, "needs a CUDA device"));
+  const auto impl = run("train --conv-impl fastest");
+  CHECK(impl.status != 0);
+  CHECK(has(impl, "--conv-impl"));
+  const auto graph = run("train --device cpu --set train.cuda_graph=true --set data.dir=/nonexistent" + out);
+  CHECK(graph.status == 1);
+  CHECK(has(graph, "train.cuda_graph needs a CUDA device"));
+  const auto help = run("train --help-config");
+  CHECK(has(help, "run.conv_impl"));
+  CHECK(has(help, "train.cuda_graph"));
+  const auto bench = run("bench --model seresnet_tiny --batch 2 --img-size 64");
+  CHECK(bench.status == 0);
+  if (has(bench, "no CUDA device")) MESSAGE("bench skipped its timings: no GPU here");
+  else CHECK(has(bench, "geomean speed-up over cuDNN"));
+}
