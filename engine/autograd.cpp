@@ -1,5 +1,7 @@
 #include "engine/autograd.h"
 
+#include "engine/cuda_context.h"
+
 #include <deque>
 #include <unordered_map>
 
@@ -19,6 +21,7 @@ NoGradGuard::~NoGradGuard() { t_grad_enabled = previous_; }
 std::vector<Tensor> FunctionNode::apply(const Tensor& grad_output) {
   RZ_CHECK(!released_, "backward through the graph a second time: the saved tensors of '",
            name(), "' were freed by the first backward (pass retain_graph=true to keep them)");
+  NvtxRange range(name() + " backward");
   return fn_(grad_output);
 }
 

@@ -50,6 +50,7 @@ void conv_pass(ConvPass pass, const Conv2dGeom& g, const Tensor& a, const Tensor
 }  // namespace
 
 Tensor conv2d(const Tensor& x, const Tensor& w_in, Conv2dOptions opt) {
+  NvtxRange range("conv2d");
   const Tensor w = weight_for(x, w_in, "conv2d");
   check_same(x, w, "conv2d");
   RZ_CHECK(x.dim() == 4, "conv2d: input must be NHWC [N, H, W, C], got ", x.str());
@@ -136,6 +137,7 @@ void linear_bwd_device(const Tensor& x, const Tensor& w, const Tensor& dy, Tenso
 }  // namespace
 
 Tensor linear(const Tensor& x, const Tensor& w_in, const Tensor& b) {
+  NvtxRange range("linear");
   const Tensor w = weight_for(x, w_in, "linear");
   check_same(x, w, "linear");
   RZ_CHECK(x.dim() == 2 && w.dim() == 2 && w.size(1) == x.size(1), "linear: input ", x.str(),

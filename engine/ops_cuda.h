@@ -6,6 +6,7 @@
 
 #include <type_traits>
 
+#include "engine/cuda_context.h"  // NvtxRange (a no-op without CUDA)
 #include "engine/dispatch.h"
 #include "engine/error.h"
 #include "engine/tensor.h"
@@ -14,7 +15,6 @@
 #include <cuda_runtime.h>
 
 #include "engine/cuda_check.h"
-#include "engine/cuda_context.h"
 #endif
 
 namespace rz {

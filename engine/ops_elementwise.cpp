@@ -50,6 +50,7 @@ namespace {
 enum class Binary { Add, Sub, Mul };
 
 Tensor binary_forward(const Tensor& a, const Tensor& b, Binary kind, const char* op) {
+  NvtxRange range(op);
   check_same(a, b, op);
   RZ_CHECK(a.shape() == b.shape(), op, ": shape mismatch ", shape_str(a.shape()), " vs ",
            shape_str(b.shape()));
@@ -176,6 +177,7 @@ void activation_bwd(Act act, const Tensor& y, const Tensor& dy, Tensor& dx, cons
 // An elementwise activation whose gradient is a function of its output (so
 // backward saves only y): relu and sigmoid.
 Tensor activation(const Tensor& x, Act act, const char* op) {
+  NvtxRange range(op);
   RZ_CHECK(x.defined(), op, ": undefined input");
   Tensor y = Tensor::empty_like(x);
   activation_fwd(act, x, y, op);

@@ -15,6 +15,7 @@ Tensor se_block_tail(const Tensor& t, const Tensor& shortcut, const Tensor& gamm
                      const Tensor& w1, const Tensor& b1, const Tensor& w2, const Tensor& b2,
                      BatchNormOptions opt) {
   const char* op = "se_block_tail";
+  NvtxRange range(op);
   check_same(t, shortcut, op);
   RZ_CHECK(t.dim() == 4 && t.shape() == shortcut.shape(), op, ": t ", t.str(), " and shortcut ",
            shortcut.str(), " must be the same NHWC shape");

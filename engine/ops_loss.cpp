@@ -82,6 +82,7 @@ Tensor mse_loss_cuda_op(const Tensor&, const Tensor&) { no_cuda_backend("mse_los
 }  // namespace
 
 Tensor bce_with_logits(const Tensor& logits, const Tensor& targets, const Tensor& pos_weight) {
+  NvtxRange range("bce_with_logits");
   RZ_CHECK(logits.defined() && targets.defined(), "bce_with_logits: undefined input");
   RZ_CHECK(logits.dim() == 2, "bce_with_logits: logits must be [N, L], got ", logits.str());
   check_shape(targets, logits.shape(), "bce_with_logits targets");
@@ -120,6 +121,7 @@ Tensor bce_with_logits(const Tensor& logits, const Tensor& targets, const Tensor
 }
 
 Tensor mse_loss(const Tensor& a, const Tensor& b) {
+  NvtxRange range("mse_loss");
   check_same(a, b, "mse_loss");
   RZ_CHECK(a.shape() == b.shape(), "mse_loss: shape mismatch ", shape_str(a.shape()), " vs ",
            shape_str(b.shape()));

@@ -170,6 +170,7 @@ Tensor batch_norm2d_cuda(const Tensor& x, const Tensor& gamma, const Tensor& bet
 Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                     const Tensor& running_mean, const Tensor& running_var,
                     BatchNormOptions opt) {
+  NvtxRange range("batch_norm2d");
   RZ_CHECK(x.defined(), "batch_norm2d: undefined input");
   RZ_CHECK(x.dim() >= 2, "batch_norm2d: input must be channels-last with rank >= 2, got ",
            x.str());
@@ -180,6 +181,7 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta,
 }
 
 Tensor channel_scale(const Tensor& x, const Tensor& s) {
+  NvtxRange range("channel_scale");
   check_same(x, s, "channel_scale");
   RZ_CHECK(x.dim() == 4, "channel_scale: input must be NHWC, got ", x.str());
   const int64_t N = x.size(0), HW = x.size(1) * x.size(2), C = x.size(3);
@@ -232,6 +234,7 @@ Pool2dGeom pool_geom(const Tensor& x, const Pool2dOptions& opt, const char* op) 
 }  // namespace
 
 Tensor max_pool2d(const Tensor& x, Pool2dOptions opt) {
+  NvtxRange range("max_pool2d");
   const Pool2dGeom g = pool_geom(x, opt, "max_pool2d");
   Tensor y = Tensor::empty({g.N, g.OH, g.OW, g.C}, x.dtype(), x.device());
   // Window argmax per output element (index into the input plane), kept for
@@ -260,6 +263,7 @@ Tensor max_pool2d(const Tensor& x, Pool2dOptions opt) {
 }
 
 Tensor avg_pool2d(const Tensor& x, Pool2dOptions opt) {
+  NvtxRange range("avg_pool2d");
   const Pool2dGeom g = pool_geom(x, opt, "avg_pool2d");
   Tensor y = Tensor::empty({g.N, g.OH, g.OW, g.C}, x.dtype(), x.device());
   const bool include_pad = opt.count_include_pad;
@@ -283,6 +287,7 @@ Tensor avg_pool2d(const Tensor& x, Pool2dOptions opt) {
 }
 
 Tensor global_avg_pool(const Tensor& x) {
+  NvtxRange range("global_avg_pool");
   RZ_CHECK(x.defined(), "global_avg_pool: undefined input");
   RZ_CHECK(x.dim() == 4, "global_avg_pool: input must be NHWC, got ", x.str());
   const int64_t N = x.size(0), HW = x.size(1) * x.size(2), C = x.size(3);
