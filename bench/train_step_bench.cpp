@@ -22,6 +22,7 @@
 //   train_step_bench                                   # seresnet152d 512x512, batch 32, bf16, sgd
 //   train_step_bench --precision fp32 --batch 8 --steps 5
 //   train_step_bench --json native.json --pytorch-json torch.json
+//   train_step_bench --graph --fused-se --conv-impl auto   # the opt-in fast paths
 //
 // --pytorch-json FILE reads what bench/pytorch/train_step.py wrote for the same
 // configuration and prints native/eager and native/compile ratios (> 1: the
@@ -42,7 +43,9 @@
 
 #include "bench/gpu_bench.h"
 #include "engine/autograd.h"
+#include "engine/conv_autotune.h"
 #include "engine/cuda_context.h"
+#include "engine/cuda_graph.h"
 #include "engine/error.h"
 #include "engine/ops.h"
 #include "engine/optim.h"
@@ -66,6 +69,9 @@ struct Options {
   std::string precision = "bf16";  // fp32 | bf16
   std::string optim = "sgd";       // sgd | adamw
   bool tf32 = false;               // fp32 convolutions/GEMMs may use TF32
+  bool fused_se = false;           // model.fused_se and model.fused_bn: the fused block ops
+  bool graph = false;              // capture the whole step into a CUDA graph and replay it
+  std::string conv_impl = "cudnn"; // cudnn | native | auto (unvalidated variants allowed)
   uint64_t seed = 0;
   std::string json;          // write one JSON object here
   std::string pytorch_json;  // read bench/pytorch/train_step.py's output from here
@@ -75,7 +81,8 @@ void usage(FILE* f) {
   std::fprintf(f,
                "usage: train_step_bench [--model NAME] [--img-size S] [--batch B] [--steps N]\n"
                "                        [--warmup N] [--precision fp32|bf16] [--optim sgd|adamw]\n"
-               "                        [--tf32] [--seed N] [--json FILE] [--pytorch-json FILE]\n"
+               "                        [--tf32] [--fused-se] [--graph] [--conv-impl cudnn|native|auto]\n"
+               "                        [--seed N] [--json FILE] [--pytorch-json FILE]\n"
                "  defaults: seresnet152d, 512, batch 32, 10 steps after 3 warm-up, bf16, sgd\n");
 }
 
@@ -98,7 +105,10 @@ nlohmann::json config_json(const Options& o) {
           {"optim", o.optim},
           {"steps", o.steps},
           {"warmup", o.warmup},
-          {"tf32", o.tf32}};
+          {"tf32", o.tf32},
+          {"fused_se", o.fused_se},
+          {"graph", o.graph},
+          {"conv_impl", o.conv_impl}};
 }
 
 void write_json(const std::string& path, const nlohmann::json& j) {
@@ -188,9 +198,13 @@ int run(const Options& opt) {
   RZ_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
   const std::string device = rz::bench::device_line(0);
   rz::engine_cuda_context(0).options.allow_tf32 = opt.tf32;
+  rz::engine_cuda_context(0).options.conv_impl = rz::parse_conv_impl(opt.conv_impl);
+  rz::engine_cuda_context(0).options.allow_unvalidated_kernels = true;  // measuring them is the point
 
   rz::ResNetConfig cfg = rz::resnet_config(opt.model);
   cfg.num_classes = opt.num_classes;
+  cfg.fused_se = opt.fused_se;
+  cfg.fused_bn = opt.fused_se;  // --fused-se turns on both fused block ops
   double macs = 0;
   for (const rz::StageCost& s : rz::resnet_cost(cfg, opt.img_size)) macs += s.macs;
 
@@ -230,12 +244,35 @@ int run(const Options& opt) {
   }
 
   rz::Tensor loss;
-  auto step = [&] {
+  auto body = [&] {
     rz::NvtxRange range("train_step");
     loss = rz::bce_with_logits(model->forward(x), targets);
     loss.backward();
     optimizer->step();
     model->zero_grad();
+  };
+  // --graph: step 1 eager, then the optimizer's graph mode, step 2 eager in
+  // that mode, step 3 captured; every later step is a replay (x, targets and
+  // the parameters keep their addresses). The loss tensor captured in step 3
+  // is graph memory rewritten by each replay.
+  rz::CudaGraph graph;
+  int graph_steps = 0;
+  auto step = [&] {
+    if (!opt.graph) return body();
+    if (graph_steps++ == 0) {
+      body();
+      optimizer->enter_graph_mode();
+      return;
+    }
+    optimizer->stage_graph_step();
+    if (graph_steps == 2) return body();
+    if (!graph.ready()) {
+      graph.begin_capture(0);
+      body();
+      graph.end_capture();
+      std::printf("captured the step: %lld graph nodes\n", static_cast<long long>(graph.node_count()));
+    }
+    graph.replay();
   };
 
   std::vector<double> warm_ms;
@@ -363,6 +400,12 @@ int main(int argc, char** argv) {
         opt.optim = next();
       else if (a == "--tf32")
         opt.tf32 = true;
+      else if (a == "--fused-se")
+        opt.fused_se = true;
+      else if (a == "--graph")
+        opt.graph = true;
+      else if (a == "--conv-impl")
+        opt.conv_impl = next();
       else if (a == "--seed")
         opt.seed = std::stoull(next());
       else if (a == "--json")
@@ -383,6 +426,10 @@ int main(int argc, char** argv) {
     if (opt.batch < 1 || opt.img_size < 32 || opt.steps < 1 || opt.warmup < 0)
       throw std::invalid_argument(
           "need --batch >= 1, --img-size >= 32, --steps >= 1, --warmup >= 0");
+    if (opt.graph && opt.warmup < 3)
+      throw std::invalid_argument("--graph needs --warmup >= 3 (eager, eager in graph mode, capture)");
+    if (opt.conv_impl != "cudnn" && opt.conv_impl != "native" && opt.conv_impl != "auto")
+      throw std::invalid_argument("--conv-impl must be cudnn, native or auto, got " + opt.conv_impl);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "train_step_bench: %s\n", e.what());
     usage(stderr);

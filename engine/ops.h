@@ -70,6 +70,15 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                     const Tensor& running_mean, const Tensor& running_var,
                     BatchNormOptions opt = {});
 
+// ---- batch norm fused with what follows it: y = [relu](batch_norm2d(x) [+ residual]) ----
+// residual may be undefined. One autograd node, as few passes over memory as
+// the statistics allow (kernels/cpu/fused_bn.h, kernels/cuda/fused_bn.cuh);
+// the same values and gradients as composing the ops. Parameter dtypes as
+// batch_norm2d.
+Tensor batch_norm_act(const Tensor& x, const Tensor& residual, const Tensor& gamma,
+                      const Tensor& beta, const Tensor& running_mean, const Tensor& running_var,
+                      BatchNormOptions opt, bool relu);
+
 // ---- the fused end of an SE-ResNet bottleneck (one op, forward and backward) ----
 //   u = batch_norm2d(t, gamma, beta, running_mean, running_var, opt)
 //   s = sigmoid(linear(relu(linear(global_avg_pool(u), w1, b1)), w2, b2))

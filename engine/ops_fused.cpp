@@ -1,10 +1,15 @@
 // Fused ops: several front-end ops in one autograd node over one kernel pair.
+#include <algorithm>
+#include <type_traits>
+
 #include "engine/autograd.h"
 #include "engine/dispatch.h"
 #include "engine/ops.h"
 #include "engine/ops_cuda.h"
+#include "kernels/cpu/fused_bn.h"
 #include "kernels/cpu/fused_se.h"
 #if defined(RZ_HAVE_CUDA)
+#include "kernels/cuda/fused_bn.cuh"
 #include "kernels/cuda/fused_se.cuh"
 #endif
 
@@ -104,6 +109,82 @@ Tensor se_block_tail(const Tensor& t, const Tensor& shortcut, const Tensor& gamm
               });
   }
   return out;
+}
+
+Tensor batch_norm_act(const Tensor& x, const Tensor& residual, const Tensor& gamma,
+                      const Tensor& beta, const Tensor& running_mean, const Tensor& running_var,
+                      BatchNormOptions opt, bool relu) {
+  const char* op = "batch_norm_act";
+  NvtxRange range(op);
+  RZ_CHECK(x.defined() && x.dim() >= 2, op, ": input must be channels-last with rank >= 2");
+  if (residual.defined()) {
+    check_same(x, residual, op);
+    RZ_CHECK(residual.shape() == x.shape(), op, ": residual ", residual.str(), " vs input ", x.str());
+  }
+  const int64_t C = x.size(-1), M = x.numel() / std::max<int64_t>(C, 1);
+  const bool cuda = x.device().is_cuda();
+  const DType pdt = cuda ? DType::F32 : x.dtype();
+  const bool track = running_mean.defined();
+  RZ_CHECK(track == running_var.defined() && (opt.training || track), op,
+           ": running statistics must be given together, and are needed in eval mode");
+  RZ_CHECK(!opt.training || M > 1, op, ": training needs more than one value per channel");
+  for (const Tensor* p : {&gamma, &beta, &running_mean, &running_var}) {
+    if (!p->defined() && (p == &running_mean || p == &running_var)) continue;
+    RZ_CHECK(p->defined() && p->dtype() == pdt && p->device() == x.device(), op,
+             ": parameters and running statistics must be ", dtype_name(pdt), " on ", x.device().str());
+    check_shape(*p, {C}, op);
+  }
+  const FusedBnOptions fo{opt.training, relu, opt.momentum, opt.eps};
+  Tensor y = Tensor::empty_like(x);
+  Tensor mean = Tensor::empty({C}, pdt, x.device()), invstd = Tensor::empty({C}, pdt, x.device());
+  if (opt.training && track) {
+    Tensor rm = running_mean, rv = running_var;
+    rm.bump_version();
+    rv.bump_version();
+  }
+  on_device(x, op, [&](auto tag, auto on_cpu) {
+    using T = decltype(tag);
+    using P = std::conditional_t<decltype(on_cpu)::value, T, float>;
+    const T* res = residual.defined() ? residual.data<T>() : nullptr;
+    P* rm = track ? const_cast<P*>(running_mean.data<P>()) : nullptr;
+    P* rv = track ? const_cast<P*>(running_var.data<P>()) : nullptr;
+    if constexpr (decltype(on_cpu)::value)
+      fused_bn_fwd_cpu(x.data<T>(), res, gamma.data<P>(), beta.data<P>(), y.data<T>(), mean.data<P>(),
+                       invstd.data<P>(), rm, rv, M, C, fo);
+    else
+      RZ_OP_CUDA(fused_bn_fwd_cuda(x.data<T>(), res, gamma.data<P>(), beta.data<P>(), y.data<T>(),
+                                   mean.data<P>(), invstd.data<P>(), rm, rv, M, C, fo, op_stream()));
+  });
+  if (any_requires_grad({&x, &residual, &gamma, &beta})) {
+    const bool need_x = x.requires_grad(), need_r = residual.defined() && residual.requires_grad(),
+               need_g = gamma.requires_grad(), need_b = beta.requires_grad();
+    SavedTensor sx(x), sy(relu ? y : Tensor()), sg(gamma);
+    record_op(y, op, {&x, &residual, &gamma, &beta}, [=](const Tensor& dy) {
+      const Tensor xv = sx.get(op), yv = sy.get(op), gv = sg.get(op);
+      std::vector<Tensor> g(4);
+      if (need_x) g[0] = Tensor::empty_like(xv);
+      if (need_r) g[1] = Tensor::empty_like(xv);
+      if (need_g) g[2] = Tensor::empty_like(gv);
+      if (need_b) g[3] = Tensor::empty_like(gv);
+      on_device(dy, "batch_norm_act backward", [&](auto tag, auto on_cpu) {
+        using T = decltype(tag);
+        using P = std::conditional_t<decltype(on_cpu)::value, T, float>;
+        T* dx = need_x ? g[0].data<T>() : nullptr;
+        T* dr = need_r ? g[1].data<T>() : nullptr;
+        P* dg = need_g ? g[2].data<P>() : nullptr;
+        P* db = need_b ? g[3].data<P>() : nullptr;
+        const T* yp = relu ? yv.data<T>() : nullptr;
+        if constexpr (decltype(on_cpu)::value)
+          fused_bn_bwd_cpu(xv.data<T>(), yp, dy.data<T>(), gv.data<P>(), mean.data<P>(), invstd.data<P>(),
+                           dx, dr, dg, db, M, C, fo);
+        else
+          RZ_OP_CUDA(fused_bn_bwd_cuda(xv.data<T>(), yp, dy.data<T>(), gv.data<P>(), mean.data<P>(),
+                                       invstd.data<P>(), dx, dr, dg, db, M, C, fo, op_stream()));
+      });
+      return g;
+    });
+  }
+  return y;
 }
 
 }  // namespace rz

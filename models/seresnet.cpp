@@ -81,7 +81,7 @@ Tensor SqueezeExcite::forward(const Tensor& x) {
 
 ResNetBlock::ResNetBlock(const ResNetConfig& cfg, int64_t inplanes, int64_t planes,
                          int64_t stride, Generator& gen)
-    : bottleneck(cfg.bottleneck), fused_se(cfg.fused_se && cfg.bottleneck && cfg.se) {
+    : bottleneck(cfg.bottleneck), fused_se(cfg.fused_se && cfg.bottleneck && cfg.se), fused_bn(cfg.fused_bn) {
   const int64_t out = planes * cfg.expansion();
   if (bottleneck) {
     conv1 = register_module("conv1", std::make_shared<Conv2d>(inplanes, planes, 1, gen));
@@ -114,10 +114,20 @@ ResNetBlock::ResNetBlock(const ResNetConfig& cfg, int64_t inplanes, int64_t plan
   last_bn()->weight.fill_(0.0);  // timm zero_init_last
 }
 
+namespace {
+// relu(bn(x)) as one fused op or as the two ops.
+Tensor bn_relu(BatchNorm2d& bn, const Tensor& x, bool fused) {
+  if (!fused) return relu(bn(x));
+  if (bn.is_training()) bn.count_batch();
+  return batch_norm_act(x, Tensor(), bn.weight, bn.bias, bn.running_mean, bn.running_var,
+                        {bn.is_training(), bn.momentum, bn.eps}, true);
+}
+}  // namespace
+
 Tensor ResNetBlock::forward(const Tensor& x) {
-  Tensor h = relu((*bn1)((*conv1)(x)));
+  Tensor h = bn_relu(*bn1, (*conv1)(x), fused_bn);
   if (fused_se) {
-    h = relu((*bn2)((*conv2)(h)));
+    h = bn_relu(*bn2, (*conv2)(h), fused_bn);
     const Tensor t = (*conv3)(h);
     const Tensor shortcut = downsample ? (*downsample)(x) : x;
     if (bn3->is_training()) bn3->count_batch();
@@ -130,7 +140,7 @@ Tensor ResNetBlock::forward(const Tensor& x) {
                          {bn3->is_training(), bn3->momentum, bn3->eps});
   }
   if (bottleneck) {
-    h = relu((*bn2)((*conv2)(h)));
+    h = bn_relu(*bn2, (*conv2)(h), fused_bn);
     h = (*bn3)((*conv3)(h));
   } else {
     h = (*bn2)((*conv2)(h));

@@ -42,6 +42,8 @@ struct ResNetConfig {
   // Bottleneck ends (bn3, SE, residual add, ReLU) as one fused op
   // (se_block_tail in engine/ops.h); same values, fewer passes over memory.
   bool fused_se = false;
+  // bn1 + ReLU and bn2 + ReLU of every block as one fused op each (batch_norm_act).
+  bool fused_bn = false;
 
   int64_t expansion() const { return bottleneck ? 4 : 1; }
   int64_t num_features() const { return channels[3] * expansion(); }
@@ -90,6 +92,7 @@ class ResNetBlock : public Module {
 
   bool bottleneck;
   bool fused_se = false;  // ResNetConfig::fused_se (bottleneck blocks with SE only)
+  bool fused_bn = false;  // ResNetConfig::fused_bn
   std::shared_ptr<Conv2d> conv1, conv2, conv3;
   std::shared_ptr<BatchNorm2d> bn1, bn2, bn3;
   std::shared_ptr<SqueezeExcite> se;

@@ -307,6 +307,14 @@ if [[ $BUILD_OK -eq 1 ]]; then
     --steps 5 --warmup 2 --json "$NATIVE_FP32_JSON"
 fi
 
+# Then the opt-in fast paths (fused SE block tail + whole-step CUDA graph),
+# bf16 at the default size, to compare with the train_step-bf16 row above.
+if [[ $BUILD_OK -eq 1 ]]; then
+  KEY_RE='^train_step_bench result|^captured|out of GPU memory' \
+    bench train_step-bf16-graph-fused 120 25 0 "$BUILD_DIR/train_step_bench" --precision bf16 \
+    --graph --fused-se --steps 5 --warmup 3 --json "$LOG_DIR/$DATE-train_step_bench-bf16-graph-fused.json"
+fi
+
 # --- (g) summary ------------------------------------------------------------------------------------
 FAILED=0
 [[ $BUILD_OK -eq 1 ]] || FAILED=1

@@ -41,6 +41,7 @@ std::vector<Field> fields(TrainConfig& c) {
       {"model.in_chans", &c.model.in_chans, "input channels (3: gray replicated; 1)"},
       {"model.drop_rate", &c.model.drop_rate, "dropout before the classifier"},
       {"model.fused_se", &c.model.fused_se, "fuse bn3 + SE + residual add + ReLU into one op"},
+      {"model.fused_bn", &c.model.fused_bn, "fuse bn1/bn2 + ReLU of every block into one op each"},
       {"model.pretrained", &c.model.pretrained, "timm safetensors weights to start from"},
       {"data.dir", &c.data.dir, "RANZCR data folder (train.csv, train/)"},
       {"data.cache_dir", &c.data.cache_dir, "ranzcr prep output folder"},

@@ -30,6 +30,7 @@ struct TrainConfig {
     int64_t in_chans = 3;
     double drop_rate = 0.0;
     bool fused_se = false;            // bottleneck ends (bn3+SE+add+ReLU) as one fused op
+    bool fused_bn = false;            // bn1/bn2 + ReLU of every block as one fused op
     std::string pretrained;           // timm-format safetensors file
   } model;
   struct Data {

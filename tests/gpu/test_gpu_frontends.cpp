@@ -283,13 +283,14 @@ TEST_CASE("gpu model: seresnet_tiny forward and backward match the CPU, fp32 and
   }
 }
 
-TEST_CASE("gpu model: the fused SE block tail on CUDA matches the unfused CPU model") {
+TEST_CASE("gpu model: the fused block ops (SE tail, BN + ReLU) on CUDA match the unfused CPU model") {
   RZ_SKIP_WITHOUT_GPU();
   for (bool bf16 : {false, true}) {
     ResNetConfig cfg = resnet_config("seresnet_tiny");
     cfg.num_classes = 11;
     auto mc = create_resnet(cfg, 6);
     cfg.fused_se = true;
+    cfg.fused_bn = true;
     auto mg = create_resnet(cfg, 6);
     for (auto* m : {mc.get(), mg.get()}) {
       Generator g(8);
