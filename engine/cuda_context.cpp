@@ -52,6 +52,8 @@ CudaContext::CudaContext(int device, const std::string& stream_name, StreamKind 
     if (owns_stream_) {
       RZ_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
       nvtxNameCudaStreamA(s, stream_name.c_str());
+    } else {
+      nvtxNameCudaStreamA(s, "rz.engine");  // the per-thread default stream, named for nsys
     }
     stream_ = s;
 

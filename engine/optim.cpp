@@ -393,6 +393,7 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
 #if defined(RZ_HAVE_CUDA)
   Tensor cuda_sq;
   std::unique_ptr<DeviceTensorList> dl;
+  const bool host_terms = sq > 0;  // some gradients were summed on the host
   if (!cuda.params.empty()) {
     dl = std::make_unique<DeviceTensorList>(cuda);
     const Device dev = cuda.params[0].device();
@@ -411,9 +412,10 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
       if (g.defined() && !(g.device().is_cuda() && g.dtype() == DType::F32)) g.mul_(coef);
     }
 #if defined(RZ_HAVE_CUDA)
-    // The kernel recomputes the same coefficient from a device copy of the total.
+    // The kernel recomputes the same coefficient from the device total (the
+    // CUDA sum itself, or with host terms, the grand total uploaded).
     if (dl) {
-      Tensor total = Tensor::full({}, sq, DType::F64, cuda.params[0].device());
+      const Tensor total = host_terms ? Tensor::full({}, sq, DType::F64, cuda.params[0].device()) : cuda_sq;
       RZ_CUDA_CHECK(clip_scale_multi_cuda(dl->list(), total.data<double>(), max_norm, op_stream()));
     }
 #endif
