@@ -63,6 +63,11 @@ CudaContext::CudaContext(int device, const std::string& stream_name, StreamKind 
     RZ_CUBLAS_CHECK(cublasSetStream(blas, s));
     // Full fp32 unless a call asks for TF32 through its compute type.
     RZ_CUBLAS_CHECK(cublasSetMathMode(blas, CUBLAS_DEFAULT_MATH));
+    // A workspace of our own (the size cuBLAS recommends for Hopper), so no
+    // GEMM allocates memory inside a CUDA graph capture.
+    constexpr size_t kCublasWorkspace = size_t{32} << 20;
+    RZ_CUDA_CHECK(cudaMalloc(&cublas_workspace_, kCublasWorkspace));
+    RZ_CUBLAS_CHECK(cublasSetWorkspace(blas, cublas_workspace_, kCublasWorkspace));
 
     cublasLtHandle_t lt = nullptr;
     RZ_CUBLAS_CHECK(cublasLtCreate(&lt));
@@ -81,7 +86,9 @@ CudaContext::CudaContext(int device, const std::string& stream_name, StreamKind 
 }
 
 void CudaContext::release() noexcept {
-  if (stream_ == nullptr && cublas_ == nullptr && cublaslt_ == nullptr && cudnn_ == nullptr) return;
+  if (stream_ == nullptr && cublas_ == nullptr && cublaslt_ == nullptr && cudnn_ == nullptr &&
+      cublas_workspace_ == nullptr)
+    return;
   log_cuda(cudaSetDevice(device_), "cudaSetDevice");
   if (stream_ != nullptr) {
     if (workspace_ != nullptr) log_cuda(cudaFreeAsync(workspace_, stream_), "cudaFreeAsync(workspace)");
@@ -110,6 +117,10 @@ void CudaContext::release() noexcept {
   if (stream_ != nullptr) {
     if (owns_stream_) log_cuda(cudaStreamDestroy(stream_), "cudaStreamDestroy");
     stream_ = nullptr;
+  }
+  if (cublas_workspace_ != nullptr) {
+    log_cuda(cudaFree(cublas_workspace_), "cudaFree(cuBLAS workspace)");
+    cublas_workspace_ = nullptr;
   }
 }
 

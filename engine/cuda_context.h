@@ -146,6 +146,7 @@ class CudaContext {
   cudnnContext* cudnn_ = nullptr;
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
+  void* cublas_workspace_ = nullptr;  // fixed, so cuBLAS never allocates (e.g. during graph capture)
   CudaDeviceProps props_;
   std::unique_ptr<ConvAlgoCache> conv_cache_;
 

@@ -4,6 +4,7 @@
 
 #include "engine/cuda_graph.h"
 #include "engine/ops.h"
+#include "engine/optim.h"
 #include "train/compute.h"
 
 using namespace rz;
@@ -59,4 +60,16 @@ TEST_CASE("CudaGraph without a GPU fails with a clear error") {
   CHECK(g.node_count() == 0);
   CHECK_THROWS_AS(g.begin_capture(0), Error);
   CHECK_THROWS_WITH_AS(g.replay(), doctest::Contains("CudaGraph"), Error);
+}
+
+TEST_CASE("optimizer graph mode refuses CPU parameters and steps it cannot stage") {
+  Tensor p = Tensor::ones({3});
+  p.set_requires_grad(true);
+  Adam adam({p}, AdamHyper{});
+  CHECK_FALSE(adam.graph_mode());
+  CHECK_THROWS_WITH_AS(adam.enter_graph_mode(), doctest::Contains("graph mode"), Error);
+  CHECK_FALSE(adam.graph_mode());
+  CHECK_THROWS_WITH_AS(adam.stage_graph_step(), doctest::Contains("graph mode"), Error);
+  Sgd sgd({p}, SgdHyper{.lr = 0.1, .momentum = 0.9});
+  CHECK_THROWS_WITH_AS(sgd.stage_graph_step(), doctest::Contains("graph mode"), Error);
 }
