@@ -29,12 +29,18 @@
 #include "models/conv_shapes.h"
 #include "models/seresnet.h"
 #include "tests/gpu/gpu_guard.h"
+#include "tests/gpu/gpu_vec.h"
 #endif
 
 using namespace rz;
 
 #if defined(RZ_HAVE_CUDA)
 namespace {
+
+using gpu_test::random_vec;
+using gpu_test::rounded;
+using gpu_test::to_bf16;
+using gpu_test::to_f32;
 
 using gpu_test::Guarded;
 
@@ -98,18 +104,6 @@ std::vector<R> cpu_pass(ConvPass p, const Conv2dGeom& g, const std::vector<R>& x
   if (p == ConvPass::Fwd) conv2d_fwd_cpu(x.data(), w.data(), out.data(), g);
   if (p == ConvPass::Dgrad) conv2d_bwd_data_cpu(dy.data(), w.data(), out.data(), g);
   if (p == ConvPass::Wgrad) conv2d_bwd_weight_cpu(x.data(), dy.data(), out.data(), g);
-  return out;
-}
-
-std::vector<float> random_vec(int64_t n, Generator& gen) {
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& e : v) e = static_cast<float>(gen.uniform(-1.0, 1.0));
-  return v;
-}
-
-std::vector<bf16> to_bf16(const std::vector<float>& v) {
-  std::vector<bf16> out(v.size());
-  for (size_t i = 0; i < v.size(); ++i) out[i] = f32_to_bf16(v[i]);
   return out;
 }
 

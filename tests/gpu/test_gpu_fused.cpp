@@ -25,12 +25,18 @@
 #include "kernels/cuda/fused_bn.cuh"
 #include "kernels/cuda/fused_se.cuh"
 #include "tests/gpu/gpu_guard.h"
+#include "tests/gpu/gpu_vec.h"
 #endif
 
 using namespace rz;
 
 #if defined(RZ_HAVE_CUDA)
 namespace {
+
+using gpu_test::random_vec;
+using gpu_test::rounded;
+using gpu_test::to_bf16;
+using gpu_test::to_f32;
 
 using gpu_test::Guarded;
 using Vec = std::vector<float>;
@@ -42,28 +48,6 @@ constexpr double kMomentum = 0.1, kEps = 1e-5;
 
 cudaStream_t stream() {
   return cudaStreamPerThread;
-}
-
-Vec random_vec(int64_t n, double lo, double hi, Generator& gen) {
-  Vec v(static_cast<size_t>(n));
-  for (float& e : v) e = static_cast<float>(gen.uniform(lo, hi));
-  return v;
-}
-
-std::vector<bf16> to_bf16(const Vec& v) {
-  std::vector<bf16> out(v.size());
-  for (size_t i = 0; i < v.size(); ++i) out[i] = f32_to_bf16(v[i]);
-  return out;
-}
-
-Vec to_f32(const std::vector<bf16>& v) {
-  Vec out(v.size());
-  for (size_t i = 0; i < v.size(); ++i) out[i] = bf16_to_f32(v[i]);
-  return out;
-}
-
-Vec rounded(const Vec& v) {
-  return to_f32(to_bf16(v));
 }
 
 Vec to_vec(const DVec& v) {

@@ -22,6 +22,7 @@
 #include "kernels/cuda/permute.cuh"
 #include "kernels/cuda/reduce.cuh"
 #include "tests/gpu/gpu_guard.h"
+#include "tests/gpu/gpu_vec.h"
 #endif
 
 using namespace rz;
@@ -29,25 +30,12 @@ using namespace rz;
 #if defined(RZ_HAVE_CUDA)
 namespace {
 
+using gpu_test::random_vec;
+using gpu_test::rounded;
+using gpu_test::to_bf16;
+using gpu_test::to_f32;
+
 using gpu_test::Guarded;
-
-std::vector<float> random_vec(int64_t n, Generator& gen, double lo = -1, double hi = 1) {
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& e : v) e = static_cast<float>(gen.uniform(lo, hi));
-  return v;
-}
-
-std::vector<bf16> to_bf16(const std::vector<float>& v) {
-  std::vector<bf16> out(v.size());
-  for (size_t i = 0; i < v.size(); ++i) out[i] = f32_to_bf16(v[i]);
-  return out;
-}
-
-std::vector<float> rounded(const std::vector<float>& v) {
-  std::vector<float> out(v.size());
-  for (size_t i = 0; i < v.size(); ++i) out[i] = bf16_to_f32(f32_to_bf16(v[i]));
-  return out;
-}
 
 template <typename T>
 T store_as(float v);
