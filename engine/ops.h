@@ -118,7 +118,6 @@ Tensor mse_loss(const Tensor& a, const Tensor& b);
 
 // Shared argument checks of the front-ends.
 void check_same(const Tensor& a, const Tensor& b, const char* op);  // dtype and device
-void check_cpu(const Tensor& t, const char* op);  // CPU until the op has a CUDA kernel
 // The weight an op multiplies x with: w itself when the dtypes match, or w
 // cast to bf16 when x is a bf16 CUDA activation and w an fp32 master weight.
 Tensor weight_for(const Tensor& x, const Tensor& w, const char* op);

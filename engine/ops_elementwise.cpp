@@ -21,10 +21,6 @@ void check_same(const Tensor& a, const Tensor& b, const char* op) {
   RZ_CHECK(a.device() == b.device(), op, ": device mismatch: ", a.str(), " vs ", b.str());
 }
 
-void check_cpu(const Tensor& t, const char* op) {
-  RZ_CHECK(t.device().is_cpu(), op, " has no CUDA kernel in this build yet (input ", t.str(), ")");
-}
-
 Tensor weight_for(const Tensor& x, const Tensor& w, const char* op) {
   RZ_CHECK(x.defined() && w.defined(), op, ": undefined input");
   RZ_CHECK(x.device() == w.device(), op, ": device mismatch: ", x.str(), " vs ", w.str());

@@ -3,6 +3,7 @@
 #include "kernels/cpu/linear.h"
 
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/reduce.h"
 
 namespace rz {
 
@@ -20,13 +21,7 @@ void linear_bwd_cpu(const T* x, const T* w, const T* dy, T* dx, T* dw, T* db, in
                     int64_t in, int64_t out) {
   if (dx != nullptr) gemm_cpu<T>(false, false, N, in, out, T(1), dy, out, w, in, T(0), dx, in);
   if (dw != nullptr) gemm_cpu<T>(true, false, out, in, N, T(1), dy, out, x, in, T(0), dw, in);
-  if (db != nullptr) {
-    for (int64_t j = 0; j < out; ++j) {
-      double s = 0;
-      for (int64_t i = 0; i < N; ++i) s += static_cast<double>(dy[i * out + j]);
-      db[j] = static_cast<T>(s);
-    }
-  }
+  if (db != nullptr) col_sum_cpu(dy, N, out, db);
 }
 
 template void linear_fwd_cpu<float>(const float*, const float*, const float*, float*, int64_t,
