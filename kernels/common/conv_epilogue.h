@@ -1,0 +1,46 @@
+// What a native forward convolution does with its outputs besides storing
+// them: the epilogue fusions of kernels/cuda/conv_native.cuh.
+//
+// For y[m][k] (m = (n, oh, ow) the GEMM row, k the output channel) with fp32
+// accumulator acc:
+//   affine  v = acc * scale[k] + shift[k]     (eval-mode BN folded in; both
+//                                              pointers set or neither)
+//   relu    v = max(v, 0)
+//   store   y[m][k] = round_to_T(v)
+//   stats   per M-tile t (the variant's block height BM, rows
+//           t*BM .. min(M, (t+1)*BM) - 1):
+//             stats[(t*2 + 0)*K + k] = sum of the stored y[m][k] (as fp32)
+//             stats[(t*2 + 1)*K + k] = sum of their squares
+//           written exactly once for every t < ceil(M / BM) and k < K (plain
+//           stores, no atomics: the result does not depend on scheduling);
+//           conv_stats_finalize (kernels/cuda/conv_native.cuh) adds the tiles
+//           in order, in double, into the batch mean and biased variance
+//           that training-mode BN needs, so BN skips its statistics pass.
+// The statistics are taken from the stored (rounded) values, i.e. exactly
+// what a separate BN statistics pass would read.
+#pragma once
+
+#include "kernels/common/activation_math.h"
+#include "kernels/common/hostdev.h"
+
+namespace rz {
+
+struct ConvFwdEpilogue {
+  const float* scale = nullptr;  // [K] or null
+  const float* shift = nullptr;  // [K] or null (set together with scale)
+  bool relu = false;
+  float* stats = nullptr;  // [ceil(M / BM)][2][K] or null
+  bool affine() const { return scale != nullptr; }
+  bool any() const { return scale != nullptr || relu || stats != nullptr; }
+};
+
+// The value an epilogue stores for one accumulator (before rounding to T).
+RZ_HD float conv_epilogue_value(float acc, const float* scale, const float* shift, bool relu,
+                                int k) {
+  float v = acc;
+  if (scale != nullptr) v = v * scale[k] + shift[k];
+  if (relu) v = rz::relu(v);  // NaN propagates, as in the unfused ReLU
+  return v;
+}
+
+}  // namespace rz
