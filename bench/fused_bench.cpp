@@ -279,7 +279,7 @@ void bench_stage(const Stage& st, int64_t batch, int reps, double hbm_gbps, rz::
   const auto bn_fused_fwd = [&] {
     RZ_CUDA_CHECK(rz::fused_bn_fwd_cuda(t.get(), static_cast<const bf16*>(nullptr), gamma.get(),
                                         beta.get(), out_f.get(), fmean.get(), finvstd.get(),
-                                        rm.get(), rv.get(), M, Cb, bopt, s));
+                                        rm.get(), rv.get(), M, Cb, bopt, nullptr, s));
   };
   const auto bn_fused_bwd = [&] {
     RZ_CUDA_CHECK(rz::fused_bn_bwd_cuda(t.get(), out_f.get(), dout.get(), gamma.get(), fmean.get(),

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
 
@@ -15,6 +16,7 @@
 #include "engine/cuda_check.h"
 #include "engine/cuda_conv.h"
 #include "kernels/cuda/conv_native.cuh"
+#include "kernels/cuda/fused_bn.cuh"
 #endif
 
 namespace rz {
@@ -42,6 +44,15 @@ const char* conv_pass_name(ConvPass pass) {
     case ConvPass::Wgrad: return "wgrad";
   }
   return "unknown";
+}
+
+const char* conv_fusion_name(ConvFusion f) {
+  switch (f) {
+    case ConvFusion::None: return "";
+    case ConvFusion::BnStats: return "+bnstats";
+    case ConvFusion::BnEval: return "+bneval";
+  }
+  return "+unknown";
 }
 
 bool conv_variant_validated(int variant, ConvPass pass) {
@@ -203,28 +214,88 @@ AutotuneCache& autotune_cache() {
   return c;
 }
 
-std::string cache_key(const CudaContext& ctx, const Conv2dGeom& g, DType dtype, ConvPass pass) {
-  char buf[320];
-  std::snprintf(buf, sizeof buf, "%s|sm_%d%d|N%lld H%lld W%lld C%lld K%lld R%lld S%lld s%lldx%lld p%lldx%lld|%s|%s|v%d",
+std::string cache_key(const CudaContext& ctx, const Conv2dGeom& g, DType dtype, ConvPass pass,
+                      ConvFusion fusion) {
+  char buf[352];
+  std::snprintf(buf, sizeof buf, "%s|sm_%d%d|N%lld H%lld W%lld C%lld K%lld R%lld S%lld s%lldx%lld p%lldx%lld|%s|%s%s|v%d",
                 ctx.props().name.c_str(), ctx.props().cc_major, ctx.props().cc_minor,
                 static_cast<long long>(g.N), static_cast<long long>(g.H), static_cast<long long>(g.W),
                 static_cast<long long>(g.C), static_cast<long long>(g.K), static_cast<long long>(g.R),
                 static_cast<long long>(g.S), static_cast<long long>(g.sh), static_cast<long long>(g.sw),
                 static_cast<long long>(g.ph), static_cast<long long>(g.pw), dtype_name(dtype),
-                conv_pass_name(pass), kConvNativeVersion);
+                conv_pass_name(pass), conv_fusion_name(fusion), kConvNativeVersion);
   return buf;
 }
 
-// Times cuDNN and the native variants allowed by `eligible` on scratch buffers.
+// The BN that follows a fused forward convolution in the timings (fp32
+// per-channel vectors, zero-filled: the values do not matter for timing).
+struct BnScratch {
+  Scratch gamma, beta, rm, rv, sums, y2;
+  BnScratch(const Conv2dGeom& g, size_t y_bytes, cudaStream_t s)
+      : gamma(static_cast<size_t>(g.K) * 4, s), beta(static_cast<size_t>(g.K) * 4, s),
+        rm(static_cast<size_t>(g.K) * 4, s), rv(static_cast<size_t>(g.K) * 4, s),
+        sums(static_cast<size_t>(g.K) * 16, s), y2(y_bytes, s) {}
+};
+
+// The BN pass(es) after the convolution: training BN + ReLU (with the sums
+// when the convolution produced them) or, for BnEval after cuDNN, the eval BN
+// + ReLU apply pass.
+cudaError_t bn_after_conv(DType dtype, const Conv2dGeom& g, ConvFusion fusion, const void* y,
+                          const double* sums, BnScratch& bn, cudaStream_t s) {
+  return with_type(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const int64_t M = g.N * g.OH * g.OW;
+    FusedBnOptions o;
+    o.training = fusion == ConvFusion::BnStats;
+    o.relu = true;
+    return fused_bn_fwd_cuda<T>(static_cast<const T*>(y), nullptr, static_cast<float*>(bn.gamma.p),
+                                static_cast<float*>(bn.beta.p), static_cast<T*>(bn.y2.p), nullptr,
+                                nullptr, o.training ? nullptr : static_cast<float*>(bn.rm.p),
+                                o.training ? nullptr : static_cast<float*>(bn.rv.p), M, g.K, o,
+                                sums, s);
+  });
+}
+
+// One fused forward by native variant `variant`: BnStats = the convolution
+// with statistics + the BN apply pass; BnEval = the convolution with the
+// folded BN and ReLU.
+cudaError_t launch_native_fused(int variant, const Conv2dGeom& g, DType dtype, ConvFusion fusion,
+                                const void* x, const void* w, void* y, BnScratch& bn,
+                                cudaStream_t s) {
+  ConvFwdFusion f;
+  if (fusion == ConvFusion::BnStats) f.sums = static_cast<double*>(bn.sums.p);
+  if (fusion == ConvFusion::BnEval) {
+    f.scale = static_cast<const float*>(bn.gamma.p);
+    f.shift = static_cast<const float*>(bn.beta.p);
+    f.relu = true;
+  }
+  cudaError_t st = with_type(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    return conv2d_fwd_native_fused<T>(static_cast<ConvVariant>(variant), g,
+                                      static_cast<const T*>(x), static_cast<const T*>(w),
+                                      static_cast<T*>(y), f, s);
+  });
+  if (st == cudaSuccess && fusion == ConvFusion::BnStats)
+    st = bn_after_conv(dtype, g, fusion, y, f.sums, bn, s);
+  return st;
+}
+
+// Times cuDNN and the native variants allowed by `eligible` on scratch
+// buffers; with a fusion, each candidate includes the BN work that follows.
 template <typename Eligible>
 ConvTimingRow measure(CudaContext& ctx, const Conv2dGeom& g, DType dtype, ConvPass pass,
-                      Eligible eligible) {
+                      ConvFusion fusion, Eligible eligible) {
+  RZ_CHECK(fusion == ConvFusion::None || pass == ConvPass::Fwd, "conv autotune: ",
+           conv_fusion_name(fusion), " needs the forward pass");
   ctx.make_current();
   const cudaStream_t s = ctx.stream();
   const size_t es = dtype_size(dtype);
+  const size_t y_bytes = static_cast<size_t>(g.N * g.OH * g.OW * g.K) * es;
   Scratch x(static_cast<size_t>(g.N * g.H * g.W * g.C) * es, s);
   Scratch w(static_cast<size_t>(g.K * g.R * g.S * g.C) * es, s);
-  Scratch y(static_cast<size_t>(g.N * g.OH * g.OW * g.K) * es, s);
+  Scratch y(y_bytes, s);
+  std::unique_ptr<BnScratch> bn;
+  if (fusion != ConvFusion::None) bn = std::make_unique<BnScratch>(g, y_bytes, s);
   const void *a = x.p, *b = w.p;
   void* out = y.p;
   if (pass == ConvPass::Dgrad) a = y.p, b = w.p, out = x.p;
@@ -232,8 +303,10 @@ ConvTimingRow measure(CudaContext& ctx, const Conv2dGeom& g, DType dtype, ConvPa
   ConvTimingRow row;
   row.geom = g;
   row.pass = pass;
+  row.fusion = fusion;
   row.cudnn_ms = time_ms(s, [&] {
     run_cudnn(ctx, g, dtype, pass, a, b, out);
+    if (bn) RZ_CUDA_CHECK(bn_after_conv(dtype, g, fusion, out, nullptr, *bn, s));
     return true;
   });
   double best = row.cudnn_ms;
@@ -242,7 +315,8 @@ ConvTimingRow measure(CudaContext& ctx, const Conv2dGeom& g, DType dtype, ConvPa
     double ms = -1;
     if (supported(vi, pass, g, dtype) && eligible(vi))
       ms = time_ms(s, [&] {
-        const cudaError_t st = launch_native(vi, g, dtype, pass, a, b, out, s);
+        const cudaError_t st = bn ? launch_native_fused(vi, g, dtype, fusion, a, b, out, *bn, s)
+                                  : launch_native(vi, g, dtype, pass, a, b, out, s);
         if (st == cudaErrorInvalidValue) {
           cudaGetLastError();
           return false;
@@ -266,11 +340,15 @@ std::vector<int> native_conv_variants() {
 
 std::string native_variant_name(int variant) { return conv_variant_name(static_cast<ConvVariant>(variant)); }
 
-ConvTimingRow conv_time_all(CudaContext& ctx, const Conv2dGeom& g, DType dtype, ConvPass pass) {
-  return measure(ctx, g, dtype, pass, [](int) { return true; });
+ConvTimingRow conv_time_all(CudaContext& ctx, const Conv2dGeom& g, DType dtype, ConvPass pass,
+                            ConvFusion fusion) {
+  return measure(ctx, g, dtype, pass, fusion, [](int) { return true; });
 }
 
-ConvPlan conv_plan(CudaContext& ctx, const Conv2dGeom& g, DType dtype, ConvPass pass) {
+ConvPlan conv_plan(CudaContext& ctx, const Conv2dGeom& g, DType dtype, ConvPass pass,
+                   ConvFusion fusion) {
+  RZ_CHECK(fusion == ConvFusion::None || pass == ConvPass::Fwd, "conv_plan: ",
+           conv_fusion_name(fusion), " needs the forward pass");
   switch (ctx.options.conv_impl) {
     case ConvImpl::Cudnn: return {};
     case ConvImpl::Native: {
@@ -287,7 +365,7 @@ ConvPlan conv_plan(CudaContext& ctx, const Conv2dGeom& g, DType dtype, ConvPass 
   for (ConvVariant v : kConvVariants) any = any || eligible(static_cast<int>(v));
   if (!any) return {};  // nothing to measure: cuDNN
   AutotuneCache& cache = autotune_cache();
-  const std::string key = cache_key(ctx, g, dtype, pass);
+  const std::string key = cache_key(ctx, g, dtype, pass, fusion);
   {
     std::lock_guard<std::mutex> lock(cache.mu);
     cache.load_locked();
@@ -296,24 +374,51 @@ ConvPlan conv_plan(CudaContext& ctx, const Conv2dGeom& g, DType dtype, ConvPass 
       if (v == 0 || eligible(v)) return {v};
     }
   }
-  const ConvTimingRow row = measure(ctx, g, dtype, pass, eligible);
+  const ConvTimingRow row = measure(ctx, g, dtype, pass, fusion, eligible);
   std::lock_guard<std::mutex> lock(cache.mu);
   cache.entries[key] = nlohmann::json{{"variant", row.pick}, {"cudnn_ms", row.cudnn_ms}, {"native_ms", row.native_ms}};
   cache.save_locked();
   return {row.pick};
 }
 
-void conv_run(CudaContext& ctx, const ConvPlan& plan, const Conv2dGeom& g, DType dtype,
-              ConvPass pass, const void* a, const void* b, void* out) {
-  if (plan.native()) {
-    const cudaError_t st = launch_native(plan.variant, g, dtype, pass, a, b, out, ctx.stream());
+// A native variant refuses a call it cannot run here (misaligned operands for
+// v2/v3, a non-Hopper device or a build without sm_90a code for v3) with
+// cudaErrorInvalidValue before enqueueing anything: the next lower variant
+// then gets it, and cuDNN after the last.
+namespace {
+template <typename Launch>
+bool run_down_the_ladder(int variant, Launch launch) {
+  for (int v = variant; v >= 1; --v) {
+    const cudaError_t st = launch(v);
     if (st != cudaErrorInvalidValue) {
       RZ_CUDA_CHECK(st);
-      return;
+      return true;
     }
-    cudaGetLastError();  // e.g. misaligned operands for v2: cuDNN runs this call instead
+    cudaGetLastError();
   }
-  run_cudnn(ctx, g, dtype, pass, a, b, out);
+  return false;
+}
+}  // namespace
+
+void conv_run(CudaContext& ctx, const ConvPlan& plan, const Conv2dGeom& g, DType dtype,
+              ConvPass pass, const void* a, const void* b, void* out) {
+  const bool ran = run_down_the_ladder(plan.variant, [&](int v) {
+    if (!supported(v, pass, g, dtype)) return cudaErrorInvalidValue;
+    return launch_native(v, g, dtype, pass, a, b, out, ctx.stream());
+  });
+  if (!ran) run_cudnn(ctx, g, dtype, pass, a, b, out);
+}
+
+bool conv_run_fused(CudaContext& ctx, const ConvPlan& plan, const Conv2dGeom& g, DType dtype,
+                    const void* x, const void* w, void* y, const ConvFwdFusion& f) {
+  return run_down_the_ladder(plan.variant, [&](int v) {
+    return with_type(dtype, [&](auto tag) {
+      using T = decltype(tag);
+      return conv2d_fwd_native_fused<T>(static_cast<ConvVariant>(v), g, static_cast<const T*>(x),
+                                        static_cast<const T*>(w), static_cast<T*>(y), f,
+                                        ctx.stream());
+    });
+  });
 }
 
 #else  // !RZ_HAVE_CUDA
@@ -321,14 +426,18 @@ void conv_run(CudaContext& ctx, const ConvPlan& plan, const Conv2dGeom& g, DType
 std::vector<int> native_conv_variants() { return {}; }
 std::string native_variant_name(int variant) { return "v" + std::to_string(variant); }
 
-ConvPlan conv_plan(CudaContext&, const Conv2dGeom&, DType, ConvPass) {
+ConvPlan conv_plan(CudaContext&, const Conv2dGeom&, DType, ConvPass, ConvFusion) {
   RZ_THROW("conv_plan: built without CUDA");
+}
+bool conv_run_fused(CudaContext&, const ConvPlan&, const Conv2dGeom&, DType, const void*,
+                    const void*, void*, const ConvFwdFusion&) {
+  RZ_THROW("conv_run_fused: built without CUDA");
 }
 void conv_run(CudaContext&, const ConvPlan&, const Conv2dGeom&, DType, ConvPass, const void*,
               const void*, void*) {
   RZ_THROW("conv_run: built without CUDA");
 }
-ConvTimingRow conv_time_all(CudaContext&, const Conv2dGeom&, DType, ConvPass) {
+ConvTimingRow conv_time_all(CudaContext&, const Conv2dGeom&, DType, ConvPass, ConvFusion) {
   RZ_THROW("conv_time_all: built without CUDA");
 }
 

@@ -25,13 +25,14 @@
 
 #include "engine/cuda_context.h"
 #include "engine/dtype.h"
+#include "kernels/common/conv_epilogue.h"
 #include "kernels/common/conv_igemm.h"
 #include "kernels/cpu/conv2d.h"
 
 namespace rz {
 
 // Bumped whenever a native kernel changes, so cached choices are re-measured.
-constexpr int kConvNativeVersion = 1;
+constexpr int kConvNativeVersion = 2;
 
 // "cudnn", "native" or "auto"; throws rz::Error otherwise.
 ConvImpl parse_conv_impl(const std::string& s);
@@ -54,9 +55,29 @@ struct ConvPlan {
   bool native() const { return variant > 0; }
 };
 
+// What follows a forward convolution that a native kernel can take into its
+// epilogue (kernels/common/conv_epilogue.h), and so what Auto compares:
+//   None     the convolution alone;
+//   BnStats  training-mode BN + ReLU after it: cuDNN + the fused BN (two
+//            passes over y) against native-with-statistics + the BN apply
+//            pass (one);
+//   BnEval   eval-mode BN + ReLU after it: cuDNN + the BN apply pass against
+//            native with the folded BN and ReLU in the epilogue.
+enum class ConvFusion : int { None = 0, BnStats = 1, BnEval = 2 };
+const char* conv_fusion_name(ConvFusion f);  // "", "+bnstats", "+bneval"
+
 // The plan for this call under ctx.options.conv_impl (measuring and caching it
 // under Auto). Must not be called during CUDA graph capture for a new shape.
-ConvPlan conv_plan(CudaContext& ctx, const Conv2dGeom& g, DType dtype, ConvPass pass);
+// A fusion other than None needs pass == Fwd.
+ConvPlan conv_plan(CudaContext& ctx, const Conv2dGeom& g, DType dtype, ConvPass pass,
+                   ConvFusion fusion = ConvFusion::None);
+
+// The forward pass with the epilogue `f` by the plan's native variant: true
+// when it ran; false (nothing enqueued) when the plan is cuDNN or the variant
+// refuses these operands (e.g. misaligned pointers for v2) - the caller then
+// runs the unfused sequence.
+bool conv_run_fused(CudaContext& ctx, const ConvPlan& plan, const Conv2dGeom& g, DType dtype,
+                    const void* x, const void* w, void* y, const ConvFwdFusion& f);
 
 // Runs one pass with the plan's implementation: Fwd out = conv(a=x, b=w),
 // Dgrad out = dx from (a=dy, b=w), Wgrad out = dw from (a=x, b=dy).
@@ -68,11 +89,13 @@ void conv_run(CudaContext& ctx, const ConvPlan& plan, const Conv2dGeom& g, DType
 struct ConvTimingRow {
   Conv2dGeom geom{};
   ConvPass pass = ConvPass::Fwd;
+  ConvFusion fusion = ConvFusion::None;  // what the timings include besides the conv
   double cudnn_ms = -1;
   std::vector<double> native_ms;  // index v - 1 for variant v
   int pick = 0;                   // what Auto would choose with every variant eligible
 };
-ConvTimingRow conv_time_all(CudaContext& ctx, const Conv2dGeom& g, DType dtype, ConvPass pass);
+ConvTimingRow conv_time_all(CudaContext& ctx, const Conv2dGeom& g, DType dtype, ConvPass pass,
+                            ConvFusion fusion = ConvFusion::None);
 
 // $RZ_CONV_CACHE, else $XDG_CACHE_HOME/ranzcr/conv_autotune.json, else
 // $HOME/.cache/ranzcr/conv_autotune.json.

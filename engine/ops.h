@@ -75,9 +75,27 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta,
 // the statistics allow (kernels/cpu/fused_bn.h, kernels/cuda/fused_bn.cuh);
 // the same values and gradients as composing the ops. Parameter dtypes as
 // batch_norm2d.
+// batch_sums (training only; may be undefined): f64 [2, C] on x's device, the
+// sum and the sum of squares of x over its rows, already computed by x's
+// producer (conv_bn_act); the statistics pass is skipped.
 Tensor batch_norm_act(const Tensor& x, const Tensor& residual, const Tensor& gamma,
                       const Tensor& beta, const Tensor& running_mean, const Tensor& running_var,
-                      BatchNormOptions opt, bool relu);
+                      BatchNormOptions opt, bool relu, const Tensor& batch_sums = Tensor());
+
+// ---- a convolution and the batch norm after it: ----
+//   y = [relu](batch_norm2d(conv2d(x, w, copt)) [+ residual])
+// The same values and gradients as batch_norm_act(conv2d(...)). On CUDA, when
+// the layer's plan (engine/conv_autotune.h, ConvFusion) is a native kernel,
+// that kernel's epilogue takes over part of the BN: in training it sums the
+// BN statistics of the stored conv output (BN then needs one pass instead of
+// two; the sums are added in another order than BN's own, so results agree
+// to rounding); in eval mode without residual and without gradients it
+// applies the folded BN and the ReLU to the fp32 accumulator (no BN pass at
+// all; the conv output is rounded once instead of twice). Everywhere else
+// (CPU, cuDNN plans, refusals) it is exactly the composition.
+Tensor conv_bn_act(const Tensor& x, const Tensor& w, Conv2dOptions copt, const Tensor& residual,
+                   const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                   const Tensor& running_var, BatchNormOptions opt, bool relu);
 
 // ---- the fused end of an SE-ResNet bottleneck (one op, forward and backward) ----
 //   u = batch_norm2d(t, gamma, beta, running_mean, running_var, opt)

@@ -12,6 +12,7 @@
 #if defined(RZ_HAVE_CUDA)
 #include "engine/cuda_conv.h"
 #include "engine/cuda_gemm.h"
+#include "kernels/cuda/batch_norm.cuh"
 #include "kernels/cuda/reduce.cuh"
 #endif
 
@@ -49,40 +50,122 @@ void conv_pass(ConvPass pass, const Conv2dGeom& g, const Tensor& a, const Tensor
 
 }  // namespace
 
-Tensor conv2d(const Tensor& x, const Tensor& w_in, Conv2dOptions opt) {
-  NvtxRange range("conv2d");
-  const Tensor w = weight_for(x, w_in, "conv2d");
-  check_same(x, w, "conv2d");
-  RZ_CHECK(x.dim() == 4, "conv2d: input must be NHWC [N, H, W, C], got ", x.str());
-  RZ_CHECK(w.dim() == 4, "conv2d: weight must be KRSC [K, R, S, C], got ", w.str());
-  RZ_CHECK(w.size(3) == x.size(3), "conv2d: weight ", shape_str(w.shape()), " expects ",
-           w.size(3), " input channels, input ", shape_str(x.shape()), " has ", x.size(3));
-  RZ_CHECK(opt.stride >= 1 && opt.padding >= 0, "conv2d: stride ", opt.stride, " padding ",
+namespace {
+
+// Checks the operands of a convolution and returns its geometry.
+Conv2dGeom conv_geometry(const Tensor& x, const Tensor& w, Conv2dOptions opt, const char* op) {
+  check_same(x, w, op);
+  RZ_CHECK(x.dim() == 4, op, ": input must be NHWC [N, H, W, C], got ", x.str());
+  RZ_CHECK(w.dim() == 4, op, ": weight must be KRSC [K, R, S, C], got ", w.str());
+  RZ_CHECK(w.size(3) == x.size(3), op, ": weight ", shape_str(w.shape()), " expects ", w.size(3),
+           " input channels, input ", shape_str(x.shape()), " has ", x.size(3));
+  RZ_CHECK(opt.stride >= 1 && opt.padding >= 0, op, ": stride ", opt.stride, " padding ",
            opt.padding);
   const Conv2dGeom g = make_conv2d_geom(x.size(0), x.size(1), x.size(2), x.size(3), w.size(0),
                                         w.size(1), w.size(2), opt.stride, opt.stride,
                                         opt.padding, opt.padding);
-  RZ_CHECK(g.OH >= 1 && g.OW >= 1, "conv2d: kernel ", g.R, "x", g.S, " does not fit input ",
+  RZ_CHECK(g.OH >= 1 && g.OW >= 1, op, ": kernel ", g.R, "x", g.S, " does not fit input ",
            shape_str(x.shape()), " with padding ", opt.padding);
+  return g;
+}
+
+// Makes y = conv(x, w) an autograd node (when a gradient is wanted).
+void record_conv2d(Tensor& y, const Tensor& x, const Tensor& w, const Conv2dGeom& g) {
+  if (!any_requires_grad({&x, &w})) return;
+  const bool need_x = x.requires_grad(), need_w = w.requires_grad();
+  SavedTensor sx(need_w ? x : Tensor()), sw(need_x ? w : Tensor());
+  record_op(y, "conv2d", {&x, &w}, [sx, sw, g, need_x, need_w](const Tensor& dy) {
+    std::vector<Tensor> grads(2);
+    if (need_x) {
+      grads[0] = Tensor::empty({g.N, g.H, g.W, g.C}, dy.dtype(), dy.device());
+      conv_pass(ConvPass::Dgrad, g, dy, sw.get("conv2d"), grads[0]);
+    }
+    if (need_w) {
+      grads[1] = Tensor::empty({g.K, g.R, g.S, g.C}, dy.dtype(), dy.device());
+      conv_pass(ConvPass::Wgrad, g, sx.get("conv2d"), dy, grads[1]);
+    }
+    return grads;
+  });
+}
+
+#if defined(RZ_HAVE_CUDA)
+// conv_bn_act's native-epilogue paths: y (or undefined when the layer's plan
+// is cuDNN or the kernel refused, nothing enqueued). Training: y is the conv
+// output and *sums its BN sums. Eval: y is the finished output.
+Tensor conv_bn_epilogue(const Tensor& x, const Tensor& w, const Conv2dGeom& g,
+                        const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                        const Tensor& running_var, const BatchNormOptions& opt, bool relu,
+                        Tensor* sums) {
+  CudaContext& ctx = op_context(x);
+  const ConvFusion fusion = opt.training ? ConvFusion::BnStats : ConvFusion::BnEval;
+  const ConvPlan plan = conv_plan(ctx, g, x.dtype(), ConvPass::Fwd, fusion);
+  if (!plan.native()) return Tensor();
+  Tensor y = Tensor::empty({g.N, g.OH, g.OW, g.K}, x.dtype(), x.device());
+  ConvFwdFusion f;
+  Tensor scale, shift;
+  if (opt.training) {
+    *sums = Tensor::empty({2, g.K}, DType::F64, x.device());
+    f.sums = sums->data<double>();
+  } else {
+    for (const Tensor* p : {&gamma, &beta, &running_mean, &running_var}) {
+      RZ_CHECK(p->defined() && p->dtype() == DType::F32 && p->device() == x.device(),
+               "conv_bn_act: BN parameters and running statistics must be f32 on ",
+               x.device().str());
+      check_shape(*p, {g.K}, "conv_bn_act");
+    }
+    scale = Tensor::empty({g.K}, DType::F32, x.device());
+    shift = Tensor::empty({g.K}, DType::F32, x.device());
+    RZ_CUDA_CHECK(bn_fold_cuda(gamma.data<float>(), beta.data<float>(),
+                               running_mean.data<float>(), running_var.data<float>(),
+                               scale.data<float>(), shift.data<float>(), g.K, opt.eps,
+                               op_stream()));
+    f.scale = scale.data<float>();
+    f.shift = shift.data<float>();
+    f.relu = relu;
+  }
+  if (!conv_run_fused(ctx, plan, g, x.dtype(), x.raw_data(), w.raw_data(), y.raw_data(), f))
+    return Tensor();
+  return y;
+}
+#endif
+
+}  // namespace
+
+Tensor conv2d(const Tensor& x, const Tensor& w_in, Conv2dOptions opt) {
+  NvtxRange range("conv2d");
+  const Tensor w = weight_for(x, w_in, "conv2d");
+  const Conv2dGeom g = conv_geometry(x, w, opt, "conv2d");
   Tensor y = Tensor::empty({g.N, g.OH, g.OW, g.K}, x.dtype(), x.device());
   conv_pass(ConvPass::Fwd, g, x, w, y);
-  if (any_requires_grad({&x, &w})) {
-    const bool need_x = x.requires_grad(), need_w = w.requires_grad();
-    SavedTensor sx(need_w ? x : Tensor()), sw(need_x ? w : Tensor());
-    record_op(y, "conv2d", {&x, &w}, [sx, sw, g, need_x, need_w](const Tensor& dy) {
-      std::vector<Tensor> grads(2);
-      if (need_x) {
-        grads[0] = Tensor::empty({g.N, g.H, g.W, g.C}, dy.dtype(), dy.device());
-        conv_pass(ConvPass::Dgrad, g, dy, sw.get("conv2d"), grads[0]);
-      }
-      if (need_w) {
-        grads[1] = Tensor::empty({g.K, g.R, g.S, g.C}, dy.dtype(), dy.device());
-        conv_pass(ConvPass::Wgrad, g, sx.get("conv2d"), dy, grads[1]);
-      }
-      return grads;
-    });
-  }
+  record_conv2d(y, x, w, g);
   return y;
+}
+
+Tensor conv_bn_act(const Tensor& x, const Tensor& w_in, Conv2dOptions copt, const Tensor& residual,
+                   const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                   const Tensor& running_var, BatchNormOptions opt, bool relu) {
+  NvtxRange range("conv_bn_act");
+  const Tensor w = weight_for(x, w_in, "conv_bn_act");
+  const Conv2dGeom g = conv_geometry(x, w, copt, "conv_bn_act");
+#if defined(RZ_HAVE_CUDA)
+  const bool cuda = x.device().is_cuda() && (x.dtype() == DType::F32 || x.dtype() == DType::BF16);
+  if (cuda && opt.training) {
+    Tensor sums;
+    Tensor y = conv_bn_epilogue(x, w, g, gamma, beta, running_mean, running_var, opt, relu, &sums);
+    if (y.defined()) {
+      record_conv2d(y, x, w, g);
+      return batch_norm_act(y, residual, gamma, beta, running_mean, running_var, opt, relu, sums);
+    }
+  } else if (cuda && !residual.defined() &&
+             !any_requires_grad({&x, &w, &gamma, &beta})) {
+    Tensor y = conv_bn_epilogue(x, w, g, gamma, beta, running_mean, running_var, opt, relu, nullptr);
+    if (y.defined()) return y;
+  }
+#endif
+  Tensor y = Tensor::empty({g.N, g.OH, g.OW, g.K}, x.dtype(), x.device());
+  conv_pass(ConvPass::Fwd, g, x, w, y);
+  record_conv2d(y, x, w, g);
+  return batch_norm_act(y, residual, gamma, beta, running_mean, running_var, opt, relu);
 }
 
 namespace {

@@ -113,7 +113,7 @@ Tensor se_block_tail(const Tensor& t, const Tensor& shortcut, const Tensor& gamm
 
 Tensor batch_norm_act(const Tensor& x, const Tensor& residual, const Tensor& gamma,
                       const Tensor& beta, const Tensor& running_mean, const Tensor& running_var,
-                      BatchNormOptions opt, bool relu) {
+                      BatchNormOptions opt, bool relu, const Tensor& batch_sums) {
   const char* op = "batch_norm_act";
   NvtxRange range(op);
   RZ_CHECK(x.defined() && x.dim() >= 2, op, ": input must be channels-last with rank >= 2");
@@ -134,6 +134,14 @@ Tensor batch_norm_act(const Tensor& x, const Tensor& residual, const Tensor& gam
              ": parameters and running statistics must be ", dtype_name(pdt), " on ", x.device().str());
     check_shape(*p, {C}, op);
   }
+  if (batch_sums.defined()) {
+    RZ_CHECK(opt.training, op, ": batch sums are for training mode");
+    RZ_CHECK(batch_sums.dtype() == DType::F64 && batch_sums.device() == x.device() &&
+                 batch_sums.numel() == 2 * C,
+             op, ": batch sums must be f64 [2, ", C, "] on ", x.device().str(), ", got ",
+             batch_sums.str());
+  }
+  const double* sums = batch_sums.defined() ? batch_sums.data<double>() : nullptr;
   const FusedBnOptions fo{opt.training, relu, opt.momentum, opt.eps};
   Tensor y = Tensor::empty_like(x);
   Tensor mean = Tensor::empty({C}, pdt, x.device()), invstd = Tensor::empty({C}, pdt, x.device());
@@ -150,10 +158,10 @@ Tensor batch_norm_act(const Tensor& x, const Tensor& residual, const Tensor& gam
     P* rv = track ? const_cast<P*>(running_var.data<P>()) : nullptr;
     if constexpr (decltype(on_cpu)::value)
       fused_bn_fwd_cpu(x.data<T>(), res, gamma.data<P>(), beta.data<P>(), y.data<T>(), mean.data<P>(),
-                       invstd.data<P>(), rm, rv, M, C, fo);
+                       invstd.data<P>(), rm, rv, M, C, fo, sums);
     else
       RZ_OP_CUDA(fused_bn_fwd_cuda(x.data<T>(), res, gamma.data<P>(), beta.data<P>(), y.data<T>(),
-                                   mean.data<P>(), invstd.data<P>(), rm, rv, M, C, fo, op_stream()));
+                                   mean.data<P>(), invstd.data<P>(), rm, rv, M, C, fo, sums, op_stream()));
   });
   if (any_requires_grad({&x, &residual, &gamma, &beta})) {
     const bool need_x = x.requires_grad(), need_r = residual.defined() && residual.requires_grad(),

@@ -81,7 +81,8 @@ Tensor SqueezeExcite::forward(const Tensor& x) {
 
 ResNetBlock::ResNetBlock(const ResNetConfig& cfg, int64_t inplanes, int64_t planes,
                          int64_t stride, Generator& gen)
-    : bottleneck(cfg.bottleneck), fused_se(cfg.fused_se && cfg.bottleneck && cfg.se), fused_bn(cfg.fused_bn) {
+    : bottleneck(cfg.bottleneck), fused_se(cfg.fused_se && cfg.bottleneck && cfg.se), fused_bn(cfg.fused_bn),
+      fused_conv_bn(cfg.fused_conv_bn) {
   const int64_t out = planes * cfg.expansion();
   if (bottleneck) {
     conv1 = register_module("conv1", std::make_shared<Conv2d>(inplanes, planes, 1, gen));
@@ -122,12 +123,21 @@ Tensor bn_relu(BatchNorm2d& bn, const Tensor& x, bool fused) {
   return batch_norm_act(x, Tensor(), bn.weight, bn.bias, bn.running_mean, bn.running_var,
                         {bn.is_training(), bn.momentum, bn.eps}, true);
 }
+
+// relu(bn(conv(x))): one conv_bn_act, or the conv and then bn_relu.
+Tensor conv_bn_relu(Conv2d& conv, BatchNorm2d& bn, const Tensor& x, bool fused_bn,
+                    bool fused_conv_bn) {
+  if (!fused_conv_bn) return bn_relu(bn, conv(x), fused_bn);
+  if (bn.is_training()) bn.count_batch();
+  return conv_bn_act(x, conv.weight, conv.opt, Tensor(), bn.weight, bn.bias, bn.running_mean,
+                     bn.running_var, {bn.is_training(), bn.momentum, bn.eps}, true);
+}
 }  // namespace
 
 Tensor ResNetBlock::forward(const Tensor& x) {
-  Tensor h = bn_relu(*bn1, (*conv1)(x), fused_bn);
+  Tensor h = conv_bn_relu(*conv1, *bn1, x, fused_bn, fused_conv_bn);
   if (fused_se) {
-    h = bn_relu(*bn2, (*conv2)(h), fused_bn);
+    h = conv_bn_relu(*conv2, *bn2, h, fused_bn, fused_conv_bn);
     const Tensor t = (*conv3)(h);
     const Tensor shortcut = downsample ? (*downsample)(x) : x;
     if (bn3->is_training()) bn3->count_batch();
@@ -140,7 +150,7 @@ Tensor ResNetBlock::forward(const Tensor& x) {
                          {bn3->is_training(), bn3->momentum, bn3->eps});
   }
   if (bottleneck) {
-    h = bn_relu(*bn2, (*conv2)(h), fused_bn);
+    h = conv_bn_relu(*conv2, *bn2, h, fused_bn, fused_conv_bn);
     h = (*bn3)((*conv3)(h));
   } else {
     h = (*bn2)((*conv2)(h));

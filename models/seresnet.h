@@ -44,6 +44,10 @@ struct ResNetConfig {
   bool fused_se = false;
   // bn1 + ReLU and bn2 + ReLU of every block as one fused op each (batch_norm_act).
   bool fused_bn = false;
+  // conv1 + bn1 + ReLU and conv2 + bn2 + ReLU of every block as conv_bn_act:
+  // on CUDA with a native conv plan, the conv epilogue takes the BN statistics
+  // (training) or the whole eval BN + ReLU. Implies fused_bn for those sites.
+  bool fused_conv_bn = false;
 
   int64_t expansion() const { return bottleneck ? 4 : 1; }
   int64_t num_features() const { return channels[3] * expansion(); }
@@ -93,6 +97,7 @@ class ResNetBlock : public Module {
   bool bottleneck;
   bool fused_se = false;  // ResNetConfig::fused_se (bottleneck blocks with SE only)
   bool fused_bn = false;  // ResNetConfig::fused_bn
+  bool fused_conv_bn = false;  // ResNetConfig::fused_conv_bn
   std::shared_ptr<Conv2d> conv1, conv2, conv3;
   std::shared_ptr<BatchNorm2d> bn1, bn2, bn3;
   std::shared_ptr<SqueezeExcite> se;

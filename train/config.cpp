@@ -42,6 +42,8 @@ std::vector<Field> fields(TrainConfig& c) {
       {"model.drop_rate", &c.model.drop_rate, "dropout before the classifier"},
       {"model.fused_se", &c.model.fused_se, "fuse bn3 + SE + residual add + ReLU into one op"},
       {"model.fused_bn", &c.model.fused_bn, "fuse bn1/bn2 + ReLU of every block into one op each"},
+      {"model.fused_conv_bn", &c.model.fused_conv_bn,
+       "conv1/conv2 + BN + ReLU of every block as conv_bn_act (BN statistics in the native conv epilogue)"},
       {"model.pretrained", &c.model.pretrained, "timm safetensors weights to start from"},
       {"data.dir", &c.data.dir, "RANZCR data folder (train.csv, train/)"},
       {"data.cache_dir", &c.data.cache_dir, "ranzcr prep output folder"},

@@ -31,6 +31,7 @@ struct TrainConfig {
     double drop_rate = 0.0;
     bool fused_se = false;            // bottleneck ends (bn3+SE+add+ReLU) as one fused op
     bool fused_bn = false;            // bn1/bn2 + ReLU of every block as one fused op
+    bool fused_conv_bn = false;       // conv1/conv2 + BN + ReLU as conv_bn_act
     std::string pretrained;           // timm-format safetensors file
   } model;
   struct Data {

@@ -197,6 +197,7 @@ std::shared_ptr<ResNet> build_model(const TrainConfig& cfg, uint64_t seed) {
   m.drop_rate = cfg.model.drop_rate;
   m.fused_se = cfg.model.fused_se;
   m.fused_bn = cfg.model.fused_bn;
+  m.fused_conv_bn = cfg.model.fused_conv_bn;
   return create_resnet(m, seed);
 }
 

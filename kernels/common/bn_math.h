@@ -1,6 +1,8 @@
 // Batch-norm formulas shared by the CPU and CUDA twins.
 #pragma once
 
+#include <cmath>
+
 #include "kernels/common/hostdev.h"
 
 namespace rz {
@@ -21,6 +23,18 @@ RZ_HD BnBackwardCoeffs bn_backward_coeffs(double gamma, double invstd, double su
 template <typename S>
 RZ_HD S bn_backward_dx(S k1, S mdy, S k2, S dy, S x_minus_mean) {
   return k1 * (dy - mdy - x_minus_mean * k2);
+}
+
+// Eval-mode BN folded into a per-channel affine: BN(x) = x * scale + shift,
+// scale = gamma / sqrt(var + eps), shift = beta - mean * scale (what a
+// convolution epilogue applies, kernels/common/conv_epilogue.h).
+struct BnFold {
+  double scale, shift;
+};
+
+RZ_HD BnFold bn_fold(double gamma, double beta, double mean, double var, double eps) {
+  const double scale = gamma / sqrt(var + eps);
+  return {scale, beta - mean * scale};
 }
 
 }  // namespace rz

@@ -34,6 +34,18 @@ struct ConvFwdEpilogue {
   bool any() const { return scale != nullptr || relu || stats != nullptr; }
 };
 
+// What a caller asks of a fused forward convolution
+// (conv2d_fwd_native_fused in kernels/cuda/conv_native.cuh): the affine and
+// ReLU above, and the batch statistics finalized to sums[k] = sum over all M
+// rows of the stored y[.][k], sums[K + k] = the sum of squares (double [2][K];
+// null: none).
+struct ConvFwdFusion {
+  const float* scale = nullptr;  // [K]
+  const float* shift = nullptr;  // [K]
+  bool relu = false;
+  double* sums = nullptr;  // [2][K]
+};
+
 // The value an epilogue stores for one accumulator (before rounding to T).
 RZ_HD float conv_epilogue_value(float acc, const float* scale, const float* shift, bool relu,
                                 int k) {

@@ -173,7 +173,20 @@ void batch_norm_bwd_cpu(const T* x, const T* dy, const T* gamma, const T* mean, 
   }
 }
 
+template <class T>
+void bn_fold_cpu(const T* gamma, const T* beta, const T* running_mean, const T* running_var,
+                 T* scale, T* shift, int64_t C, double eps) {
+  for (int64_t c = 0; c < C; ++c) {
+    const BnFold f = bn_fold(static_cast<double>(gamma[c]), static_cast<double>(beta[c]),
+                             static_cast<double>(running_mean[c]),
+                             static_cast<double>(running_var[c]), eps);
+    scale[c] = static_cast<T>(f.scale);
+    shift[c] = static_cast<T>(f.shift);
+  }
+}
+
 #define RZ_INSTANTIATE(T)                                                                        \
+  template void bn_fold_cpu<T>(const T*, const T*, const T*, const T*, T*, T*, int64_t, double); \
   template void batch_norm_fwd_train_cpu<T>(const T*, const T*, const T*, T*, T*, T*, T*, T*,    \
                                             int64_t, int64_t, double, double);                   \
   template void batch_norm_fwd_eval_cpu<T>(const T*, const T*, const T*, const T*, const T*, T*, \

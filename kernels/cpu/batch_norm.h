@@ -41,4 +41,10 @@ template <class T>
 void batch_norm_bwd_cpu(const T* x, const T* dy, const T* gamma, const T* mean, const T* invstd,
                         T* dx, T* dgamma, T* dbeta, int64_t M, int64_t C, bool training);
 
+// scale[c], shift[c] = bn_fold(gamma[c], beta[c], running_mean[c],
+// running_var[c], eps) (kernels/common/bn_math.h), computed in double.
+template <class T>
+void bn_fold_cpu(const T* gamma, const T* beta, const T* running_mean, const T* running_var,
+                 T* scale, T* shift, int64_t C, double eps);
+
 }  // namespace rz

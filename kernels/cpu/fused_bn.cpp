@@ -49,23 +49,29 @@ std::vector<double> channel_sums(int64_t M, int64_t C, int64_t K, AddRow add_row
 template <class T>
 void fused_bn_fwd_cpu(const T* x, const T* residual, const T* gamma, const T* beta, T* y,
                       T* save_mean, T* save_invstd, T* running_mean, T* running_var, int64_t M,
-                      int64_t C, const FusedBnOptions& opt) {
+                      int64_t C, const FusedBnOptions& opt, const double* batch_sums) {
   const auto uc = static_cast<size_t>(C);
   std::vector<double> mean(uc), scale(uc);
   if (opt.training) {
-    // Pass 1: shifted sums, shift = the channel's first value.
-    std::vector<double> shift(uc);
-    for (int64_t c = 0; c < C; ++c) shift[c] = static_cast<double>(x[c]);
-    const double* sh = shift.data();
-    const std::vector<double> sums = channel_sums(M, C, 2, [=](int64_t r, double* acc) {
-      const T* xr = x + r * C;
+    // Pass 1: shifted sums, shift = the channel's first value; or the given
+    // raw sums (shift 0).
+    std::vector<double> shift(uc, 0.0);
+    std::vector<double> sums;
+    if (batch_sums != nullptr) {
+      sums.assign(batch_sums, batch_sums + 2 * C);
+    } else {
+      for (int64_t c = 0; c < C; ++c) shift[c] = static_cast<double>(x[c]);
+      const double* sh = shift.data();
+      sums = channel_sums(M, C, 2, [=](int64_t r, double* acc) {
+        const T* xr = x + r * C;
 #pragma omp simd
-      for (int64_t c = 0; c < C; ++c) {
-        const double d = static_cast<double>(xr[c]) - sh[c];
-        acc[c] += d;
-        acc[C + c] += d * d;
-      }
-    });
+        for (int64_t c = 0; c < C; ++c) {
+          const double d = static_cast<double>(xr[c]) - sh[c];
+          acc[c] += d;
+          acc[C + c] += d * d;
+        }
+      });
+    }
     const double inv_m = 1.0 / static_cast<double>(M), unbias = bn_unbias_factor(M);
     for (int64_t c = 0; c < C; ++c) {
       const BnMoments mo = bn_moments_from_shifted(sums[c], sums[C + c], inv_m);
@@ -165,7 +171,7 @@ void fused_bn_bwd_cpu(const T* x, const T* y, const T* dy, const T* gamma, const
 
 #define RZ_INSTANTIATE(T)                                                                       \
   template void fused_bn_fwd_cpu<T>(const T*, const T*, const T*, const T*, T*, T*, T*, T*, T*, \
-                                    int64_t, int64_t, const FusedBnOptions&);                   \
+                                    int64_t, int64_t, const FusedBnOptions&, const double*);    \
   template void fused_bn_bwd_cpu<T>(const T*, const T*, const T*, const T*, const T*, const T*, \
                                     T*, T*, T*, T*, int64_t, int64_t, const FusedBnOptions&);
 RZ_INSTANTIATE(float)

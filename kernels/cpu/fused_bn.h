@@ -36,10 +36,15 @@ struct FusedBnOptions {
 };
 
 // residual may be nullptr (no add). Requires M >= 1, C >= 1.
+// batch_sums (training only; may be nullptr): [2][C] doubles, the sum and the
+// sum of squares of x over the M rows, already computed by the producer of x
+// (the convolution epilogue of kernels/cuda/conv_native.cuh); the statistics
+// pass is then skipped and the moments come from the raw sums
+// (bn_moments_from_shifted with shift 0).
 template <class T>
 void fused_bn_fwd_cpu(const T* x, const T* residual, const T* gamma, const T* beta, T* y,
                       T* save_mean, T* save_invstd, T* running_mean, T* running_var, int64_t M,
-                      int64_t C, const FusedBnOptions& opt);
+                      int64_t C, const FusedBnOptions& opt, const double* batch_sums = nullptr);
 
 // Backward of the forward above; uses opt.training and opt.relu. mean and
 // invstd are the forward's save_mean / save_invstd. y is the forward output

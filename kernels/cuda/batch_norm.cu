@@ -270,6 +270,19 @@ cudaError_t batch_norm_eval_stats_cuda(const float* running_mean, const float* r
       stream);
 }
 
+cudaError_t bn_fold_cuda(const float* gamma, const float* beta, const float* running_mean,
+                         const float* running_var, float* scale, float* shift, int64_t C,
+                         double eps, cudaStream_t stream) {
+  return map_over(
+      C,
+      [=] __device__(int64_t c) {
+        const BnFold f = bn_fold(gamma[c], beta[c], running_mean[c], running_var[c], eps);
+        scale[c] = static_cast<float>(f.scale);
+        shift[c] = static_cast<float>(f.shift);
+      },
+      stream);
+}
+
 #define RZ_INSTANTIATE(T)                                                                         \
   template cudaError_t batch_norm_fwd_train_cuda<T>(const T*, const float*, const float*, T*,     \
                                                     float*, float*, float*, float*, int64_t,      \

@@ -63,4 +63,11 @@ cudaError_t batch_norm_bwd_cuda(const T* x, const T* dy, const float* gamma, con
                                 const float* invstd, T* dx, float* dgamma, float* dbeta, int64_t M,
                                 int64_t C, bool training, cudaStream_t stream);
 
+// scale[c], shift[c] = bn_fold(gamma[c], beta[c], running_mean[c],
+// running_var[c], eps) in double, stored fp32: eval BN as the per-channel
+// affine a convolution epilogue applies. Twin of bn_fold_cpu.
+cudaError_t bn_fold_cuda(const float* gamma, const float* beta, const float* running_mean,
+                         const float* running_var, float* scale, float* shift, int64_t C,
+                         double eps, cudaStream_t stream);
+
 }  // namespace rz

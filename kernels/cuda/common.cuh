@@ -55,4 +55,25 @@ template <int Threads> __device__ double block_sum(double v) {
   return total;
 }
 
+// Allocates `bytes` from the stream-ordered pool, runs run(base) (which
+// enqueues work and returns its first error) and frees on the same stream,
+// even when a launch failed. Capturable: inside a CUDA graph capture the
+// allocation becomes a graph memory node.
+template <typename F>
+cudaError_t with_workspace_bytes(size_t bytes, cudaStream_t stream, F run) {
+  void* ws = nullptr;
+  cudaError_t err = cudaMallocAsync(&ws, bytes > 0 ? bytes : 1, stream);
+  if (err != cudaSuccess) return err;
+  err = run(ws);
+  const cudaError_t free_err = cudaFreeAsync(ws, stream);
+  return err != cudaSuccess ? err : free_err;
+}
+
+// The same for `count` elements of X: run(X* base).
+template <typename X, typename F>
+cudaError_t with_stream_workspace(size_t count, cudaStream_t stream, F run) {
+  return with_workspace_bytes(count * sizeof(X), stream,
+                              [&](void* base) { return run(static_cast<X*>(base)); });
+}
+
 }  // namespace rz::cuda_common

@@ -15,6 +15,12 @@
 //       bf16 only; needs C % 8 == 0 and K % 8 == 0 (16-byte vectors along the
 //       channels), 16-byte aligned operands, 4-byte aligned output, and an
 //       sm_80+ device. Fwd, Dgrad and Wgrad.
+//   V3  Hopper (sm_90a): wgmma.mma_async m64n128k16 from 128-byte-swizzled
+//       shared memory through matrix descriptors, 2 warpgroups, 128x128x64
+//       tiles, 4-stage ring; gathered operands by cp.async, the Fwd weight
+//       tile by TMA (kernels/cuda/conv_native_v3.cuh). bf16 only, V2's
+//       geometry and alignment rules, a 9.x device and a build holding
+//       sm_90a code (else cudaErrorInvalidValue).
 // Both: every tensor has fewer than 2^31 - 2^20 elements (32-bit indexing).
 // Wgrad splits the long reduction (N*OH*OW) over blocks when M*N is small;
 // the fp32 partials go to a workspace from cudaMallocAsync on `stream` and are
@@ -32,15 +38,16 @@
 #include <cuda_runtime.h>
 
 #include "kernels/common/bf16.h"
+#include "kernels/common/conv_epilogue.h"
 #include "kernels/common/conv_igemm.h"
 #include "kernels/cpu/conv2d.h"
 
 namespace rz {
 
-enum class ConvVariant : int { V1 = 1, V2 = 2 };  // V3 (Hopper wgmma/TMA) may follow
+enum class ConvVariant : int { V1 = 1, V2 = 2, V3 = 3 };
 
 // Every variant, in ladder order (tests and benchmarks loop over it).
-inline constexpr ConvVariant kConvVariants[] = {ConvVariant::V1, ConvVariant::V2};
+inline constexpr ConvVariant kConvVariants[] = {ConvVariant::V1, ConvVariant::V2, ConvVariant::V3};
 
 // "v1" / "v2" (stable names for logs and benchmark tables); "unknown" else.
 const char* conv_variant_name(ConvVariant v);
@@ -49,6 +56,19 @@ const char* conv_variant_name(ConvVariant v);
 template <typename T>
 cudaError_t conv2d_fwd_native(ConvVariant v, const Conv2dGeom& g, const T* x, const T* w, T* y,
                               cudaStream_t stream);
+// The forward pass fused with what follows it in a ResNet
+// (kernels/common/conv_epilogue.h):
+//   y = round_T([relu](acc * scale[k] + shift[k]))  (affine when scale is set)
+// and, when sums != nullptr, the training-mode BN statistics of the stored y:
+//   sums[k] = sum over the M = N*OH*OW rows of y[.][k], sums[K + k] = the sum
+//   of squares (double [2][K]). Each block writes fp32 partials of its M-tile
+//   to a stream-ordered workspace; detail::conv_stats_finalize adds them in
+//   tile order in double: deterministic, no atomics.
+// scale and shift are set together or not at all (cudaErrorInvalidValue).
+// ConvFwdFusion is in kernels/common/conv_epilogue.h.
+template <typename T>
+cudaError_t conv2d_fwd_native_fused(ConvVariant v, const Conv2dGeom& g, const T* x, const T* w,
+                                    T* y, const ConvFwdFusion& f, cudaStream_t stream);
 // dx[N, H, W, C] = d(sum dy*y)/dx.
 template <typename T>
 cudaError_t conv2d_bwd_data_native(ConvVariant v, const Conv2dGeom& g, const T* dy, const T* w,
@@ -67,11 +87,19 @@ bool conv2d_native_supported(ConvVariant v, ConvPass pass, const Conv2dGeom& g);
 namespace detail {
 // The per-variant launchers behind the dispatch above. a, b: the pass's GEMM
 // operands (Fwd: x, w; Dgrad: dy, w; Wgrad: dy, x); out: y, dx or dw.
+// ep (Fwd only; Dgrad and Wgrad reject a non-empty one) as documented in
+// kernels/common/conv_epilogue.h, with M-tiles of conv_fwd_tile_rows(v) rows.
 template <typename T>
 cudaError_t conv_native_v1(ConvPass pass, const Conv2dGeom& g, const T* a, const T* b, T* out,
-                           cudaStream_t stream);
+                           const ConvFwdEpilogue& ep, cudaStream_t stream);
 cudaError_t conv_native_v2(ConvPass pass, const Conv2dGeom& g, const bf16* a, const bf16* b,
-                           bf16* out, cudaStream_t stream);
+                           bf16* out, const ConvFwdEpilogue& ep, cudaStream_t stream);
+// The block height BM of variant v's forward kernel (its statistics tiles).
+int conv_fwd_tile_rows(ConvVariant v);
+// sums[c] (c < 2K) = sum over t < tiles of partials[t * 2K + c], added in
+// tile order in double (two fixed-shape passes; deterministic).
+cudaError_t conv_stats_finalize(const float* partials, int tiles, int64_t K, double* sums,
+                                cudaStream_t stream);
 // out[i] = sum over z < splits (in order) of ws[z*mn + i], rounded once to T.
 template <typename T>
 cudaError_t splitk_reduce(const float* ws, int splits, int64_t mn, T* out, cudaStream_t stream);

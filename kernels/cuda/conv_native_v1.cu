@@ -19,7 +19,9 @@
 #include <type_traits>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/common/conv_wgmma.h"
 #include "kernels/cuda/conv_native.cuh"
+#include "kernels/cuda/conv_native_v3.cuh"
 
 namespace rz {
 
@@ -32,7 +34,7 @@ using cuda_common::store_f32;
 template <typename T, ConvPass P>
 __global__ void __launch_bounds__(kV1Threads)
     conv_v1_kernel(IgemmGeom g, const T* a, const T* b, T* out, float* ws, int k_tiles,
-                   int splits) {
+                   int splits, ConvFwdEpilogue ep) {
   // +1 column: the k-fastest stores of a warp (16 k x 2 rows) spread over banks.
   __shared__ float As[kV1BK][kV1BM + 1];
   __shared__ float Bs[kV1BK][kV1BN + 1];
@@ -81,6 +83,10 @@ __global__ void __launch_bounds__(kV1Threads)
   float* part = ws == nullptr
                     ? nullptr
                     : ws + static_cast<int64_t>(blockIdx.z) * d.M * static_cast<int64_t>(d.N);
+  // Column sums of the stored values over this thread's 4 rows (Fwd stats).
+  float csum[kV1TN], csq[kV1TN];
+#pragma unroll
+  for (int j = 0; j < kV1TN; ++j) csum[j] = csq[j] = 0.f;
 #pragma unroll
   for (int i = 0; i < kV1TM; ++i)
 #pragma unroll
@@ -88,43 +94,105 @@ __global__ void __launch_bounds__(kV1Threads)
       const int m = bm0 + ty + 16 * i, n = bn0 + tx + 16 * j;
       if (m >= d.M || n >= d.N) continue;
       const int64_t off = c_offset(d, m, n);
-      if (part != nullptr)
+      if (part != nullptr) {
         part[off] = acc[i][j];
-      else
-        out[off] = store_f32<T>(acc[i][j]);
+      } else {
+        const T v = store_f32<T>(conv_epilogue_value(acc[i][j], ep.scale, ep.shift, ep.relu, n));
+        out[off] = v;
+        const float f = load_f32(v);
+        csum[j] += f;
+        csq[j] += f * f;
+      }
     }
+  if constexpr (P == ConvPass::Fwd) {
+    if (ep.stats != nullptr) {
+      // The 16 row-threads of each column meet in shared memory (the operand
+      // tiles are free: every thread passed the last __syncthreads), then
+      // thread row 0 adds them in row order: fixed order, no atomics.
+#pragma unroll
+      for (int j = 0; j < kV1TN; ++j) {
+        As[ty][tx + 16 * j] = csum[j];
+        Bs[ty][tx + 16 * j] = csq[j];
+      }
+      __syncthreads();
+      if (ty == 0) {
+#pragma unroll
+        for (int j = 0; j < kV1TN; ++j) {
+          const int c = tx + 16 * j, n = bn0 + c;
+          float s = 0.f, q = 0.f;
+          for (int r = 0; r < 16; ++r) {
+            s += As[r][c];
+            q += Bs[r][c];
+          }
+          if (n < d.N) {
+            ep.stats[(static_cast<int64_t>(blockIdx.x) * 2 + 0) * d.N + n] = s;
+            ep.stats[(static_cast<int64_t>(blockIdx.x) * 2 + 1) * d.N + n] = q;
+          }
+        }
+      }
+    }
+  }
 }
 
 template <typename T, ConvPass P>
 cudaError_t launch_v1(const IgemmGeom& g, const T* a, const T* b, T* out, float* ws, dim3 grid,
-                      int k_tiles, int splits, cudaStream_t stream) {
-  conv_v1_kernel<T, P><<<grid, kV1Threads, 0, stream>>>(g, a, b, out, ws, k_tiles, splits);
+                      int k_tiles, int splits, const ConvFwdEpilogue& ep, cudaStream_t stream) {
+  conv_v1_kernel<T, P><<<grid, kV1Threads, 0, stream>>>(g, a, b, out, ws, k_tiles, splits, ep);
   return cudaGetLastError();
 }
 
 template <typename T>
 cudaError_t launch_v1(ConvPass pass, const IgemmGeom& g, const T* a, const T* b, T* out, float* ws,
-                      dim3 grid, int k_tiles, int splits, cudaStream_t stream) {
+                      dim3 grid, int k_tiles, int splits, const ConvFwdEpilogue& ep,
+                      cudaStream_t stream) {
   switch (pass) {
     case ConvPass::Fwd:
-      return launch_v1<T, ConvPass::Fwd>(g, a, b, out, ws, grid, k_tiles, splits, stream);
+      return launch_v1<T, ConvPass::Fwd>(g, a, b, out, ws, grid, k_tiles, splits, ep, stream);
     case ConvPass::Dgrad:
-      return launch_v1<T, ConvPass::Dgrad>(g, a, b, out, ws, grid, k_tiles, splits, stream);
+      return launch_v1<T, ConvPass::Dgrad>(g, a, b, out, ws, grid, k_tiles, splits, ep, stream);
     case ConvPass::Wgrad:
-      return launch_v1<T, ConvPass::Wgrad>(g, a, b, out, ws, grid, k_tiles, splits, stream);
+      return launch_v1<T, ConvPass::Wgrad>(g, a, b, out, ws, grid, k_tiles, splits, ep, stream);
   }
   return cudaErrorInvalidValue;
 }
 
 template <typename T>
 cudaError_t run(ConvVariant v, ConvPass pass, const Conv2dGeom& g, const T* a, const T* b, T* out,
-                cudaStream_t stream) {
-  if (v == ConvVariant::V1) return detail::conv_native_v1<T>(pass, g, a, b, out, stream);
-  if (v == ConvVariant::V2) {
-    if constexpr (std::is_same_v<T, bf16>)
-      return detail::conv_native_v2(pass, g, a, b, out, stream);
+                const ConvFwdEpilogue& ep, cudaStream_t stream) {
+  if (v == ConvVariant::V1) return detail::conv_native_v1<T>(pass, g, a, b, out, ep, stream);
+  if constexpr (std::is_same_v<T, bf16>) {
+    if (v == ConvVariant::V2) return detail::conv_native_v2(pass, g, a, b, out, ep, stream);
+    if (v == ConvVariant::V3) return detail::conv_native_v3(pass, g, a, b, out, ep, stream);
   }
   return cudaErrorInvalidValue;
+}
+
+// Statistics finalize, pass A: grid (ceil(cols / 32), chunks), block 32 x 8.
+// Column c of chunk j: lane ty adds tiles j*per + ty, j*per + ty + 8, ... in
+// order (double), then a fixed tree over the 8 lanes.
+constexpr int kStatLanes = 8;
+constexpr int kStatTilesPerChunk = 256;
+constexpr int kStatMaxChunks = 128;
+
+__global__ void __launch_bounds__(32 * kStatLanes)
+    stats_chunks_kernel(const float* partials, int tiles, int64_t cols, int per_chunk,
+                        double* chunk_sums) {
+  __shared__ double part[kStatLanes][32];
+  const int tx = static_cast<int>(threadIdx.x), ty = static_cast<int>(threadIdx.y);
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * 32 + tx;
+  const int t0 = static_cast<int>(blockIdx.y) * per_chunk;
+  const int t1 = min(tiles, t0 + per_chunk);
+  double acc = 0.0;
+  if (c < cols)
+    for (int t = t0 + ty; t < t1; t += kStatLanes)
+      acc += static_cast<double>(partials[static_cast<int64_t>(t) * cols + c]);
+  part[ty][tx] = acc;
+  __syncthreads();
+  for (int half = kStatLanes / 2; half > 0; half /= 2) {
+    if (ty < half) part[ty][tx] += part[ty + half][tx];
+    __syncthreads();
+  }
+  if (ty == 0 && c < cols) chunk_sums[static_cast<int64_t>(blockIdx.y) * cols + c] = part[0][tx];
 }
 
 }  // namespace
@@ -149,14 +217,18 @@ cudaError_t splitk_reduce(const float* ws, int splits, int64_t mn, T* out, cudaS
 
 template <typename T>
 cudaError_t conv_native_v1(ConvPass pass, const Conv2dGeom& g, const T* a, const T* b, T* out,
-                           cudaStream_t stream) {
+                           const ConvFwdEpilogue& ep, cudaStream_t stream) {
   if (!v1_geometry_ok(pass, g)) return cudaErrorInvalidValue;
+  if (ep.any() && pass != ConvPass::Fwd) return cudaErrorInvalidValue;
   IgemmGeom ig;
   make_igemm_geom(g, &ig);
   const GemmDims d = gemm_dims(pass, ig);
   if (d.M == 0 || d.N == 0) return cudaSuccess;
   const int64_t mn = static_cast<int64_t>(d.M) * d.N;
-  if (d.K == 0) return cudaMemsetAsync(out, 0, static_cast<size_t>(mn) * sizeof(T), stream);
+  if (d.K == 0) {
+    if (ep.any()) return cudaErrorInvalidValue;
+    return cudaMemsetAsync(out, 0, static_cast<size_t>(mn) * sizeof(T), stream);
+  }
   const int mt = (d.M + kV1BM - 1) / kV1BM, nt = (d.N + kV1BN - 1) / kV1BN;
   const int k_tiles = (d.K + kV1BK - 1) / kV1BK;
   int splits = 1;
@@ -168,16 +240,51 @@ cudaError_t conv_native_v1(ConvPass pass, const Conv2dGeom& g, const T* a, const
   }
   const dim3 grid(static_cast<unsigned>(mt), static_cast<unsigned>(nt),
                   static_cast<unsigned>(splits));
-  if (splits == 1) return launch_v1<T>(pass, ig, a, b, out, nullptr, grid, k_tiles, 1, stream);
+  if (splits == 1) return launch_v1<T>(pass, ig, a, b, out, nullptr, grid, k_tiles, 1, ep, stream);
 
   float* ws = nullptr;
   cudaError_t err = cudaMallocAsync(reinterpret_cast<void**>(&ws),
                                     static_cast<size_t>(mn) * splits * sizeof(float), stream);
   if (err != cudaSuccess) return err;
-  err = launch_v1<T>(pass, ig, a, b, out, ws, grid, k_tiles, splits, stream);
+  err = launch_v1<T>(pass, ig, a, b, out, ws, grid, k_tiles, splits, ep, stream);
   if (err == cudaSuccess) err = splitk_reduce<T>(ws, splits, mn, out, stream);
   const cudaError_t free_err = cudaFreeAsync(ws, stream);
   return err != cudaSuccess ? err : free_err;
+}
+
+int conv_fwd_tile_rows(ConvVariant v) {
+  switch (v) {
+    case ConvVariant::V1: return kV1BM;
+    case ConvVariant::V2: return kV2BM;
+    case ConvVariant::V3: return kV3BM;
+  }
+  return 0;
+}
+
+cudaError_t conv_stats_finalize(const float* partials, int tiles, int64_t K, double* sums,
+                                cudaStream_t stream) {
+  if (tiles < 0 || K < 0 || (K > 0 && sums == nullptr) || (tiles > 0 && K > 0 && partials == nullptr))
+    return cudaErrorInvalidValue;
+  if (K == 0) return cudaSuccess;
+  if (tiles == 0) return cudaMemsetAsync(sums, 0, static_cast<size_t>(2 * K) * sizeof(double), stream);
+  const int64_t cols = 2 * K;  // partials are [tiles][2][K] = [tiles][cols]
+  int chunks = (tiles + kStatTilesPerChunk - 1) / kStatTilesPerChunk;
+  if (chunks > kStatMaxChunks) chunks = kStatMaxChunks;
+  const int per_chunk = (tiles + chunks - 1) / chunks;
+  return cuda_common::with_stream_workspace<double>(
+      static_cast<size_t>(chunks) * static_cast<size_t>(cols), stream, [&](double* chunk_sums) {
+        const dim3 grid(static_cast<unsigned>((cols + 31) / 32), static_cast<unsigned>(chunks));
+        stats_chunks_kernel<<<grid, dim3(32, kStatLanes), 0, stream>>>(partials, tiles, cols,
+                                                                        per_chunk, chunk_sums);
+        cudaError_t err = cudaGetLastError();
+        if (err != cudaSuccess) return err;
+        // Pass B: one thread per column adds the chunks in order.
+        return cuda_common::launch_map(cols, stream, [=] __device__(int64_t c) {
+          double acc = 0.0;
+          for (int j = 0; j < chunks; ++j) acc += chunk_sums[static_cast<int64_t>(j) * cols + c];
+          sums[c] = acc;
+        });
+      });
 }
 
 }  // namespace detail
@@ -188,6 +295,8 @@ const char* conv_variant_name(ConvVariant v) {
       return "v1";
     case ConvVariant::V2:
       return "v2";
+    case ConvVariant::V3:
+      return "v3";
   }
   return "unknown";
 }
@@ -196,37 +305,65 @@ template <typename T>
 bool conv2d_native_supported(ConvVariant v, ConvPass pass, const Conv2dGeom& g) {
   if (v == ConvVariant::V1) return v1_geometry_ok(pass, g);
   if (v == ConvVariant::V2) return std::is_same_v<T, bf16> && v2_geometry_ok(pass, g);
+  if (v == ConvVariant::V3) return std::is_same_v<T, bf16> && v3_geometry_ok(pass, g);
   return false;
 }
 
 template <typename T>
 cudaError_t conv2d_fwd_native(ConvVariant v, const Conv2dGeom& g, const T* x, const T* w, T* y,
                               cudaStream_t stream) {
-  return run<T>(v, ConvPass::Fwd, g, x, w, y, stream);
+  return run<T>(v, ConvPass::Fwd, g, x, w, y, ConvFwdEpilogue{}, stream);
+}
+
+template <typename T>
+cudaError_t conv2d_fwd_native_fused(ConvVariant v, const Conv2dGeom& g, const T* x, const T* w,
+                                    T* y, const ConvFwdFusion& f, cudaStream_t stream) {
+  if ((f.scale == nullptr) != (f.shift == nullptr)) return cudaErrorInvalidValue;
+  ConvFwdEpilogue ep;
+  ep.scale = f.scale;
+  ep.shift = f.shift;
+  ep.relu = f.relu;
+  if (f.sums == nullptr) return run<T>(v, ConvPass::Fwd, g, x, w, y, ep, stream);
+  if (!conv2d_native_supported<T>(v, ConvPass::Fwd, g)) return cudaErrorInvalidValue;
+  const int64_t M = g.N * g.OH * g.OW, K = g.K;
+  if (K == 0) return cudaSuccess;
+  const int bm = detail::conv_fwd_tile_rows(v);
+  const int tiles = static_cast<int>((M + bm - 1) / bm);
+  if (tiles == 0) return detail::conv_stats_finalize(nullptr, 0, K, f.sums, stream);
+  return cuda_common::with_stream_workspace<float>(
+      static_cast<size_t>(tiles) * 2 * static_cast<size_t>(K), stream, [&](float* partials) {
+        ep.stats = partials;
+        const cudaError_t err = run<T>(v, ConvPass::Fwd, g, x, w, y, ep, stream);
+        if (err != cudaSuccess) return err;
+        return detail::conv_stats_finalize(partials, tiles, K, f.sums, stream);
+      });
 }
 
 template <typename T>
 cudaError_t conv2d_bwd_data_native(ConvVariant v, const Conv2dGeom& g, const T* dy, const T* w,
                                    T* dx, cudaStream_t stream) {
-  return run<T>(v, ConvPass::Dgrad, g, dy, w, dx, stream);
+  return run<T>(v, ConvPass::Dgrad, g, dy, w, dx, ConvFwdEpilogue{}, stream);
 }
 
 template <typename T>
 cudaError_t conv2d_bwd_filter_native(ConvVariant v, const Conv2dGeom& g, const T* x, const T* dy,
                                      T* dw, cudaStream_t stream) {
-  return run<T>(v, ConvPass::Wgrad, g, dy, x, dw, stream);
+  return run<T>(v, ConvPass::Wgrad, g, dy, x, dw, ConvFwdEpilogue{}, stream);
 }
 
 #define RZ_INSTANTIATE_CONV_NATIVE(T)                                                             \
   template cudaError_t conv2d_fwd_native<T>(ConvVariant, const Conv2dGeom&, const T*, const T*,   \
                                             T*, cudaStream_t);                                    \
+  template cudaError_t conv2d_fwd_native_fused<T>(ConvVariant, const Conv2dGeom&, const T*,       \
+                                                  const T*, T*, const ConvFwdFusion&,             \
+                                                  cudaStream_t);                                  \
   template cudaError_t conv2d_bwd_data_native<T>(ConvVariant, const Conv2dGeom&, const T*,        \
                                                  const T*, T*, cudaStream_t);                     \
   template cudaError_t conv2d_bwd_filter_native<T>(ConvVariant, const Conv2dGeom&, const T*,      \
                                                    const T*, T*, cudaStream_t);                   \
   template bool conv2d_native_supported<T>(ConvVariant, ConvPass, const Conv2dGeom&);             \
   template cudaError_t detail::conv_native_v1<T>(ConvPass, const Conv2dGeom&, const T*, const T*, \
-                                                 T*, cudaStream_t);                               \
+                                                 T*, const ConvFwdEpilogue&, cudaStream_t);       \
   template cudaError_t detail::splitk_reduce<T>(const float*, int, int64_t, T*, cudaStream_t);
 RZ_INSTANTIATE_CONV_NATIVE(float)
 RZ_INSTANTIATE_CONV_NATIVE(bf16)

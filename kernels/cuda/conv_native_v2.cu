@@ -19,6 +19,11 @@
 // Epilogue: each thread stores its accumulator pairs (2 adjacent columns) as
 // one bf16x2 word (Fwd, Dgrad, single-split Wgrad) or one float2 of fp32
 // partials (split-K Wgrad; detail::splitk_reduce adds the splits in order).
+// Fwd applies ConvFwdEpilogue (kernels/common/conv_epilogue.h) before
+// rounding, and with statistics sums each stored column over the block's 128
+// rows: per thread (8 rows), xor shuffles across the 8 lane groups, then the
+// 2 warp rows through shared memory (2 x 2 x 128 floats) - one extra
+// __syncthreads pair and 128 + 128 float stores per block.
 // Not yet done: shared-memory staged epilogue (the direct stores write 16
 // bytes per row per warp instruction), block rasterization for L2 reuse,
 // stride-phase decomposition of Dgrad (with stride 2, 3/4 of the A gather of
@@ -109,7 +114,7 @@ __device__ __forceinline__ void mma_bf16_16816(float (&d)[4], const uint32_t (&a
 template <ConvPass P>
 __global__ void __launch_bounds__(kV2Threads)
     conv_v2_kernel(IgemmGeom g, const bf16* a, const bf16* b, bf16* out, float* ws, int k_tiles,
-                   int splits) {
+                   int splits, ConvFwdEpilogue ep) {
 #if defined(RZ_CONV_V2_DEVICE)
   extern __shared__ __align__(128) unsigned char smem_raw[];
   const uint32_t smem = smem_u32(smem_raw);
@@ -194,6 +199,11 @@ __global__ void __launch_bounds__(kV2Threads)
   float* part = ws == nullptr
                     ? nullptr
                     : ws + static_cast<int64_t>(blockIdx.z) * d.M * static_cast<int64_t>(d.N);
+  // Column sums of the stored values over this thread's 8 rows, per owned
+  // column (ni, pair element e): Fwd statistics.
+  float csum[kV2NI][2], csq[kV2NI][2];
+#pragma unroll
+  for (int ni = 0; ni < kV2NI; ++ni) csum[ni][0] = csum[ni][1] = csq[ni][0] = csq[ni][1] = 0.f;
 #pragma unroll
   for (int mi = 0; mi < kV2MI; ++mi)
 #pragma unroll
@@ -208,32 +218,82 @@ __global__ void __launch_bounds__(kV2Threads)
         if (part != nullptr) {
           *reinterpret_cast<float2*>(part + off) = make_float2(v0, v1);
         } else {
-          const uint32_t lo = f32_to_bf16(v0).bits, hi = f32_to_bf16(v1).bits;
-          *reinterpret_cast<uint32_t*>(out + off) = lo | (hi << 16);
+          const bf16 y0 = f32_to_bf16(conv_epilogue_value(v0, ep.scale, ep.shift, ep.relu, n));
+          const bf16 y1 = f32_to_bf16(conv_epilogue_value(v1, ep.scale, ep.shift, ep.relu, n + 1));
+          *reinterpret_cast<uint32_t*>(out + off) =
+              static_cast<uint32_t>(y0.bits) | (static_cast<uint32_t>(y1.bits) << 16);
+          const float f0 = bf16_to_f32(y0), f1 = bf16_to_f32(y1);
+          csum[ni][0] += f0;
+          csum[ni][1] += f1;
+          csq[ni][0] += f0 * f0;
+          csq[ni][1] += f1 * f1;
         }
       }
+  if constexpr (P == ConvPass::Fwd) {
+    if (ep.stats != nullptr) {
+      // Lanes with equal lane % 4 own the same columns (rows lane / 4): a
+      // fixed xor tree over lane bits 2..4 sums the warp's 64 rows; then the
+      // two warp rows (warp_m) meet in shared memory, reused after every warp
+      // has left the main loop, and are added in warp_m order.
+#pragma unroll
+      for (int ni = 0; ni < kV2NI; ++ni)
+#pragma unroll
+        for (int e = 0; e < 2; ++e)
+#pragma unroll
+          for (int x = 4; x < 32; x <<= 1) {
+            csum[ni][e] += __shfl_xor_sync(0xffffffffu, csum[ni][e], x);
+            csq[ni][e] += __shfl_xor_sync(0xffffffffu, csq[ni][e], x);
+          }
+      __syncthreads();
+      float* red = reinterpret_cast<float*>(smem_raw);  // [kV2WarpsM][2][kV2BN]
+      if (lane < 4) {
+#pragma unroll
+        for (int ni = 0; ni < kV2NI; ++ni)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int col = v2_acc_coord(warp_m, warp_n, 0, ni, lane, 0).col + e;
+            red[(warp_m * 2 + 0) * kV2BN + col] = csum[ni][e];
+            red[(warp_m * 2 + 1) * kV2BN + col] = csq[ni][e];
+          }
+      }
+      __syncthreads();
+      if (tid < kV2BN && bn0 + tid < d.N) {
+        float s = 0.f, q = 0.f;
+#pragma unroll
+        for (int wm = 0; wm < kV2WarpsM; ++wm) {
+          s += red[(wm * 2 + 0) * kV2BN + tid];
+          q += red[(wm * 2 + 1) * kV2BN + tid];
+        }
+        ep.stats[(static_cast<int64_t>(blockIdx.x) * 2 + 0) * d.N + bn0 + tid] = s;
+        ep.stats[(static_cast<int64_t>(blockIdx.x) * 2 + 1) * d.N + bn0 + tid] = q;
+      }
+    }
+  }
 #else
   // Pre-sm_80 device code: never launched (the launcher checks the device).
-  (void)g, (void)a, (void)b, (void)out, (void)ws, (void)k_tiles, (void)splits;
+  (void)g, (void)a, (void)b, (void)out, (void)ws, (void)k_tiles, (void)splits, (void)ep;
 #endif
 }
 
 template <ConvPass P>
 cudaError_t launch_v2(const IgemmGeom& g, const bf16* a, const bf16* b, bf16* out, float* ws,
-                      dim3 grid, int k_tiles, int splits, cudaStream_t stream) {
-  conv_v2_kernel<P><<<grid, kV2Threads, kV2SmemBytes, stream>>>(g, a, b, out, ws, k_tiles, splits);
+                      dim3 grid, int k_tiles, int splits, const ConvFwdEpilogue& ep,
+                      cudaStream_t stream) {
+  conv_v2_kernel<P><<<grid, kV2Threads, kV2SmemBytes, stream>>>(g, a, b, out, ws, k_tiles, splits,
+                                                                ep);
   return cudaGetLastError();
 }
 
 cudaError_t launch_v2(ConvPass pass, const IgemmGeom& g, const bf16* a, const bf16* b, bf16* out,
-                      float* ws, dim3 grid, int k_tiles, int splits, cudaStream_t stream) {
+                      float* ws, dim3 grid, int k_tiles, int splits, const ConvFwdEpilogue& ep,
+                      cudaStream_t stream) {
   switch (pass) {
     case ConvPass::Fwd:
-      return launch_v2<ConvPass::Fwd>(g, a, b, out, ws, grid, k_tiles, splits, stream);
+      return launch_v2<ConvPass::Fwd>(g, a, b, out, ws, grid, k_tiles, splits, ep, stream);
     case ConvPass::Dgrad:
-      return launch_v2<ConvPass::Dgrad>(g, a, b, out, ws, grid, k_tiles, splits, stream);
+      return launch_v2<ConvPass::Dgrad>(g, a, b, out, ws, grid, k_tiles, splits, ep, stream);
     case ConvPass::Wgrad:
-      return launch_v2<ConvPass::Wgrad>(g, a, b, out, ws, grid, k_tiles, splits, stream);
+      return launch_v2<ConvPass::Wgrad>(g, a, b, out, ws, grid, k_tiles, splits, ep, stream);
   }
   return cudaErrorInvalidValue;
 }
@@ -247,8 +307,9 @@ bool aligned(const void* p, uintptr_t bytes) {
 namespace detail {
 
 cudaError_t conv_native_v2(ConvPass pass, const Conv2dGeom& g, const bf16* a, const bf16* b,
-                           bf16* out, cudaStream_t stream) {
+                           bf16* out, const ConvFwdEpilogue& ep, cudaStream_t stream) {
   if (!v2_geometry_ok(pass, g)) return cudaErrorInvalidValue;
+  if (ep.any() && pass != ConvPass::Fwd) return cudaErrorInvalidValue;
   if (!aligned(a, 16) || !aligned(b, 16) || !aligned(out, 4)) return cudaErrorInvalidValue;
   int dev = 0, major = 0;
   cudaError_t err = cudaGetDevice(&dev);
@@ -262,7 +323,10 @@ cudaError_t conv_native_v2(ConvPass pass, const Conv2dGeom& g, const bf16* a, co
   const GemmDims d = gemm_dims(pass, ig);
   if (d.M == 0 || d.N == 0) return cudaSuccess;
   const int64_t mn = static_cast<int64_t>(d.M) * d.N;
-  if (d.K == 0) return cudaMemsetAsync(out, 0, static_cast<size_t>(mn) * sizeof(bf16), stream);
+  if (d.K == 0) {
+    if (ep.any()) return cudaErrorInvalidValue;
+    return cudaMemsetAsync(out, 0, static_cast<size_t>(mn) * sizeof(bf16), stream);
+  }
   const int mt = (d.M + kV2BM - 1) / kV2BM, nt = (d.N + kV2BN - 1) / kV2BN;
   const int k_tiles = (d.K + kV2BK - 1) / kV2BK;
   int splits = 1;
@@ -274,13 +338,13 @@ cudaError_t conv_native_v2(ConvPass pass, const Conv2dGeom& g, const bf16* a, co
   }
   const dim3 grid(static_cast<unsigned>(mt), static_cast<unsigned>(nt),
                   static_cast<unsigned>(splits));
-  if (splits == 1) return launch_v2(pass, ig, a, b, out, nullptr, grid, k_tiles, 1, stream);
+  if (splits == 1) return launch_v2(pass, ig, a, b, out, nullptr, grid, k_tiles, 1, ep, stream);
 
   float* ws = nullptr;
   err = cudaMallocAsync(reinterpret_cast<void**>(&ws),
                         static_cast<size_t>(mn) * splits * sizeof(float), stream);
   if (err != cudaSuccess) return err;
-  err = launch_v2(pass, ig, a, b, out, ws, grid, k_tiles, splits, stream);
+  err = launch_v2(pass, ig, a, b, out, ws, grid, k_tiles, splits, ep, stream);
   if (err == cudaSuccess) err = splitk_reduce<bf16>(ws, splits, mn, out, stream);
   const cudaError_t free_err = cudaFreeAsync(ws, stream);
   return err != cudaSuccess ? err : free_err;

@@ -26,7 +26,7 @@ template <typename T>
 cudaError_t fused_bn_fwd_cuda(const T* x, const T* residual, const float* gamma, const float* beta,
                               T* y, float* save_mean, float* save_invstd, float* running_mean,
                               float* running_var, int64_t M, int64_t C, const FusedBnOptions& opt,
-                              cudaStream_t stream) {
+                              const double* batch_sums, cudaStream_t stream) {
   if (C <= 0) return cudaSuccess;
   if (M < 1) return cudaErrorInvalidValue;
   if (!opt.training && (running_mean == nullptr || running_var == nullptr))
@@ -34,18 +34,19 @@ cudaError_t fused_bn_fwd_cuda(const T* x, const T* residual, const float* gamma,
   const SegGrid g = make_seg_grid(1, M, C);
   if (!seg_grid_ok(g)) return cudaErrorInvalidValue;
   const bool training = opt.training, relu_on = opt.relu;
+  const bool reduce = training && batch_sums == nullptr;  // the statistics pass runs here
   WorkspaceLayout lay;
   const size_t o_partial =
-      lay.add<float>(training ? static_cast<int64_t>(seg_partial_floats(g, 2)) : 0);
-  const size_t o_nc = lay.add<double>(training ? 2 * C : 0);
+      lay.add<float>(reduce ? static_cast<int64_t>(seg_partial_floats(g, 2)) : 0);
+  const size_t o_nc = lay.add<double>(reduce ? 2 * C : 0);
   const size_t o_mean = lay.add<float>(C), o_scale = lay.add<float>(C);
   return with_workspace_bytes(lay.bytes(), stream, [&](void* ws) {
     float* partial = at<float>(ws, o_partial);
-    double* nc = at<double>(ws, o_nc);
+    const double* nc = reduce ? at<double>(ws, o_nc) : batch_sums;
     float* mean = at<float>(ws, o_mean);
     float* scale = at<float>(ws, o_scale);
     cudaError_t err = cudaSuccess;
-    if (training) {
+    if (reduce) {
       err = launch_seg_sums<2>(
           g,
           [=] __device__(const SegThread& s, float* acc) {
@@ -56,11 +57,12 @@ cudaError_t fused_bn_fwd_cuda(const T* x, const T* residual, const float* gamma,
               acc[1] += d * d;
             }
           },
-          partial, nc, stream);
+          partial, at<double>(ws, o_nc), stream);
       if (err != cudaSuccess) return err;
     }
+    // Given sums are raw (shift 0): bn_stats_kernel takes x == nullptr for that.
     bn_stats_kernel<T><<<static_cast<unsigned>((C + kBlock - 1) / kBlock), kBlock, 0, stream>>>(
-        nc, x, gamma, mean, scale, nullptr, save_mean, save_invstd, running_mean, running_var, 1, M,
+        nc, reduce ? x : nullptr, gamma, mean, scale, nullptr, save_mean, save_invstd, running_mean, running_var, 1, M,
         C, training, opt.momentum, opt.eps);
     err = cudaGetLastError();
     if (err != cudaSuccess) return err;
@@ -165,7 +167,7 @@ cudaError_t fused_bn_bwd_cuda(const T* x, const T* y, const T* dy, const float* 
 #define RZ_INSTANTIATE(T)                                                                       \
   template cudaError_t fused_bn_fwd_cuda<T>(const T*, const T*, const float*, const float*, T*, \
                                             float*, float*, float*, float*, int64_t, int64_t,   \
-                                            const FusedBnOptions&, cudaStream_t);               \
+                                            const FusedBnOptions&, const double*, cudaStream_t);\
   template cudaError_t fused_bn_bwd_cuda<T>(                                                    \
       const T*, const T*, const T*, const float*, const float*, const float*, T*, T*, float*,   \
       float*, int64_t, int64_t, const FusedBnOptions&, cudaStream_t);

@@ -49,11 +49,14 @@ namespace rz {
 // nullptr) are updated in place. Eval: running_mean / running_var required,
 // read only. save_mean / save_invstd (each may be nullptr) receive the
 // statistics used. residual may be nullptr. M, C >= 1 (C == 0: nothing).
+// batch_sums (device, training only, may be nullptr): [2][C] raw sums and
+// sums of squares of x, as kernels/cpu/fused_bn.h describes; the statistics
+// pass is skipped (1R + 1W instead of 2R + 1W).
 template <typename T>
 cudaError_t fused_bn_fwd_cuda(const T* x, const T* residual, const float* gamma, const float* beta,
                               T* y, float* save_mean, float* save_invstd, float* running_mean,
                               float* running_var, int64_t M, int64_t C, const FusedBnOptions& opt,
-                              cudaStream_t stream);
+                              const double* batch_sums, cudaStream_t stream);
 
 // Backward; writes (never adds) dresidual = g, dgamma, dbeta, dx (each may be
 // nullptr), g = opt.relu ? dy * [y > 0] : dy. y is read only when opt.relu.
@@ -220,25 +223,14 @@ X* at(void* base, size_t offset) {
   return reinterpret_cast<X*>(static_cast<char*>(base) + offset);
 }
 
-// Allocates `bytes` from the stream-ordered pool, runs run(base) (which
-// enqueues work and returns its first error) and frees on the same stream,
-// even when a launch failed.
-template <typename F>
-cudaError_t with_workspace_bytes(size_t bytes, cudaStream_t stream, F run) {
-  void* ws = nullptr;
-  cudaError_t err = cudaMallocAsync(&ws, bytes, stream);
-  if (err != cudaSuccess) return err;
-  err = run(ws);
-  const cudaError_t free_err = cudaFreeAsync(ws, stream);
-  return err != cudaSuccess ? err : free_err;
-}
+using cuda_common::with_workspace_bytes;
 
 // Per-channel BN statistics from the per-segment shifted sums nc [2][N][C]
 // (training) or from the running statistics (eval). Writes mean and scale =
 // gamma * invstd (fp32, for the apply pass), mean_minus_shift (fp64, for the
 // SE squeeze; may be nullptr), save_mean / save_invstd and the running update
-// (each may be nullptr). shift[c] = x[c], the first row. Thread per channel,
-// sums over n in order.
+// (each may be nullptr). shift[c] = x[c], the first row, or 0 when x is
+// nullptr (raw sums). Thread per channel, sums over n in order.
 template <typename T>
 __global__ void __launch_bounds__(kBlock)
     bn_stats_kernel(const double* nc, const T* x, const float* gamma, float* mean, float* scale,
@@ -247,7 +239,7 @@ __global__ void __launch_bounds__(kBlock)
                     bool training, double momentum, double eps) {
   const int64_t c = blockIdx.x * static_cast<int64_t>(kBlock) + threadIdx.x;
   if (c >= C) return;
-  const double shift = static_cast<double>(load_f32(x[c]));
+  const double shift = x != nullptr ? static_cast<double>(load_f32(x[c])) : 0.0;
   double mu, istd;
   if (training) {
     double s1 = 0.0, s2 = 0.0;

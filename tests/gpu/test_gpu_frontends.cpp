@@ -319,6 +319,55 @@ TEST_CASE("gpu model: the fused block ops (SE tail, BN + ReLU) on CUDA match the
   }
 }
 
+TEST_CASE("gpu model: conv + BN through the native conv epilogue (statistics, folded eval BN) matches the CPU model") {
+  RZ_SKIP_WITHOUT_GPU();
+  struct NativeConvs {  // every conv_bn_act takes the epilogue path; restored on exit
+    EngineCudaOptions& opts = engine_cuda_context(0).options;
+    const EngineCudaOptions saved = opts;
+    NativeConvs() { opts.conv_impl = ConvImpl::Native; }
+    ~NativeConvs() { opts = saved; }
+  } native;
+  for (bool bf16 : {false, true}) {
+    ResNetConfig cfg = resnet_config("seresnet_tiny");
+    cfg.num_classes = 11;
+    auto mc = create_resnet(cfg, 9);
+    cfg.fused_bn = true;
+    cfg.fused_conv_bn = true;
+    auto mg = create_resnet(cfg, 9);
+    mg->to(Device::cuda(0));
+    Generator gen(13);
+    const Tensor x = Tensor::normal({2, 64, 64, 3}, 0, 1, gen);
+    const Tensor y = rnd({2, 11}, gen, 0, 1);
+    const Tensor xg = x.to(Device::cuda(0)).to(bf16 ? DType::BF16 : DType::F32);
+    const Tensor lc = bce_with_logits(mc->forward(x), y);
+    const Tensor lg = bce_with_logits(mg->forward(xg), y.to(Device::cuda(0)));
+    CAPTURE(bf16);
+    CHECK(lg.item() == doctest::Approx(lc.item()).epsilon(bf16 ? 2e-2 : 1e-4));
+    lc.backward();
+    lg.backward();
+    Compare grads, stats;
+    const auto pc = mc->named_parameters(), pg = mg->named_parameters();
+    for (size_t i = 0; i < pc.size(); ++i) grads.add(host(pg[i].second.grad()), host(pc[i].second.grad()));
+    const auto bc = mc->named_buffers(), bg = mg->named_buffers();
+    for (size_t i = 0; i < bc.size(); ++i)
+      if (is_floating(bc[i].second.dtype())) stats.add(host(bg[i].second), host(bc[i].second));
+    INFO("gradients: max rel ", grads.rel_max(), ", nmse ", grads.nmse(), "; running stats nmse ", stats.nmse());
+    if (bf16)
+      CHECK(grads.nmse() <= 1e-2);
+    else
+      CHECK(grads.rel_max() <= 1e-3);
+    CHECK(stats.nmse() <= (bf16 ? 1e-3 : 1e-8));
+    // Eval: the folded BN + ReLU in the epilogue, no gradients.
+    NoGradGuard no_grad;
+    mc->eval();
+    mg->eval();
+    Compare logits;
+    logits.add(host(mg->forward(xg)), host(mc->forward(x)));
+    INFO("eval logits nmse ", logits.nmse());
+    CHECK(logits.nmse() <= (bf16 ? 1e-3 : 1e-8));
+  }
+}
+
 TEST_CASE("gpu training: a few AdamW steps of seresnet_tiny agree with the CPU run") {
   RZ_SKIP_WITHOUT_GPU();
   ResNetConfig cfg = resnet_config("seresnet_tiny");

@@ -20,8 +20,10 @@
 
 #include "engine/generator.h"
 #include "kernels/common/bf16.h"
+#include "kernels/cpu/batch_norm.h"
 #include "kernels/cpu/fused_bn.h"
 #include "kernels/cpu/fused_se.h"
+#include "kernels/cuda/batch_norm.cuh"
 #include "kernels/cuda/fused_bn.cuh"
 #include "kernels/cuda/fused_se.cuh"
 #include "tests/gpu/gpu_guard.h"
@@ -488,7 +490,7 @@ void run_bn_case(int64_t M, int64_t C, bool training, bool relu_on, bool residua
       Guarded<float> gx(xs), gres(rs), gdy(dys), gy(n), gys(ys), gdx(n), gdres(n);
       RZ_CUDA_CHECK(fused_bn_fwd_cuda(gx.get(), residual ? gres.get() : nullptr, gg.get(), gb.get(),
                                       gy.get(), gmean.get(), ginv.get(), grm.get(), grv.get(), M, C,
-                                      opt, stream()));
+                                      opt, nullptr, stream()));
       got_y = gy.read();
       RZ_CUDA_CHECK(fused_bn_bwd_cuda(gx.get(), gys.get(), gdy.get(), gg.get(), smean.get(),
                                       sinv.get(), gdx.get(), gdres.get(), gdg.get(), gdb.get(), M,
@@ -511,7 +513,7 @@ void run_bn_case(int64_t M, int64_t C, bool training, bool relu_on, bool residua
           gdx(n), gdres(n);
       RZ_CUDA_CHECK(fused_bn_fwd_cuda(gx.get(), residual ? gres.get() : nullptr, gg.get(), gb.get(),
                                       gy.get(), gmean.get(), ginv.get(), grm.get(), grv.get(), M, C,
-                                      opt, stream()));
+                                      opt, nullptr, stream()));
       got_y = to_f32(gy.read());
       RZ_CUDA_CHECK(fused_bn_bwd_cuda(gx.get(), gys.get(), gdy.get(), gg.get(), smean.get(),
                                       sinv.get(), gdx.get(), gdres.get(), gdg.get(), gdb.get(), M,
@@ -533,6 +535,36 @@ void run_bn_case(int64_t M, int64_t C, bool training, bool relu_on, bool residua
     expect_close("running_var", grv.read(), rv);
     expect_close("dgamma", gdg.read(), dg, m.dgamma);
     expect_close("dbeta", gdb.read(), db, m.dbeta);
+
+    if (training) {  // the same forward from the producer's raw sums (conv epilogue)
+      std::vector<double> sums(2 * uc, 0.0);
+      for (size_t i = 0; i < un; ++i) {
+        const double v = xs[i];
+        sums[i % uc] += v;
+        sums[uc + i % uc] += v * v;
+      }
+      Guarded<double> gsums(sums);
+      Guarded<float> grm2(rm0), grv2(rv0), gmean2(C), ginv2(C);
+      Vec got2;
+      if (!bf) {
+        Guarded<float> gx(xs), gres(rs), gy(n);
+        RZ_CUDA_CHECK(fused_bn_fwd_cuda(gx.get(), residual ? gres.get() : nullptr, gg.get(),
+                                        gb.get(), gy.get(), gmean2.get(), ginv2.get(), grm2.get(),
+                                        grv2.get(), M, C, opt, gsums.get(), stream()));
+        got2 = gy.read();
+        expect_close("y from sums", got2, y, m.y);
+      } else {
+        Guarded<bf16> gx(to_bf16(x)), gres(to_bf16(res)), gy(n);
+        RZ_CUDA_CHECK(fused_bn_fwd_cuda(gx.get(), residual ? gres.get() : nullptr, gg.get(),
+                                        gb.get(), gy.get(), gmean2.get(), ginv2.get(), grm2.get(),
+                                        grv2.get(), M, C, opt, gsums.get(), stream()));
+        expect_nmse("y from sums (bf16)", to_f32(gy.read()), y);
+      }
+      expect_close("save_mean from sums", gmean2.read(), mean, m.mean);
+      expect_close("save_invstd from sums", ginv2.read(), invstd);
+      expect_close("running_mean from sums", grm2.read(), rm, m.mean);
+      expect_close("running_var from sums", grv2.read(), rv);
+    }
   }
 }
 
@@ -592,16 +624,31 @@ TEST_SUITE("gpu") {
     run_bn_case(M, C, true, true, true, gen);
   }
 
+  TEST_CASE("gpu: bn_fold_cuda matches bn_fold_cpu") {
+    RZ_SKIP_WITHOUT_GPU();
+    Generator gen(36);
+    const int64_t C = 67;
+    const Vec gamma = random_vec(C, 0.5, 1.5, gen), beta = random_vec(C, -0.5, 0.5, gen);
+    const Vec rm = random_vec(C, -0.2, 0.2, gen), rv = random_vec(C, 0.5, 2, gen);
+    Vec scale(static_cast<size_t>(C)), shift(static_cast<size_t>(C));
+    bn_fold_cpu(gamma.data(), beta.data(), rm.data(), rv.data(), scale.data(), shift.data(), C, kEps);
+    Guarded<float> gg(gamma), gb(beta), grm(rm), grv(rv), gs(C), gh(C);
+    RZ_CUDA_CHECK(bn_fold_cuda(gg.get(), gb.get(), grm.get(), grv.get(), gs.get(), gh.get(), C,
+                               kEps, stream()));
+    expect_close("scale", gs.read(), scale);
+    expect_close("shift", gh.read(), shift);
+  }
+
   TEST_CASE("gpu: fused launchers reject invalid sizes") {
     RZ_SKIP_WITHOUT_GPU();
     Guarded<float> x(64), y(64), p(64);
     const FusedBnOptions train{};
     CHECK(fused_bn_fwd_cuda(x.get(), static_cast<float*>(nullptr), p.get(), p.get(), y.get(),
-                            nullptr, nullptr, nullptr, nullptr, 0, 8, train,
+                            nullptr, nullptr, nullptr, nullptr, 0, 8, train, nullptr,
                             stream()) == cudaErrorInvalidValue);
     const FusedBnOptions eval{false, false, kMomentum, kEps};
     CHECK(fused_bn_fwd_cuda(x.get(), static_cast<float*>(nullptr), p.get(), p.get(), y.get(),
-                            nullptr, nullptr, nullptr, nullptr, 8, 8, eval,
+                            nullptr, nullptr, nullptr, nullptr, 8, 8, eval, nullptr,
                             stream()) == cudaErrorInvalidValue);  // eval needs running stats
     const SeWeights<float> w{p.get(), p.get(), p.get(), p.get(), p.get(), p.get()};
     const SeSaved<float> none{nullptr, nullptr, nullptr, nullptr, nullptr};

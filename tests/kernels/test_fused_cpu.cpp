@@ -436,6 +436,59 @@ TEST_CASE("cpu kernels: fused BN equals BN + add + ReLU composed (double)") {
   }
 }
 
+TEST_CASE("cpu kernels: fused BN from the producer's raw sums equals its own statistics pass") {
+  // The sums a convolution epilogue hands over (sum and sum of squares of x
+  // per channel, kernels/common/conv_epilogue.h), computed here directly.
+  uint64_t seed = 700;
+  for (const auto [M, C] : {std::array<int64_t, 2>{2, 5}, {35, 67}, {1031, 3}}) {
+    for (const bool relu_on : {false, true}) {
+      for (const bool residual : {false, true}) {
+        CAPTURE(M);
+        CAPTURE(C);
+        CAPTURE(relu_on);
+        CAPTURE(residual);
+        const BnCase k = make_bn_case(M, C, seed += 10);
+        const BnRef ref = bn_reference(k, true, relu_on, residual);
+        Vec sums(static_cast<size_t>(2 * C), 0.0);
+        for (int64_t r = 0; r < M; ++r)
+          for (int64_t c = 0; c < C; ++c) {
+            const double v = k.x[static_cast<size_t>(r * C + c)];
+            sums[static_cast<size_t>(c)] += v;
+            sums[static_cast<size_t>(C + c)] += v * v;
+          }
+        const rz::FusedBnOptions opt{true, relu_on, kMomentum, kEps};
+        Out y(M * C), mean(C), invstd(C), rm(k.rm), rv(k.rv);
+        rz::fused_bn_fwd_cpu(k.x.data(), residual ? k.res.data() : nullptr, k.gamma.data(),
+                             k.beta.data(), y.p(), mean.p(), invstd.p(), rm.p(), rv.p(), M, C, opt,
+                             sums.data());
+        expect_same("y", y, ref.y);
+        expect_same("save_mean", mean, ref.mean);
+        expect_same("save_invstd", invstd, ref.invstd);
+        expect_same("running_mean", rm, ref.rm);
+        expect_same("running_var", rv, ref.rv);
+      }
+    }
+  }
+}
+
+TEST_CASE("cpu kernels: bn_fold turns eval BN into the affine x * scale + shift") {
+  const BnCase k = make_bn_case(19, 11, 900);
+  const BnRef ref = bn_reference(k, false, false, false);
+  Out scale(k.C), shift(k.C);
+  rz::bn_fold_cpu(k.gamma.data(), k.beta.data(), k.rm.data(), k.rv.data(), scale.p(), shift.p(),
+                  k.C, kEps);
+  CHECK(scale.guards_intact());
+  CHECK(shift.guards_intact());
+  Vec y(k.x.size());
+  for (size_t i = 0; i < y.size(); ++i) {
+    const size_t c = i % static_cast<size_t>(k.C);
+    y[i] = k.x[i] * scale.p()[c] + shift.p()[c];
+  }
+  expect_same("x * scale + shift", y, ref.y);
+  // The formula itself: scale = gamma / sqrt(var + eps).
+  CHECK(scale.p()[0] == doctest::Approx(k.gamma[0] / std::sqrt(k.rv[0] + kEps)).epsilon(1e-15));
+}
+
 TEST_CASE("cpu kernels: fused BN gradients match finite differences") {
   const int64_t M = 7, C = 3;
   for (const bool training : {true, false}) {

@@ -189,13 +189,14 @@ TEST_CASE("models: ranzcr info prints the exact parameter counts") {
   CHECK(model_info_report(opt).find("66,841,080") != std::string::npos);
 }
 
-TEST_CASE("seresnet: the fused block ops (SE tail, BN + ReLU) give the unfused model's outputs and gradients") {
+TEST_CASE("seresnet: the fused block ops (SE tail, BN + ReLU, conv + BN) give the unfused model's outputs and gradients") {
   for (bool training : {true, false}) {
     ResNetConfig cfg = resnet_config("seresnet_tiny");
     cfg.num_classes = 5;
     auto plain = create_resnet(cfg, 7);
     cfg.fused_se = true;
     cfg.fused_bn = true;
+    cfg.fused_conv_bn = true;
     auto fused = create_resnet(cfg, 7);
     plain->to(DType::F64);
     fused->to(DType::F64);
