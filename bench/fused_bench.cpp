@@ -229,7 +229,7 @@ void bench_stage(const Stage& st, int64_t batch, int reps, double hbm_gbps, rz::
   };
   const auto fused_fwd = [&] {
     RZ_CUDA_CHECK(rz::fused_se_fwd_cuda(t.get(), sc.get(), wts, out_f.get(), saved, rm.get(),
-                                        rv.get(), dims, opt, s));
+                                        rv.get(), dims, opt, nullptr, s));
   };
   const auto fused_bwd = [&] {
     RZ_CUDA_CHECK(rz::fused_se_bwd_cuda(t.get(), out_f.get(), dout.get(), wts, saved.as_input(),

@@ -69,7 +69,7 @@ struct Options {
   std::string precision = "bf16";  // fp32 | bf16
   std::string optim = "sgd";       // sgd | adamw
   bool tf32 = false;               // fp32 convolutions/GEMMs may use TF32
-  bool fused_se = false;           // model.fused_se and model.fused_bn: the fused block ops
+  bool fused_se = false;           // model.fused_se, fused_bn, fused_conv_bn: the fused block ops
   bool graph = false;              // capture the whole step into a CUDA graph and replay it
   std::string conv_impl = "cudnn"; // cudnn | native | auto (unvalidated variants allowed)
   uint64_t seed = 0;
@@ -204,7 +204,8 @@ int run(const Options& opt) {
   rz::ResNetConfig cfg = rz::resnet_config(opt.model);
   cfg.num_classes = opt.num_classes;
   cfg.fused_se = opt.fused_se;
-  cfg.fused_bn = opt.fused_se;  // --fused-se turns on both fused block ops
+  cfg.fused_bn = opt.fused_se;  // --fused-se turns on every fused block op:
+  cfg.fused_conv_bn = opt.fused_se;  // BN work in native conv epilogues (with native plans)
   double macs = 0;
   for (const rz::StageCost& s : rz::resnet_cost(cfg, opt.img_size)) macs += s.macs;
 

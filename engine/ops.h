@@ -82,6 +82,21 @@ Tensor batch_norm_act(const Tensor& x, const Tensor& residual, const Tensor& gam
                       const Tensor& beta, const Tensor& running_mean, const Tensor& running_var,
                       BatchNormOptions opt, bool relu, const Tensor& batch_sums = Tensor());
 
+// ---- conv2d that also hands its output's statistics to the op after it ----
+// y = conv2d(x, w, opt) (same autograd node) and, when the layer's plan
+// (engine/conv_autotune.h, ConvFusion::BnStats) is a native kernel that can
+// produce them here, sums = f64 [2, segments, K]: per segment of
+// N*OH*OW / segments consecutive output rows (segments = N: per image), the
+// sum and the sum of squares of every channel of the stored y. sums is
+// undefined on the CPU, for cuDNN plans and when the kernel refuses (e.g. a
+// segment that is not a whole number of its row tiles); consumers then run
+// their own statistics pass.
+struct ConvWithSums {
+  Tensor y, sums;
+};
+ConvWithSums conv2d_with_sums(const Tensor& x, const Tensor& w, Conv2dOptions opt,
+                              int64_t segments = 1);
+
 // ---- a convolution and the batch norm after it: ----
 //   y = [relu](batch_norm2d(conv2d(x, w, copt)) [+ residual])
 // The same values and gradients as batch_norm_act(conv2d(...)). On CUDA, when
@@ -105,10 +120,14 @@ Tensor conv_bn_act(const Tensor& x, const Tensor& w, Conv2dOptions copt, const T
 // values and gradients as composing those ops, in two passes over the big
 // tensors each way (kernels/cpu/fused_se.h, kernels/cuda/fused_se.cuh). On
 // CUDA t and shortcut are f32 or bf16 and every parameter is f32.
+// image_sums (may be undefined): f64 [2, N, C] on t's device, per image and
+// channel the sum and the sum of squares of t, already computed by t's
+// producer (conv2d_with_sums with segments = N); the statistics pass over t
+// is skipped.
 Tensor se_block_tail(const Tensor& t, const Tensor& shortcut, const Tensor& gamma,
                      const Tensor& beta, const Tensor& running_mean, const Tensor& running_var,
                      const Tensor& w1, const Tensor& b1, const Tensor& w2, const Tensor& b2,
-                     BatchNormOptions opt = {});
+                     BatchNormOptions opt = {}, const Tensor& image_sums = Tensor());
 
 // ---- squeeze-excitation multiply: x [N, H, W, C] * s [N, C] (or [N, 1, 1, C]) ----
 Tensor channel_scale(const Tensor& x, const Tensor& s);

@@ -89,43 +89,39 @@ void record_conv2d(Tensor& y, const Tensor& x, const Tensor& w, const Conv2dGeom
 }
 
 #if defined(RZ_HAVE_CUDA)
-// conv_bn_act's native-epilogue paths: y (or undefined when the layer's plan
-// is cuDNN or the kernel refused, nothing enqueued). Training: y is the conv
-// output and *sums its BN sums. Eval: y is the finished output.
-Tensor conv_bn_epilogue(const Tensor& x, const Tensor& w, const Conv2dGeom& g,
-                        const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
-                        const Tensor& running_var, const BatchNormOptions& opt, bool relu,
-                        Tensor* sums) {
+// The forward convolution by the layer's native plan with epilogue f into a
+// new y; undefined when the plan is cuDNN or every native variant refused
+// (nothing enqueued).
+Tensor conv_fused_forward(const Tensor& x, const Tensor& w, const Conv2dGeom& g,
+                          ConvFusion fusion, const ConvFwdFusion& f) {
   CudaContext& ctx = op_context(x);
-  const ConvFusion fusion = opt.training ? ConvFusion::BnStats : ConvFusion::BnEval;
   const ConvPlan plan = conv_plan(ctx, g, x.dtype(), ConvPass::Fwd, fusion);
   if (!plan.native()) return Tensor();
   Tensor y = Tensor::empty({g.N, g.OH, g.OW, g.K}, x.dtype(), x.device());
-  ConvFwdFusion f;
-  Tensor scale, shift;
-  if (opt.training) {
-    *sums = Tensor::empty({2, g.K}, DType::F64, x.device());
-    f.sums = sums->data<double>();
-  } else {
-    for (const Tensor* p : {&gamma, &beta, &running_mean, &running_var}) {
-      RZ_CHECK(p->defined() && p->dtype() == DType::F32 && p->device() == x.device(),
-               "conv_bn_act: BN parameters and running statistics must be f32 on ",
-               x.device().str());
-      check_shape(*p, {g.K}, "conv_bn_act");
-    }
-    scale = Tensor::empty({g.K}, DType::F32, x.device());
-    shift = Tensor::empty({g.K}, DType::F32, x.device());
-    RZ_CUDA_CHECK(bn_fold_cuda(gamma.data<float>(), beta.data<float>(),
-                               running_mean.data<float>(), running_var.data<float>(),
-                               scale.data<float>(), shift.data<float>(), g.K, opt.eps,
-                               op_stream()));
-    f.scale = scale.data<float>();
-    f.shift = shift.data<float>();
-    f.relu = relu;
-  }
   if (!conv_run_fused(ctx, plan, g, x.dtype(), x.raw_data(), w.raw_data(), y.raw_data(), f))
     return Tensor();
   return y;
+}
+
+// Eval: conv with the folded BN (+ ReLU) in its epilogue, or undefined.
+Tensor conv_bn_eval_epilogue(const Tensor& x, const Tensor& w, const Conv2dGeom& g,
+                             const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                             const Tensor& running_var, double eps, bool relu) {
+  for (const Tensor* p : {&gamma, &beta, &running_mean, &running_var}) {
+    RZ_CHECK(p->defined() && p->dtype() == DType::F32 && p->device() == x.device(),
+             "conv_bn_act: BN parameters and running statistics must be f32 on ", x.device().str());
+    check_shape(*p, {g.K}, "conv_bn_act");
+  }
+  Tensor scale = Tensor::empty({g.K}, DType::F32, x.device());
+  Tensor shift = Tensor::empty({g.K}, DType::F32, x.device());
+  RZ_CUDA_CHECK(bn_fold_cuda(gamma.data<float>(), beta.data<float>(), running_mean.data<float>(),
+                             running_var.data<float>(), scale.data<float>(), shift.data<float>(),
+                             g.K, eps, op_stream()));
+  ConvFwdFusion f;
+  f.scale = scale.data<float>();
+  f.shift = shift.data<float>();
+  f.relu = relu;
+  return conv_fused_forward(x, w, g, ConvFusion::BnEval, f);
 }
 #endif
 
@@ -141,24 +137,46 @@ Tensor conv2d(const Tensor& x, const Tensor& w_in, Conv2dOptions opt) {
   return y;
 }
 
+ConvWithSums conv2d_with_sums(const Tensor& x, const Tensor& w_in, Conv2dOptions opt,
+                              int64_t segments) {
+  NvtxRange range("conv2d_with_sums");
+  const Tensor w = weight_for(x, w_in, "conv2d");
+  const Conv2dGeom g = conv_geometry(x, w, opt, "conv2d");
+  RZ_CHECK(segments >= 1 && (g.N * g.OH * g.OW) % segments == 0, "conv2d_with_sums: ",
+           segments, " segments do not divide the ", g.N * g.OH * g.OW, " output rows");
+  ConvWithSums r;
+#if defined(RZ_HAVE_CUDA)
+  if (x.device().is_cuda() && (x.dtype() == DType::F32 || x.dtype() == DType::BF16)) {
+    Tensor sums = Tensor::empty({2, segments, g.K}, DType::F64, x.device());
+    ConvFwdFusion f;
+    f.sums = sums.data<double>();
+    f.segments = segments;
+    r.y = conv_fused_forward(x, w, g, ConvFusion::BnStats, f);
+    if (r.y.defined()) r.sums = sums;
+  }
+#endif
+  if (!r.y.defined()) {
+    r.y = Tensor::empty({g.N, g.OH, g.OW, g.K}, x.dtype(), x.device());
+    conv_pass(ConvPass::Fwd, g, x, w, r.y);
+  }
+  record_conv2d(r.y, x, w, g);
+  return r;
+}
+
 Tensor conv_bn_act(const Tensor& x, const Tensor& w_in, Conv2dOptions copt, const Tensor& residual,
                    const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
                    const Tensor& running_var, BatchNormOptions opt, bool relu) {
   NvtxRange range("conv_bn_act");
+  if (opt.training) {
+    const ConvWithSums c = conv2d_with_sums(x, w_in, copt, 1);
+    return batch_norm_act(c.y, residual, gamma, beta, running_mean, running_var, opt, relu, c.sums);
+  }
   const Tensor w = weight_for(x, w_in, "conv_bn_act");
   const Conv2dGeom g = conv_geometry(x, w, copt, "conv_bn_act");
 #if defined(RZ_HAVE_CUDA)
-  const bool cuda = x.device().is_cuda() && (x.dtype() == DType::F32 || x.dtype() == DType::BF16);
-  if (cuda && opt.training) {
-    Tensor sums;
-    Tensor y = conv_bn_epilogue(x, w, g, gamma, beta, running_mean, running_var, opt, relu, &sums);
-    if (y.defined()) {
-      record_conv2d(y, x, w, g);
-      return batch_norm_act(y, residual, gamma, beta, running_mean, running_var, opt, relu, sums);
-    }
-  } else if (cuda && !residual.defined() &&
-             !any_requires_grad({&x, &w, &gamma, &beta})) {
-    Tensor y = conv_bn_epilogue(x, w, g, gamma, beta, running_mean, running_var, opt, relu, nullptr);
+  if (x.device().is_cuda() && (x.dtype() == DType::F32 || x.dtype() == DType::BF16) &&
+      !residual.defined() && !any_requires_grad({&x, &w, &gamma, &beta})) {
+    Tensor y = conv_bn_eval_epilogue(x, w, g, gamma, beta, running_mean, running_var, opt.eps, relu);
     if (y.defined()) return y;
   }
 #endif

@@ -18,7 +18,7 @@ namespace rz {
 Tensor se_block_tail(const Tensor& t, const Tensor& shortcut, const Tensor& gamma,
                      const Tensor& beta, const Tensor& running_mean, const Tensor& running_var,
                      const Tensor& w1, const Tensor& b1, const Tensor& w2, const Tensor& b2,
-                     BatchNormOptions opt) {
+                     BatchNormOptions opt, const Tensor& image_sums) {
   const char* op = "se_block_tail";
   NvtxRange range(op);
   check_same(t, shortcut, op);
@@ -49,6 +49,12 @@ Tensor se_block_tail(const Tensor& t, const Tensor& shortcut, const Tensor& gamm
   check_param(b2, {C}, "fc2 bias");
   RZ_CHECK(!opt.training || N * HW > 1, op, ": training needs more than one value per channel");
 
+  if (image_sums.defined())
+    RZ_CHECK(image_sums.dtype() == DType::F64 && image_sums.device() == t.device() &&
+                 image_sums.numel() == 2 * N * C,
+             op, ": image sums must be f64 [2, ", N, ", ", C, "] on ", t.device().str(), ", got ",
+             image_sums.str());
+  const double* given_sums = image_sums.defined() ? image_sums.data<double>() : nullptr;
   const SeDims d{N, HW, C, rd};
   const FusedSeOptions fo{opt.training, opt.momentum, opt.eps};
   Tensor out = Tensor::empty_like(t);
@@ -68,9 +74,10 @@ Tensor se_block_tail(const Tensor& t, const Tensor& shortcut, const Tensor& gamm
     P* rm = track ? const_cast<P*>(running_mean.data<P>()) : nullptr;
     P* rv = track ? const_cast<P*>(running_var.data<P>()) : nullptr;
     if constexpr (decltype(on_cpu)::value)
-      fused_se_fwd_cpu(t.data<T>(), shortcut.data<T>(), w, out.data<T>(), sv, rm, rv, d, fo);
+      fused_se_fwd_cpu(t.data<T>(), shortcut.data<T>(), w, out.data<T>(), sv, rm, rv, d, fo, given_sums);
     else
-      RZ_OP_CUDA(fused_se_fwd_cuda(t.data<T>(), shortcut.data<T>(), w, out.data<T>(), sv, rm, rv, d, fo, op_stream()));
+      RZ_OP_CUDA(fused_se_fwd_cuda(t.data<T>(), shortcut.data<T>(), w, out.data<T>(), sv, rm, rv, d, fo,
+                                   given_sums, op_stream()));
   });
   if (any_requires_grad({&t, &shortcut, &gamma, &beta, &w1, &b1, &w2, &b2})) {
     SavedTensor st(t), so(out), sg(gamma), sb(beta), sw1(w1), sb1(b1), sw2(w2), sb2(b2);

@@ -138,7 +138,14 @@ Tensor ResNetBlock::forward(const Tensor& x) {
   Tensor h = conv_bn_relu(*conv1, *bn1, x, fused_bn, fused_conv_bn);
   if (fused_se) {
     h = conv_bn_relu(*conv2, *bn2, h, fused_bn, fused_conv_bn);
-    const Tensor t = (*conv3)(h);
+    // With fused_conv_bn conv3's epilogue may hand the SE tail its per-image
+    // sums (undefined when it cannot: the tail then takes its own pass).
+    ConvWithSums c3;
+    if (fused_conv_bn)
+      c3 = conv2d_with_sums(h, conv3->weight, conv3->opt, h.size(0));
+    else
+      c3.y = (*conv3)(h);
+    const Tensor& t = c3.y;
     const Tensor shortcut = downsample ? (*downsample)(x) : x;
     if (bn3->is_training()) bn3->count_batch();
     const Tensor& w1 = se->fc1->weight;
@@ -147,7 +154,7 @@ Tensor ResNetBlock::forward(const Tensor& x) {
     return se_block_tail(t, shortcut, bn3->weight, bn3->bias, bn3->running_mean, bn3->running_var,
                          reshape(w1, {w1.size(0), w1.size(3)}), se->fc1->bias,
                          reshape(w2, {w2.size(0), w2.size(3)}), se->fc2->bias,
-                         {bn3->is_training(), bn3->momentum, bn3->eps});
+                         {bn3->is_training(), bn3->momentum, bn3->eps}, c3.sums);
   }
   if (bottleneck) {
     h = conv_bn_relu(*conv2, *bn2, h, fused_bn, fused_conv_bn);

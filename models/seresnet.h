@@ -47,6 +47,8 @@ struct ResNetConfig {
   // conv1 + bn1 + ReLU and conv2 + bn2 + ReLU of every block as conv_bn_act:
   // on CUDA with a native conv plan, the conv epilogue takes the BN statistics
   // (training) or the whole eval BN + ReLU. Implies fused_bn for those sites.
+  // With fused_se, conv3's epilogue also hands the SE tail its per-image
+  // sums (conv2d_with_sums), so the tail skips its statistics pass.
   bool fused_conv_bn = false;
 
   int64_t expansion() const { return bottleneck ? 4 : 1; }

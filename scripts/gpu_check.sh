@@ -315,6 +315,17 @@ if [[ $BUILD_OK -eq 1 ]]; then
     --graph --fused-se --steps 5 --warmup 3 --json "$LOG_DIR/$DATE-train_step_bench-bf16-graph-fused.json"
 fi
 
+# Then our kernels end to end: every conv by its native variant (no autotune)
+# with the BN work in the conv epilogues, and the per-layer conv + BN table.
+if [[ $BUILD_OK -eq 1 ]]; then
+  KEY_RE='^train_step_bench result|out of GPU memory' \
+    bench train_step-bf16-native-fused 120 25 0 "$BUILD_DIR/train_step_bench" --precision bf16 \
+    --fused-se --conv-impl native --steps 5 --warmup 3 \
+    --json "$LOG_DIR/$DATE-train_step_bench-bf16-native-fused.json"
+  KEY_RE='^  (fwd|dgrad|wgrad)' \
+    bench ranzcr-bench-fused 90 20 0 "$BUILD_DIR/ranzcr" bench --fused --batch 8 --img-size 256
+fi
+
 # --- (g) summary ------------------------------------------------------------------------------------
 FAILED=0
 [[ $BUILD_OK -eq 1 ]] || FAILED=1

@@ -36,14 +36,19 @@ struct ConvFwdEpilogue {
 
 // What a caller asks of a fused forward convolution
 // (conv2d_fwd_native_fused in kernels/cuda/conv_native.cuh): the affine and
-// ReLU above, and the batch statistics finalized to sums[k] = sum over all M
-// rows of the stored y[.][k], sums[K + k] = the sum of squares (double [2][K];
-// null: none).
+// ReLU above, and the statistics finalized per segment of M / segments
+// consecutive rows (segments = N: per image, what the SE squeeze needs; 1:
+// the whole batch, what BN needs):
+//   sums[(0 * segments + s) * K + k] = sum of the stored y[m][k], m in segment s
+//   sums[(1 * segments + s) * K + k] = the sum of squares
+// (double [2][segments][K]; null: none). With segments > 1 every segment must
+// be a whole number of M-tiles (else the call is refused).
 struct ConvFwdFusion {
   const float* scale = nullptr;  // [K]
   const float* shift = nullptr;  // [K]
   bool relu = false;
-  double* sums = nullptr;  // [2][K]
+  double* sums = nullptr;  // [2][segments][K]
+  int64_t segments = 1;
 };
 
 // The value an epilogue stores for one accumulator (before rounding to T).

@@ -36,16 +36,19 @@ void image_sums(int64_t n, int64_t HW, int64_t C, double* acc, Add add) {
 template <class T>
 void fused_se_fwd_cpu(const T* t, const T* shortcut, const SeWeights<T>& w, T* out,
                       const SeSaved<T>& saved, T* running_mean, T* running_var, const SeDims& d,
-                      const FusedSeOptions& opt) {
+                      const FusedSeOptions& opt, const double* given_sums) {
   const int64_t N = d.N, HW = d.HW, C = d.C, rd = d.rd;
   const auto uc = static_cast<size_t>(C), unc = static_cast<size_t>(N * C);
   const double inv_hw = 1.0 / static_cast<double>(HW);
 
   // Pass 1: per-image shifted sums nc[(k*N + n)*C + c], k = 0: sum(t - shift),
   // k = 1: sum((t - shift)^2); shift = t[0, 0, c].
-  std::vector<double> shift(uc), nc(2 * unc, 0.0);
-  for (int64_t c = 0; c < C; ++c) shift[c] = static_cast<double>(t[c]);
-  {
+  // given_sums: the raw sums (shift 0) from t's producer.
+  std::vector<double> shift(uc, 0.0), nc(2 * unc, 0.0);
+  if (given_sums != nullptr) {
+    nc.assign(given_sums, given_sums + 2 * unc);
+  } else {
+    for (int64_t c = 0; c < C; ++c) shift[c] = static_cast<double>(t[c]);
     const double* sh = shift.data();
 #pragma omp parallel for schedule(static) if (N * HW * C >= kParallelMin)
     for (int64_t n = 0; n < N; ++n) {
@@ -248,7 +251,7 @@ void fused_se_bwd_cpu(const T* t, const T* out, const T* dout, const SeWeights<T
 #define RZ_INSTANTIATE(T)                                                               \
   template void fused_se_fwd_cpu<T>(const T*, const T*, const SeWeights<T>&, T*,        \
                                     const SeSaved<T>&, T*, T*, const SeDims&,           \
-                                    const FusedSeOptions&);                             \
+                                    const FusedSeOptions&, const double*);              \
   template void fused_se_bwd_cpu<T>(const T*, const T*, const T*, const SeWeights<T>&,  \
                                     const SeSaved<const T>&, T*, T*, const SeGrads<T>&, \
                                     const SeDims&, const FusedSeOptions&);

@@ -77,10 +77,14 @@ struct SeGrads {
 // Forward. Training: batch statistics; running_mean / running_var (each may be
 // nullptr) are updated in place. Eval: running_mean and running_var are
 // required and only read. Requires N, HW, C, rd >= 1.
+// image_sums (may be nullptr): [2][N][C] doubles, per image and channel the
+// sum and the sum of squares of t, already computed by t's producer (the
+// convolution epilogue, kernels/common/conv_epilogue.h, with segments = N);
+// the statistics pass is skipped (shift 0 instead of t[0, 0, c]).
 template <class T>
 void fused_se_fwd_cpu(const T* t, const T* shortcut, const SeWeights<T>& w, T* out,
                       const SeSaved<T>& saved, T* running_mean, T* running_var, const SeDims& d,
-                      const FusedSeOptions& opt);
+                      const FusedSeOptions& opt, const double* image_sums = nullptr);
 
 // Backward (opt.training selects the BN backward; momentum and eps are unused).
 // out is the forward output (its ReLU mask); t the forward input. With

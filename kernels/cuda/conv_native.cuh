@@ -59,11 +59,11 @@ cudaError_t conv2d_fwd_native(ConvVariant v, const Conv2dGeom& g, const T* x, co
 // The forward pass fused with what follows it in a ResNet
 // (kernels/common/conv_epilogue.h):
 //   y = round_T([relu](acc * scale[k] + shift[k]))  (affine when scale is set)
-// and, when sums != nullptr, the training-mode BN statistics of the stored y:
-//   sums[k] = sum over the M = N*OH*OW rows of y[.][k], sums[K + k] = the sum
-//   of squares (double [2][K]). Each block writes fp32 partials of its M-tile
-//   to a stream-ordered workspace; detail::conv_stats_finalize adds them in
-//   tile order in double: deterministic, no atomics.
+// and, when sums != nullptr, the sums and sums of squares of the stored y per
+// channel and segment of rows (ConvFwdFusion). Each block writes fp32
+// partials of its M-tile to a stream-ordered workspace;
+// detail::conv_stats_finalize adds them in tile order in double:
+// deterministic, no atomics.
 // scale and shift are set together or not at all (cudaErrorInvalidValue).
 // ConvFwdFusion is in kernels/common/conv_epilogue.h.
 template <typename T>
@@ -96,10 +96,12 @@ cudaError_t conv_native_v2(ConvPass pass, const Conv2dGeom& g, const bf16* a, co
                            bf16* out, const ConvFwdEpilogue& ep, cudaStream_t stream);
 // The block height BM of variant v's forward kernel (its statistics tiles).
 int conv_fwd_tile_rows(ConvVariant v);
-// sums[c] (c < 2K) = sum over t < tiles of partials[t * 2K + c], added in
-// tile order in double (two fixed-shape passes; deterministic).
-cudaError_t conv_stats_finalize(const float* partials, int tiles, int64_t K, double* sums,
-                                cudaStream_t stream);
+// Per segment s of tiles / segments consecutive tiles (tiles % segments ==
+// 0): sums[(j * segments + s) * K + k] = sum over the segment's tiles t of
+// partials[(t * 2 + j) * K + k], j = 0, 1, added in tile order in double (two
+// fixed-shape passes; deterministic).
+cudaError_t conv_stats_finalize(const float* partials, int tiles, int64_t K, int64_t segments,
+                                double* sums, cudaStream_t stream);
 // out[i] = sum over z < splits (in order) of ws[z*mn + i], rounded once to T.
 template <typename T>
 cudaError_t splitk_reduce(const float* ws, int splits, int64_t mn, T* out, cudaStream_t stream);

@@ -167,32 +167,35 @@ cudaError_t run(ConvVariant v, ConvPass pass, const Conv2dGeom& g, const T* a, c
   return cudaErrorInvalidValue;
 }
 
-// Statistics finalize, pass A: grid (ceil(cols / 32), chunks), block 32 x 8.
-// Column c of chunk j: lane ty adds tiles j*per + ty, j*per + ty + 8, ... in
-// order (double), then a fixed tree over the 8 lanes.
+// Statistics finalize, pass A: grid (ceil(2K / 32), chunks, segments), block
+// 32 x 8. Column c of chunk j of segment s: lane ty adds that segment's tiles
+// j*per + ty, j*per + ty + 8, ... in order (double), then a fixed tree over
+// the 8 lanes into chunk_sums[(s * chunks + j) * 2K + c].
 constexpr int kStatLanes = 8;
 constexpr int kStatTilesPerChunk = 256;
 constexpr int kStatMaxChunks = 128;
 
 __global__ void __launch_bounds__(32 * kStatLanes)
-    stats_chunks_kernel(const float* partials, int tiles, int64_t cols, int per_chunk,
+    stats_chunks_kernel(const float* partials, int seg_tiles, int64_t cols, int per_chunk,
                         double* chunk_sums) {
   __shared__ double part[kStatLanes][32];
   const int tx = static_cast<int>(threadIdx.x), ty = static_cast<int>(threadIdx.y);
   const int64_t c = static_cast<int64_t>(blockIdx.x) * 32 + tx;
+  const int64_t tile0 = static_cast<int64_t>(blockIdx.z) * seg_tiles;
   const int t0 = static_cast<int>(blockIdx.y) * per_chunk;
-  const int t1 = min(tiles, t0 + per_chunk);
+  const int t1 = min(seg_tiles, t0 + per_chunk);
   double acc = 0.0;
   if (c < cols)
     for (int t = t0 + ty; t < t1; t += kStatLanes)
-      acc += static_cast<double>(partials[static_cast<int64_t>(t) * cols + c]);
+      acc += static_cast<double>(partials[(tile0 + t) * cols + c]);
   part[ty][tx] = acc;
   __syncthreads();
   for (int half = kStatLanes / 2; half > 0; half /= 2) {
     if (ty < half) part[ty][tx] += part[ty + half][tx];
     __syncthreads();
   }
-  if (ty == 0 && c < cols) chunk_sums[static_cast<int64_t>(blockIdx.y) * cols + c] = part[0][tx];
+  if (ty == 0 && c < cols)
+    chunk_sums[(static_cast<int64_t>(blockIdx.z) * gridDim.y + blockIdx.y) * cols + c] = part[0][tx];
 }
 
 }  // namespace
@@ -261,28 +264,34 @@ int conv_fwd_tile_rows(ConvVariant v) {
   return 0;
 }
 
-cudaError_t conv_stats_finalize(const float* partials, int tiles, int64_t K, double* sums,
-                                cudaStream_t stream) {
-  if (tiles < 0 || K < 0 || (K > 0 && sums == nullptr) || (tiles > 0 && K > 0 && partials == nullptr))
+cudaError_t conv_stats_finalize(const float* partials, int tiles, int64_t K, int64_t segments,
+                                double* sums, cudaStream_t stream) {
+  if (tiles < 0 || K < 0 || segments < 1 || segments > 65535 || tiles % segments != 0 ||
+      (K > 0 && sums == nullptr) || (tiles > 0 && K > 0 && partials == nullptr))
     return cudaErrorInvalidValue;
   if (K == 0) return cudaSuccess;
-  if (tiles == 0) return cudaMemsetAsync(sums, 0, static_cast<size_t>(2 * K) * sizeof(double), stream);
+  if (tiles == 0)
+    return cudaMemsetAsync(sums, 0, static_cast<size_t>(2 * segments * K) * sizeof(double), stream);
   const int64_t cols = 2 * K;  // partials are [tiles][2][K] = [tiles][cols]
-  int chunks = (tiles + kStatTilesPerChunk - 1) / kStatTilesPerChunk;
+  const int seg_tiles = static_cast<int>(tiles / segments);
+  int chunks = (seg_tiles + kStatTilesPerChunk - 1) / kStatTilesPerChunk;
   if (chunks > kStatMaxChunks) chunks = kStatMaxChunks;
-  const int per_chunk = (tiles + chunks - 1) / chunks;
+  const int per_chunk = (seg_tiles + chunks - 1) / chunks;
   return cuda_common::with_stream_workspace<double>(
-      static_cast<size_t>(chunks) * static_cast<size_t>(cols), stream, [&](double* chunk_sums) {
-        const dim3 grid(static_cast<unsigned>((cols + 31) / 32), static_cast<unsigned>(chunks));
-        stats_chunks_kernel<<<grid, dim3(32, kStatLanes), 0, stream>>>(partials, tiles, cols,
+      static_cast<size_t>(segments * chunks * cols), stream, [&](double* chunk_sums) {
+        const dim3 grid(static_cast<unsigned>((cols + 31) / 32), static_cast<unsigned>(chunks),
+                        static_cast<unsigned>(segments));
+        stats_chunks_kernel<<<grid, dim3(32, kStatLanes), 0, stream>>>(partials, seg_tiles, cols,
                                                                         per_chunk, chunk_sums);
         cudaError_t err = cudaGetLastError();
         if (err != cudaSuccess) return err;
-        // Pass B: one thread per column adds the chunks in order.
-        return cuda_common::launch_map(cols, stream, [=] __device__(int64_t c) {
+        // Pass B: one thread per (segment, column) adds the chunks in order
+        // and stores to sums[(column / K * segments + segment) * K + column % K].
+        return cuda_common::launch_map(segments * cols, stream, [=] __device__(int64_t i) {
+          const int64_t seg = i / cols, c = i % cols;
           double acc = 0.0;
-          for (int j = 0; j < chunks; ++j) acc += chunk_sums[static_cast<int64_t>(j) * cols + c];
-          sums[c] = acc;
+          for (int j = 0; j < chunks; ++j) acc += chunk_sums[(seg * chunks + j) * cols + c];
+          sums[((c / K) * segments + seg) * K + c % K] = acc;
         });
       });
 }
@@ -325,17 +334,18 @@ cudaError_t conv2d_fwd_native_fused(ConvVariant v, const Conv2dGeom& g, const T*
   ep.relu = f.relu;
   if (f.sums == nullptr) return run<T>(v, ConvPass::Fwd, g, x, w, y, ep, stream);
   if (!conv2d_native_supported<T>(v, ConvPass::Fwd, g)) return cudaErrorInvalidValue;
-  const int64_t M = g.N * g.OH * g.OW, K = g.K;
+  const int64_t M = g.N * g.OH * g.OW, K = g.K, S = f.segments;
   if (K == 0) return cudaSuccess;
   const int bm = detail::conv_fwd_tile_rows(v);
+  if (S < 1 || M % S != 0 || (S > 1 && (M / S) % bm != 0)) return cudaErrorInvalidValue;
   const int tiles = static_cast<int>((M + bm - 1) / bm);
-  if (tiles == 0) return detail::conv_stats_finalize(nullptr, 0, K, f.sums, stream);
+  if (tiles == 0) return detail::conv_stats_finalize(nullptr, 0, K, S, f.sums, stream);
   return cuda_common::with_stream_workspace<float>(
       static_cast<size_t>(tiles) * 2 * static_cast<size_t>(K), stream, [&](float* partials) {
         ep.stats = partials;
         const cudaError_t err = run<T>(v, ConvPass::Fwd, g, x, w, y, ep, stream);
         if (err != cudaSuccess) return err;
-        return detail::conv_stats_finalize(partials, tiles, K, f.sums, stream);
+        return detail::conv_stats_finalize(partials, tiles, K, S, f.sums, stream);
       });
 }
 

@@ -85,15 +85,18 @@ bool se_dims_ok(const SeDims& d) {
 template <typename T>
 cudaError_t fused_se_fwd_cuda(const T* t, const T* shortcut, const SeWeights<float>& w, T* out,
                               const SeSaved<float>& saved, float* running_mean, float* running_var,
-                              const SeDims& d, const FusedSeOptions& opt, cudaStream_t stream) {
+                              const SeDims& d, const FusedSeOptions& opt, const double* image_sums,
+                              cudaStream_t stream) {
   if (!se_dims_ok(d)) return cudaErrorInvalidValue;
   if (!opt.training && (running_mean == nullptr || running_var == nullptr))
     return cudaErrorInvalidValue;
   const int64_t N = d.N, HW = d.HW, C = d.C, rd = d.rd;
   const SegGrid g = make_seg_grid(N, HW, C);
+  const bool reduce = image_sums == nullptr;  // the statistics pass runs here
   WorkspaceLayout lay;
-  const size_t o_partial = lay.add<float>(static_cast<int64_t>(seg_partial_floats(g, 2)));
-  const size_t o_nc = lay.add<double>(2 * N * C);
+  const size_t o_partial =
+      lay.add<float>(reduce ? static_cast<int64_t>(seg_partial_floats(g, 2)) : 0);
+  const size_t o_nc = lay.add<double>(reduce ? 2 * N * C : 0);
   const size_t o_mms = lay.add<double>(C);
   const size_t o_mean = lay.add<float>(C), o_scale = lay.add<float>(C);
   const size_t o_pooled = lay.add<float>(saved.pooled == nullptr ? N * C : 0);
@@ -101,28 +104,31 @@ cudaError_t fused_se_fwd_cuda(const T* t, const T* shortcut, const SeWeights<flo
   const size_t o_gate = lay.add<float>(saved.gate == nullptr ? N * C : 0);
   return with_workspace_bytes(lay.bytes(), stream, [&](void* ws) {
     float* partial = at<float>(ws, o_partial);
-    double* nc = at<double>(ws, o_nc);
+    const double* nc = reduce ? at<double>(ws, o_nc) : image_sums;
     double* mms = at<double>(ws, o_mms);
     float* mean = at<float>(ws, o_mean);
     float* scale = at<float>(ws, o_scale);
     float* pooled = saved.pooled != nullptr ? saved.pooled : at<float>(ws, o_pooled);
     float* hidden = saved.hidden != nullptr ? saved.hidden : at<float>(ws, o_hidden);
     float* gate = saved.gate != nullptr ? saved.gate : at<float>(ws, o_gate);
-    // Pass 1: per-image shifted sums (shift = t[0, 0, c]).
-    cudaError_t err = launch_seg_sums<2>(
-        g,
-        [=] __device__(const SegThread& s, float* acc) {
-          const float shift = load_f32(t[s.c]);
-          for (int64_t r = s.first; r < s.end; r += kRowLanes) {
-            const float v = load_f32(t[nlc_index(s.n, r, s.c, g.L, g.C)]) - shift;
-            acc[0] += v;
-            acc[1] += v * v;
-          }
-        },
-        partial, nc, stream);
-    if (err != cudaSuccess) return err;
+    // Pass 1: per-image shifted sums (shift = t[0, 0, c]), unless given.
+    cudaError_t err = cudaSuccess;
+    if (reduce) {
+      err = launch_seg_sums<2>(
+          g,
+          [=] __device__(const SegThread& s, float* acc) {
+            const float shift = load_f32(t[s.c]);
+            for (int64_t r = s.first; r < s.end; r += kRowLanes) {
+              const float v = load_f32(t[nlc_index(s.n, r, s.c, g.L, g.C)]) - shift;
+              acc[0] += v;
+              acc[1] += v * v;
+            }
+          },
+          partial, at<double>(ws, o_nc), stream);
+      if (err != cudaSuccess) return err;
+    }
     bn_stats_kernel<T><<<static_cast<unsigned>((C + kBlock - 1) / kBlock), kBlock, 0, stream>>>(
-        nc, t, w.gamma, mean, scale, mms, saved.mean, saved.invstd, running_mean, running_var, N,
+        nc, reduce ? t : nullptr, w.gamma, mean, scale, mms, saved.mean, saved.invstd, running_mean, running_var, N,
         HW, C, opt.training, opt.momentum, opt.eps);
     err = cudaGetLastError();
     if (err != cudaSuccess) return err;
@@ -334,7 +340,7 @@ cudaError_t fused_se_bwd_cuda(const T* t, const T* out, const T* dout, const SeW
 #define RZ_INSTANTIATE(T)                                                                         \
   template cudaError_t fused_se_fwd_cuda<T>(const T*, const T*, const SeWeights<float>&, T*,      \
                                             const SeSaved<float>&, float*, float*, const SeDims&, \
-                                            const FusedSeOptions&, cudaStream_t);                 \
+                                            const FusedSeOptions&, const double*, cudaStream_t);  \
   template cudaError_t fused_se_bwd_cuda<T>(                                                      \
       const T*, const T*, const T*, const SeWeights<float>&, const SeSaved<const float>&, T*, T*, \
       const SeGrads<float>&, const SeDims&, const FusedSeOptions&, cudaStream_t);

@@ -49,10 +49,13 @@ namespace rz {
 
 // Forward. saved.* may each be nullptr (then kept in scratch); training
 // updates running_mean / running_var in place when not nullptr.
+// image_sums (device, may be nullptr): [2][N][C] raw per-image sums of t as
+// in kernels/cpu/fused_se.h; the statistics pass over t is skipped.
 template <typename T>
 cudaError_t fused_se_fwd_cuda(const T* t, const T* shortcut, const SeWeights<float>& w, T* out,
                               const SeSaved<float>& saved, float* running_mean, float* running_var,
-                              const SeDims& d, const FusedSeOptions& opt, cudaStream_t stream);
+                              const SeDims& d, const FusedSeOptions& opt, const double* image_sums,
+                              cudaStream_t stream);
 
 // Backward; writes (never adds) dt, dshortcut and the non-null grads.*.
 template <typename T>

@@ -16,6 +16,7 @@
 #include <cmath>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/autograd.h"
@@ -327,13 +328,19 @@ TEST_CASE("gpu model: conv + BN through the native conv epilogue (statistics, fo
     NativeConvs() { opts.conv_impl = ConvImpl::Native; }
     ~NativeConvs() { opts = saved; }
   } native;
-  for (bool bf16 : {false, true}) {
+  for (const auto& [bf16, fused_se] : {std::pair{false, false}, {true, false}, {false, true}, {true, true}}) {
     ResNetConfig cfg = resnet_config("seresnet_tiny");
     cfg.num_classes = 11;
     auto mc = create_resnet(cfg, 9);
     cfg.fused_bn = true;
     cfg.fused_conv_bn = true;
+    cfg.fused_se = fused_se;  // conv3's per-image sums feed the SE tail
     auto mg = create_resnet(cfg, 9);
+    for (auto* m : {mc.get(), mg.get()}) {  // non-zero bn3 weights so the SE path matters
+      Generator g(8);
+      for (auto& [name, p] : m->named_parameters())
+        if (name.find("bn3.weight") != std::string::npos) p.copy_(Tensor::uniform(p.shape(), 0.5, 1.5, g));
+    }
     mg->to(Device::cuda(0));
     Generator gen(13);
     const Tensor x = Tensor::normal({2, 64, 64, 3}, 0, 1, gen);
@@ -342,6 +349,7 @@ TEST_CASE("gpu model: conv + BN through the native conv epilogue (statistics, fo
     const Tensor lc = bce_with_logits(mc->forward(x), y);
     const Tensor lg = bce_with_logits(mg->forward(xg), y.to(Device::cuda(0)));
     CAPTURE(bf16);
+    CAPTURE(fused_se);
     CHECK(lg.item() == doctest::Approx(lc.item()).epsilon(bf16 ? 2e-2 : 1e-4));
     lc.backward();
     lg.backward();

@@ -401,15 +401,32 @@ void run_se_case(const SeProblem& p, bool training) {
     Guarded<float> t(p.t), sc(p.sc), out(n), rm(p.rm), rv(p.rv);
     SeDeviceSaved saved(d);
     RZ_CUDA_CHECK(fused_se_fwd_cuda(t.get(), sc.get(), w.ptrs(), out.get(), saved.ptrs(), rm.get(),
-                                    rv.get(), d, opt, stream()));
+                                    rv.get(), d, opt, nullptr, stream()));
     expect_close("out", out.read(), ref.out, m.out);
     expect_se_forward(ref, m, saved, rm, rv);
+    // The same from the producer's raw per-image sums (conv epilogue).
+    {
+      std::vector<double> sums(static_cast<size_t>(2 * d.N * d.C), 0.0);
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t img = i / (d.HW * d.C), c = i % d.C;
+        const double v = p.t[static_cast<size_t>(i)];
+        sums[static_cast<size_t>(img * d.C + c)] += v;
+        sums[static_cast<size_t>((d.N + img) * d.C + c)] += v * v;
+      }
+      Guarded<double> gsums(sums);
+      Guarded<float> out3(n), rm3(p.rm), rv3(p.rv);
+      SeDeviceSaved saved3(d);
+      RZ_CUDA_CHECK(fused_se_fwd_cuda(t.get(), sc.get(), w.ptrs(), out3.get(), saved3.ptrs(),
+                                      rm3.get(), rv3.get(), d, opt, gsums.get(), stream()));
+      expect_close("out from image sums", out3.read(), ref.out, m.out);
+      expect_se_forward(ref, m, saved3, rm3, rv3);
+    }
     // No saved outputs, no running update (training) / running read (eval).
     Guarded<float> out2(n), rm2(p.rm), rv2(p.rv);
     RZ_CUDA_CHECK(fused_se_fwd_cuda(t.get(), sc.get(), w.ptrs(), out2.get(),
                                     SeSaved<float>{nullptr, nullptr, nullptr, nullptr, nullptr},
                                     training ? nullptr : rm2.get(), training ? nullptr : rv2.get(),
-                                    d, opt, stream()));
+                                    d, opt, nullptr, stream()));
     expect_close("out without saved", out2.read(), ref.out, m.out);
     CHECK(rm2.read() == p.rm);
 
@@ -443,7 +460,7 @@ void run_se_case(const SeProblem& p, bool training) {
     Guarded<float> rm(p.rm), rv(p.rv);
     SeDeviceSaved saved(d);
     RZ_CUDA_CHECK(fused_se_fwd_cuda(t.get(), sc.get(), w.ptrs(), out.get(), saved.ptrs(), rm.get(),
-                                    rv.get(), d, opt, stream()));
+                                    rv.get(), d, opt, nullptr, stream()));
     expect_nmse("out (bf16)", to_f32(out.read()), ref.out);
     expect_se_forward(ref, m, saved, rm, rv);
 
@@ -653,7 +670,7 @@ TEST_SUITE("gpu") {
     const SeWeights<float> w{p.get(), p.get(), p.get(), p.get(), p.get(), p.get()};
     const SeSaved<float> none{nullptr, nullptr, nullptr, nullptr, nullptr};
     CHECK(fused_se_fwd_cuda(x.get(), x.get(), w, y.get(), none, nullptr, nullptr,
-                            SeDims{0, 1, 8, 8}, FusedSeOptions{},
+                            SeDims{0, 1, 8, 8}, FusedSeOptions{}, nullptr,
                             stream()) == cudaErrorInvalidValue);  // empty batch
     CHECK(fused_se_bwd_cuda(x.get(), x.get(), x.get(), w, none.as_input(), y.get(), y.get(),
                             SeGrads<float>{}, SeDims{1, 4, 8, 8}, FusedSeOptions{},

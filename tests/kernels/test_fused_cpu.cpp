@@ -548,6 +548,22 @@ TEST_CASE("cpu kernels: fused SE tail equals the unfused composition (double)") 
       expect_same("pooled", saved.pooled, ref.p);
       expect_same("hidden", saved.hidden, ref.z);
       expect_same("gate", saved.gate, ref.s);
+      {  // from the producer's raw per-image sums (conv epilogue, segments = N)
+        const auto uN = static_cast<size_t>(sh.N), uC = static_cast<size_t>(sh.C);
+        Vec sums(2 * uN * uC, 0.0);
+        for (size_t i = 0; i < k.t.size(); ++i) {
+          const size_t img = i / static_cast<size_t>(sh.HW * sh.C), c = i % uC;
+          sums[img * uC + c] += k.t[i];
+          sums[(uN + img) * uC + c] += k.t[i] * k.t[i];
+        }
+        Out out2(sh.N * sh.HW * sh.C), rm2(k.rm), rv2(k.rv);
+        SeSavedBufs saved2(k.d);
+        rz::fused_se_fwd_cpu(k.t.data(), k.sc.data(), k.weights(), out2.p(), saved2.ptrs(), rm2.p(),
+                             rv2.p(), k.d, opt, sums.data());
+        expect_same("out from image sums", out2, ref.out);
+        expect_same("pooled from image sums", saved2.pooled, ref.p);
+        expect_same("running_var from image sums", rv2, ref.rv);
+      }
       expect_same("running_mean", rm, ref.rm);
       expect_same("running_var", rv, ref.rv);
 
