@@ -222,11 +222,19 @@ int run(const Args& a) {
       for (int vi = 0; vi < kNumVariants; ++vi) {
         const ConvVariant v = kConvVariants[vi];
         Totals& t = tot[pi][1 + vi];
-        if (!native_supported(v, p, g, a.bf16)) {
+        // A variant may also refuse at run time (v3 off Hopper, or without
+        // sm_90a code in this build): shown as unsupported.
+        const cudaError_t probe =
+            native_supported(v, p, g, a.bf16)
+                ? run_native(v, p, g, a.bf16, x.get(), w.get(), dy.get(), out.get(), s)
+                : cudaErrorInvalidValue;
+        if (probe == cudaErrorInvalidValue) {
+          (void)cudaGetLastError();
           ++t.skipped;
           std::printf(" | %9s %7s %6s %8s", "-", "-", "-", "-");
           continue;
         }
+        RZ_CUDA_CHECK(probe);
         const bench::GpuTiming tn = bench::time_gpu(
             s,
             [&] {
