@@ -168,6 +168,20 @@ void Optimizer::enter_graph_mode() {
 #endif
 }
 
+void Optimizer::set_graph_gate(const Tensor& scalar) {
+  RZ_CHECK(graph_mode_, "set_graph_gate outside graph mode (call enter_graph_mode first)");
+  if (scalar.defined())
+    RZ_CHECK(scalar.numel() == 1 && scalar.dtype() == DType::F32 &&
+                 scalar.device() == params_.at(0).device(),
+             "optimizer graph gate must be one f32 value on ", params_.at(0).device().str(), ", got ",
+             scalar.str());
+  gate_ = scalar;
+}
+
+const float* Optimizer::gate_ptr() const {
+  return gate_.defined() ? gate_.data<float>() : nullptr;
+}
+
 void Optimizer::upload_coeffs(const void* host, size_t bytes) {
 #if defined(RZ_HAVE_CUDA)
   RZ_CHECK(graph_mode_, "stage_graph_step outside graph mode (call enter_graph_mode first)");
@@ -207,7 +221,7 @@ void Sgd::step() {
     const TensorList& list = graph_table(graph_table_).upload(g);
     RZ_CUDA_CHECK(sgd_step_multi_dev_cuda(
         list, static_cast<const SgdCoeffs<float>*>(coeffs_dev_.raw_data()), hyper_.momentum != 0,
-        op_stream()));
+        gate_ptr(), op_stream()));
 #endif
     return;
   }
@@ -315,6 +329,14 @@ void Adam::stage_graph_step() {
   upload_coeffs(&c, sizeof c);
 }
 
+void Adam::unstage_graph_step() {
+  RZ_CHECK(graph_mode_, "unstage_graph_step outside graph mode");
+  for (int64_t& s : steps_) {
+    RZ_CHECK(s > 0, "adam: unstage_graph_step without a staged step");
+    --s;
+  }
+}
+
 void Adam::step() {
   if (graph_mode_) {
 #if defined(RZ_HAVE_CUDA)
@@ -322,7 +344,8 @@ void Adam::step() {
     for (auto& p : params_) p.bump_version();
     const TensorList& list = graph_table(graph_table_).upload(g);
     RZ_CUDA_CHECK(adam_step_multi_dev_cuda(
-        list, static_cast<const AdamCoeffs<float>*>(coeffs_dev_.raw_data()), op_stream()));
+        list, static_cast<const AdamCoeffs<float>*>(coeffs_dev_.raw_data()), gate_ptr(),
+        op_stream()));
 #endif
     return;
   }

@@ -42,12 +42,22 @@ class Optimizer {
   // capturing. Every parameter must receive a gradient in every step.
   void enter_graph_mode();
   virtual void stage_graph_step() = 0;
+  // Takes back the last stage_graph_step() (the step counters it advanced)
+  // after a step that the gate skipped.
+  virtual void unstage_graph_step() {}
+  // Graph mode: a device fp32 scalar (the step's loss) that step() reads when
+  // it runs; when it is not finite the update changes nothing. Undefined: no
+  // gate. The tensor's storage must stay at the same address for every
+  // replay (it is captured by address).
+  void set_graph_gate(const Tensor& scalar);
   bool graph_mode() const { return graph_mode_; }
 
  protected:
   std::vector<Tensor> params_;
   bool graph_mode_ = false;
   Tensor coeffs_dev_;                    // the staged coefficients (device bytes)
+  Tensor gate_;                          // graph mode: the step gate (or undefined)
+  const float* gate_ptr() const;
   std::shared_ptr<void> graph_table_;    // pinned pointer table + its device copy
   void upload_coeffs(const void* host, size_t bytes);
 };
@@ -79,6 +89,7 @@ class Adam final : public Optimizer {
   NamedTensors state() const override;
   void load_state(const NamedTensors& state) override;
   void stage_graph_step() override;
+  void unstage_graph_step() override;
   int64_t step_count(size_t param_index) const { return steps_.at(param_index); }
 
  private:

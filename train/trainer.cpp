@@ -458,6 +458,16 @@ TrainResult Run::execute(bool resuming) {
   TrainResult result;
   result.run_dir = dir_;
   int64_t nonfinite_in_a_row = 0;
+  // A skipped step: warn, and abort after train.max_nonfinite in a row.
+  auto note_nonfinite = [&](double lv, int64_t epoch, int64_t batch_index) {
+    ++nonfinite_in_a_row;
+    log("warning: non-finite loss " + std::to_string(lv) + " at epoch " + std::to_string(epoch + 1) +
+        " batch " + std::to_string(batch_index) + ": step skipped (" +
+        std::to_string(nonfinite_in_a_row) + " in a row)");
+    RZ_CHECK(nonfinite_in_a_row < cfg_.train.max_nonfinite, "aborting: ", nonfinite_in_a_row,
+             " non-finite losses in a row (train.max_nonfinite = ", cfg_.train.max_nonfinite,
+             "); last checkpoint: ", last_ckpt.string());
+  };
   for (int64_t epoch = state.epoch; epoch < cfg_.train.epochs; ++epoch) {
     if (hooks_.stop_after_epochs > 0 && result.epochs_run >= hooks_.stop_after_epochs) break;
     const auto t_epoch = Clock::now();
@@ -496,36 +506,51 @@ TrainResult Run::execute(bool resuming) {
         gs.y.copy_(y_host);
         if (kd) gs.xt.copy_(b->images_annotated);
         optim->set_lr(lr_at(sched, state.step));
-        auto body = [&] {
+        // One step. eager_check: the first (plain eager) step reads the loss
+        // before updating and stops on a non-finite one, like the eager path.
+        // In graph mode the optimizer's gate is the loss: a non-finite loss
+        // makes the (captured) update change nothing.
+        auto body = [&](bool eager_check) {
           Tensor loss = forward_loss(gs.x, gs.xt, gs.y);
+          gs.loss.copy_(loss);
+          if (eager_check && !std::isfinite(gs.loss.item())) return;
+          if (optim->graph_mode()) optim->set_graph_gate(gs.loss);
           loss.backward();
           optim->step();
           optim->zero_grad();
           if (ema) ema_update(*ema, *model, cfg_.train.ema_decay);
-          gs.loss.copy_(loss);
         };
+        bool staged = false;
         if (gs.eager_steps == 0) {
-          body();
-          optim->enter_graph_mode();
-          ++gs.eager_steps;
+          body(true);
+          if (std::isfinite(gs.loss.item())) {
+            optim->enter_graph_mode();
+            ++gs.eager_steps;
+          }
         } else if (gs.eager_steps == 1) {
           optim->stage_graph_step();
-          body();
+          staged = true;
+          body(false);
           ++gs.eager_steps;
         } else {
           optim->stage_graph_step();
+          staged = true;
           if (!gs.graph.ready()) {
             gs.graph.begin_capture(compute.device.index);
-            body();
+            body(false);
             gs.graph.end_capture();
             log("cuda graph: captured one training step (" + std::to_string(gs.graph.node_count()) + " nodes)");
           }
           gs.graph.replay();
         }
         lv = gs.loss.item();
-        RZ_CHECK(std::isfinite(lv), "non-finite loss ", lv, " at epoch ", epoch + 1, " batch ",
-                 b->batch_index, " with train.cuda_graph: the captured step cannot skip the update; "
-                 "rerun without train.cuda_graph to skip such steps; last checkpoint: ", last_ckpt.string());
+        if (!std::isfinite(lv)) {
+          if (staged) optim->unstage_graph_step();  // the gated update changed nothing
+          note_nonfinite(lv, epoch, b->batch_index);
+          if (!staged) optim->zero_grad();
+          continue;
+        }
+        nonfinite_in_a_row = 0;
         loss_sum += lv;
         ++loss_count;
       } else {
@@ -538,13 +563,7 @@ TrainResult Run::execute(bool resuming) {
         }
         lv = loss.item();
         if (!std::isfinite(lv)) {
-          ++nonfinite_in_a_row;
-          log("warning: non-finite loss " + std::to_string(lv) + " at epoch " + std::to_string(epoch + 1) +
-              " batch " + std::to_string(b->batch_index) + ": step skipped (" +
-              std::to_string(nonfinite_in_a_row) + " in a row)");
-          RZ_CHECK(nonfinite_in_a_row < cfg_.train.max_nonfinite, "aborting: ", nonfinite_in_a_row,
-                   " non-finite losses in a row (train.max_nonfinite = ", cfg_.train.max_nonfinite,
-                   "); last checkpoint: ", last_ckpt.string());
+          note_nonfinite(lv, epoch, b->batch_index);
           optim->zero_grad();
           continue;
         }

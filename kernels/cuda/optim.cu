@@ -17,8 +17,15 @@ constexpr int64_t kMaxGrid = int64_t{65535} * 8;
 template <typename C> __device__ __forceinline__ C coeffs_of(const C& c) { return c; }
 template <typename C> __device__ __forceinline__ C coeffs_of(const C* c) { return *c; }
 
+// A step gate closed by a non-finite value (uniform across the grid).
+__device__ __forceinline__ bool gate_closed(const float* gate) {
+  return gate != nullptr && !isfinite(*gate);
+}
+
 template <typename Src>
-__global__ void __launch_bounds__(kThreads) sgd_multi_kernel(TensorList list, Src src) {
+__global__ void __launch_bounds__(kThreads) sgd_multi_kernel(TensorList list, Src src,
+                                                              const float* gate) {
+  if (gate_closed(gate)) return;
   const SgdCoeffs<float> c = coeffs_of(src);
   for (int64_t chunk = blockIdx.x; chunk < list.total_chunks; chunk += gridDim.x) {
     const ChunkRange r = locate_chunk(list, chunk);
@@ -37,7 +44,9 @@ __global__ void __launch_bounds__(kThreads) sgd_multi_kernel(TensorList list, Sr
 }
 
 template <typename Src>
-__global__ void __launch_bounds__(kThreads) adam_multi_kernel(TensorList list, Src src) {
+__global__ void __launch_bounds__(kThreads) adam_multi_kernel(TensorList list, Src src,
+                                                               const float* gate) {
+  if (gate_closed(gate)) return;
   const AdamCoeffs<float> c = coeffs_of(src);
   for (int64_t chunk = blockIdx.x; chunk < list.total_chunks; chunk += gridDim.x) {
     const ChunkRange r = locate_chunk(list, chunk);
@@ -75,7 +84,7 @@ cudaError_t sgd_step_multi_cuda(const TensorList& list, const SgdHyper& h, bool 
   if (list.total_chunks == 0) return cudaSuccess;
   const SgdCoeffs<float> c = make_sgd_coeffs<float>(h, first_step);
   if (c.use_momentum && list.state1 == nullptr) return cudaErrorInvalidValue;
-  sgd_multi_kernel<<<grid_for(list.total_chunks), kThreads, 0, stream>>>(list, c);
+  sgd_multi_kernel<<<grid_for(list.total_chunks), kThreads, 0, stream>>>(list, c, nullptr);
   return cudaGetLastError();
 }
 
@@ -85,25 +94,25 @@ cudaError_t adam_step_multi_cuda(const TensorList& list, const AdamHyper& h, int
   if (list.total_chunks == 0) return cudaSuccess;
   if (list.state1 == nullptr || list.state2 == nullptr) return cudaErrorInvalidValue;
   const AdamCoeffs<float> c = make_adam_coeffs<float>(h, step);
-  adam_multi_kernel<<<grid_for(list.total_chunks), kThreads, 0, stream>>>(list, c);
+  adam_multi_kernel<<<grid_for(list.total_chunks), kThreads, 0, stream>>>(list, c, nullptr);
   return cudaGetLastError();
 }
 
 cudaError_t sgd_step_multi_dev_cuda(const TensorList& list, const SgdCoeffs<float>* coeffs,
-                                    bool use_momentum, cudaStream_t stream) {
+                                    bool use_momentum, const float* gate, cudaStream_t stream) {
   if (!list_ok(list) || coeffs == nullptr) return cudaErrorInvalidValue;
   if (list.total_chunks == 0) return cudaSuccess;
   if (use_momentum && list.state1 == nullptr) return cudaErrorInvalidValue;
-  sgd_multi_kernel<<<grid_for(list.total_chunks), kThreads, 0, stream>>>(list, coeffs);
+  sgd_multi_kernel<<<grid_for(list.total_chunks), kThreads, 0, stream>>>(list, coeffs, gate);
   return cudaGetLastError();
 }
 
 cudaError_t adam_step_multi_dev_cuda(const TensorList& list, const AdamCoeffs<float>* coeffs,
-                                     cudaStream_t stream) {
+                                     const float* gate, cudaStream_t stream) {
   if (!list_ok(list) || coeffs == nullptr) return cudaErrorInvalidValue;
   if (list.total_chunks == 0) return cudaSuccess;
   if (list.state1 == nullptr || list.state2 == nullptr) return cudaErrorInvalidValue;
-  adam_multi_kernel<<<grid_for(list.total_chunks), kThreads, 0, stream>>>(list, coeffs);
+  adam_multi_kernel<<<grid_for(list.total_chunks), kThreads, 0, stream>>>(list, coeffs, gate);
   return cudaGetLastError();
 }
 

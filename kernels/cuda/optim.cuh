@@ -111,9 +111,13 @@ cudaError_t adam_step_multi_cuda(const TensorList& list, const AdamHyper& h, int
 // so a captured CUDA graph replays with whatever the host copied there for the
 // current step (learning rate, bias corrections). use_momentum must equal
 // coeffs->use_momentum (the host checks state1 with it).
+// gate (device fp32 scalar, may be nullptr): when *gate is not finite (the
+// step's loss was NaN or inf) the kernel changes nothing - parameters and
+// state stay as they were - so a replayed graph skips a bad step without a
+// host decision inside the step.
 cudaError_t sgd_step_multi_dev_cuda(const TensorList& list, const SgdCoeffs<float>* coeffs,
-                                    bool use_momentum, cudaStream_t stream);
+                                    bool use_momentum, const float* gate, cudaStream_t stream);
 cudaError_t adam_step_multi_dev_cuda(const TensorList& list, const AdamCoeffs<float>* coeffs,
-                                     cudaStream_t stream);
+                                     const float* gate, cudaStream_t stream);
 
 }  // namespace rz

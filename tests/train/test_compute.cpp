@@ -72,4 +72,6 @@ TEST_CASE("optimizer graph mode refuses CPU parameters and steps it cannot stage
   CHECK_THROWS_WITH_AS(adam.stage_graph_step(), doctest::Contains("graph mode"), Error);
   Sgd sgd({p}, SgdHyper{.lr = 0.1, .momentum = 0.9});
   CHECK_THROWS_WITH_AS(sgd.stage_graph_step(), doctest::Contains("graph mode"), Error);
+  CHECK_THROWS_WITH_AS(adam.unstage_graph_step(), doctest::Contains("graph mode"), Error);
+  CHECK_THROWS_WITH_AS(adam.set_graph_gate(Tensor::zeros({})), doctest::Contains("graph mode"), Error);
 }
