@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <cstdio>
+#include <deque>
 #include <new>
 
 #include "engine/cuda_check.h"
@@ -22,8 +23,79 @@ struct DeviceGuard {
   }
   ~DeviceGuard() { cudaSetDevice(previous); }
 };
+
+// The asynchronous uploads of this thread whose sources are still held: one
+// event per copy, recorded right after it on the engine stream. Events on one
+// stream complete in order, so finished entries are taken from the front.
+struct PendingUploads {
+  struct Entry {
+    cudaEvent_t done;
+    std::shared_ptr<const Storage> src;
+  };
+  std::deque<Entry> q;
+
+  // Drops the entries whose copies have completed.
+  void reap() {
+    while (!q.empty()) {
+      const cudaError_t st = cudaEventQuery(q.front().done);
+      if (st == cudaErrorNotReady) return;
+      RZ_CUDA_CHECK(st);
+      RZ_CUDA_CHECK(cudaEventDestroy(q.front().done));
+      q.pop_front();
+    }
+  }
+  // Thread exit: wait for every copy before letting go of its source.
+  ~PendingUploads() {
+    for (Entry& e : q) {
+      cudaEventSynchronize(e.done);
+      cudaEventDestroy(e.done);
+    }
+  }
+};
+
+PendingUploads& pending() {
+  thread_local PendingUploads p;
+  return p;
+}
 #endif
 }  // namespace
+
+size_t pending_uploads() {
+#if defined(RZ_HAVE_CUDA)
+  pending().reap();
+  return pending().q.size();
+#else
+  return 0;
+#endif
+}
+
+void upload_bytes(void* dst, Device dst_dev, const std::shared_ptr<const Storage>& src,
+                  const void* src_ptr, size_t bytes) {
+  RZ_CHECK(src && src->device().is_cpu() && dst_dev.is_cuda(),
+           "upload_bytes: needs a host source and a CUDA destination");
+#if defined(RZ_HAVE_CUDA)
+  cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+  RZ_CUDA_CHECK(cudaStreamIsCapturing(cudaStreamPerThread, &cap));
+  if (bytes == 0 || !src->pinned() || cap != cudaStreamCaptureStatusNone) {
+    copy_bytes(dst, dst_dev, src_ptr, Device::cpu(), bytes);
+    return;
+  }
+  PendingUploads& p = pending();
+  p.reap();
+  RZ_CUDA_CHECK(cudaMemcpyAsync(dst, src_ptr, bytes, cudaMemcpyHostToDevice, cudaStreamPerThread));
+  cudaEvent_t done = nullptr;
+  RZ_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+  const cudaError_t st = cudaEventRecord(done, cudaStreamPerThread);
+  if (st != cudaSuccess) {
+    cudaEventDestroy(done);
+    RZ_CUDA_CHECK(cudaStreamSynchronize(cudaStreamPerThread));  // the copy must not outlive src
+    RZ_CUDA_CHECK(st);
+  }
+  p.q.push_back({done, src});
+#else
+  copy_bytes(dst, dst_dev, src_ptr, Device::cpu(), bytes);
+#endif
+}
 
 Storage::Storage(size_t bytes, Device device, bool pin_host) : bytes_(bytes), device_(device) {
   const size_t alloc = bytes == 0 ? kHostAlignment : bytes;

@@ -41,7 +41,22 @@ class Storage {
 };
 
 // Raw byte copies between any two devices (host<->device, device<->device).
-// Synchronous with respect to the host in this version.
+// Device-to-device copies are queued on the engine stream; copies that touch
+// host memory complete before returning.
 void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes);
+
+// Host-to-device copy of `bytes` at `src_ptr` (inside the host storage `src`)
+// to `dst` on CUDA device dst_dev. From pinned memory it is asynchronous:
+// queued on the engine stream like a kernel, and `src` stays referenced until
+// the copy has completed, so whoever recycles storages by their use count
+// (the batch pool of data/loader.cpp) cannot overwrite it early and nobody can
+// free it. Pageable sources, and any call during a CUDA graph capture, go
+// through copy_bytes. The batch upload of a training step thus overlaps the
+// previous step's kernels instead of waiting for them.
+void upload_bytes(void* dst, Device dst_dev, const std::shared_ptr<const Storage>& src,
+                  const void* src_ptr, size_t bytes);
+
+// Uploads by upload_bytes that this thread still keeps alive (tests).
+size_t pending_uploads();
 
 }  // namespace rz

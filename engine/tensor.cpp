@@ -122,7 +122,10 @@ Tensor Tensor::from_vector(const std::vector<T>& values, const Shape& shape, Dev
 Tensor Tensor::to(Device device) const {
   if (device == this->device()) return *this;
   Tensor out = empty(shape(), dtype(), device);
-  copy_bytes(out.raw_data(), device, raw_data(), this->device(), nbytes());
+  if (this->device().is_cpu() && device.is_cuda())
+    upload_bytes(out.raw_data(), device, impl().storage, raw_data(), nbytes());
+  else
+    copy_bytes(out.raw_data(), device, raw_data(), this->device(), nbytes());
   return out;
 }
 

@@ -13,6 +13,8 @@
 #include "engine/cuda_conv.h"
 #include "engine/cuda_gemm.h"
 #include "engine/error.h"
+#include "engine/storage.h"
+#include "engine/tensor.h"
 #include "kernels/cpu/conv2d.h"
 #include "kernels/cpu/gemm.h"
 
@@ -416,4 +418,32 @@ TEST_CASE("gpu: deterministic cuDNN convolutions are bitwise reproducible") {
   }
 }
 #endif
+}
+
+TEST_CASE("gpu: uploads from pinned host memory are asynchronous and keep their source alive") {
+  RZ_SKIP_WITHOUT_GPU();
+  const int64_t n = int64_t{1} << 22;  // 16 MiB: long enough to still be in flight
+  auto storage = std::make_shared<Storage>(static_cast<size_t>(n) * sizeof(float), Device::cpu(),
+                                           /*pin_host=*/true);
+  REQUIRE(storage->pinned());
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = storage;
+  impl->shape = {n};
+  const Tensor host(impl);
+  float* h = static_cast<float*>(storage->data());
+  for (int64_t i = 0; i < n; ++i) h[i] = static_cast<float>(i % 1000);
+  const Tensor dev = host.to(Device::cuda(0));
+  // Until the copy has completed the upload holds a reference of its own, so
+  // a use-count pool (data/loader.cpp) cannot hand the buffer out again;
+  // afterwards it lets go.
+  const std::vector<float> back = dev.to(Device::cpu()).to_vector<float>();  // synchronizes
+  bool same = true;
+  for (int64_t i = 0; i < n; ++i) same = same && back[static_cast<size_t>(i)] == static_cast<float>(i % 1000);
+  CHECK(same);
+  CHECK(pending_uploads() == 0);  // completed uploads are dropped on the next look
+  CHECK(storage.use_count() == 2);  // storage + the host tensor: the upload let go
+  // Pageable memory: a plain synchronous copy, nothing kept.
+  const Tensor pageable = Tensor::ones({1000});
+  CHECK(pageable.to(Device::cuda(0)).to(Device::cpu()).to_vector<float>() == std::vector<float>(1000, 1.0f));
+  CHECK(pending_uploads() == 0);
 }
