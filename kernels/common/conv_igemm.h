@@ -324,16 +324,64 @@ RZ_HD bool b_k_contiguous(ConvPass p) {
 
 // ---------------------------------------------------------------------------
 // v2: bf16 tensor cores (mma.sync m16n8k16, row.col, fp32 accumulate).
-// Block tile 128 x 128 x 32, 8 warps as 2 (M) x 4 (N), warp tile 64 x 32 =
-// 4 x 4 mma tiles of 16 x 8; kV2Stages-deep cp.async ring of A and B tiles.
-constexpr int kV2BM = 128, kV2BN = 128, kV2BK = 32, kV2Stages = 3, kV2Threads = 256;
-constexpr int kV2WarpsM = 2, kV2WarpsN = 4, kV2WM = 64, kV2WN = 32, kV2MI = 4, kV2NI = 4;
-constexpr int kV2Vec = 8;                        // bf16 per 16-byte cp.async
-constexpr int kV2TileElems = kV2BM * kV2BK;      // A tile == B tile == 4096 bf16 (8 KiB)
-constexpr int kV2StageElems = 2 * kV2TileElems;  // A then B
-constexpr int kV2SmemBytes = kV2Stages * kV2StageElems * 2;
-static_assert(kV2BM == kV2BN, "both tile layouts assume square block tiles");
-static_assert(kV2SmemBytes <= 48 * 1024, "v2 shared memory fits the default limit");
+// Warp tile 64 x 32 = 4 x 4 mma tiles of 16 x 8, k-tile 32, a kV2Stages-deep
+// cp.async ring of A and B tiles. The block tile is one of three
+// configurations (V2Tile below), chosen per call by v2_pick_tile.
+constexpr int kV2BK = 32, kV2Stages = 3;
+constexpr int kV2WM = 64, kV2WN = 32, kV2MI = 4, kV2NI = 4;
+constexpr int kV2Vec = 8;  // bf16 per 16-byte cp.async
+
+// A block tile of BM (M) x BN (N): (BM / 64) x (BN / 32) warps, each owning a
+// 64 x 32 warp tile; warp w sits at (warp_m, warp_n) = (w % WarpsM, w / WarpsM).
+// A tile [BM][32] and B tile [BN][32] (or their MN-major transposes) per stage,
+// A then B. Every thread issues AChunks 16-byte copies of A and BChunks of B
+// per k-tile.
+template <int BM_, int BN_>
+struct V2Tile {
+  static constexpr int BM = BM_, BN = BN_;
+  static constexpr int WarpsM = BM / kV2WM, WarpsN = BN / kV2WN, Warps = WarpsM * WarpsN;
+  static constexpr int Threads = 32 * Warps;
+  static constexpr int ATileElems = BM * kV2BK, BTileElems = BN * kV2BK;
+  static constexpr int StageElems = ATileElems + BTileElems;
+  static constexpr int SmemBytes = kV2Stages * StageElems * 2;
+  static constexpr int AChunks = ATileElems / kV2Vec / Threads;  // per thread and k-tile
+  static constexpr int BChunks = BTileElems / kV2Vec / Threads;
+  static_assert(BM % kV2WM == 0 && BN % kV2WN == 0, "whole warp tiles");
+  static_assert(BM % 64 == 0 && BN % 64 == 0,
+                "MN-major rows of >= 8 chunks keep the k & 7 swizzle in range");
+  static_assert(AChunks * Threads * kV2Vec == ATileElems, "A chunks spread evenly");
+  static_assert(BChunks * Threads * kV2Vec == BTileElems, "B chunks spread evenly");
+  static_assert(Threads % (BM / 8) == 0 && Threads % (BN / 8) == 0,
+                "a thread keeps its MN-major chunk column over its chunks");
+  static_assert(Threads >= BN, "the statistics epilogue has a thread per column");
+  static_assert(SmemBytes <= 48 * 1024, "v2 shared memory fits the default limit");
+  static_assert(2 * WarpsM * BN * 4 <= SmemBytes, "statistics scratch fits the ring");
+};
+// The configurations. 128x128 (8 warps as 2 x 4, 256 threads, 48 KiB ring)
+// is the general one; 128x64 (2 x 2 warps, 128 threads, 36 KiB) and 64x128
+// (1 x 4 warps, 128 threads, 36 KiB) serve GEMMs whose N or M is at most 64,
+// where the square tile would spend half its mma on zero-filled columns/rows.
+using V2Tile128x128 = V2Tile<128, 128>;
+using V2Tile128x64 = V2Tile<128, 64>;
+using V2Tile64x128 = V2Tile<64, 128>;
+
+struct V2TileShape {
+  int bm, bn;
+};
+
+// The selection rule (the launcher, conv_fwd_tile_rows and the tests use
+// only this):
+//   N <= 64            -> 128 x 64   (Fwd K <= 64, Dgrad C <= 64, Wgrad R*S*C <= 64)
+//   M <= 64 < N        -> 64 x 128   (Wgrad K <= 64; Fwd/Dgrad on tiny maps)
+//   otherwise          -> 128 x 128
+// When both are <= 64 the N rule wins (either tile wastes half its work).
+// A function of the GEMM extents only, so a Fwd call's statistics tile
+// height is known from the geometry before the launch.
+RZ_HD V2TileShape v2_pick_tile(const GemmDims& d) {
+  if (d.N <= 64) return {V2Tile128x64::BM, V2Tile128x64::BN};
+  if (d.M <= 64) return {V2Tile64x128::BM, V2Tile64x128::BN};
+  return {V2Tile128x128::BM, V2Tile128x128::BN};
+}
 
 // v2 needs 16-byte vectors along every operand's contiguous dimension, an even
 // output row length, and 32-bit offsets; grid.y holds the N tiles.
@@ -342,22 +390,24 @@ inline bool v2_geometry_ok(ConvPass p, const Conv2dGeom& g) {
   if (!make_igemm_geom(g, &ig)) return false;
   if (g.C % kV2Vec != 0 || g.K % kV2Vec != 0) return false;
   const GemmDims d = gemm_dims(p, ig);
-  return (d.N + kV2BN - 1) / kV2BN <= 65535;
+  return (d.N + v2_pick_tile(d).bn - 1) / v2_pick_tile(d).bn <= 65535;
 }
 
 // Two shared-memory tile layouts, both of 16-byte chunks (8 bf16), swizzled so
 // that the 8 row addresses of every ldmatrix 8x8 matrix and every warp's
 // cp.async stores hit distinct bank groups:
-//   K-major  [128 rows of M or N][32 k]: 4 chunks per row (64 bytes);
+//   K-major  [BM or BN rows of M or N][32 k]: 4 chunks per row (64 bytes);
 //            chunk kc of row r lives at chunk kc ^ ((r >> 1) & 3).
-//   MN-major [32 k][128 of M or N]: 16 chunks per row (256 bytes);
-//            chunk c of row k lives at chunk c ^ (k & 7).
+//   MN-major [32 k][Extent = BM or BN of M or N]: Extent / 8 chunks per row
+//            (128 or 256 bytes, a multiple of the 8 bank groups); chunk c of
+//            row k lives at chunk c ^ (k & 7).
 // Offsets are in bf16 elements from the tile start (multiples of 8: 16 bytes).
 RZ_HD int kmajor_offset(int row, int kc) {
   return row * kV2BK + ((kc ^ ((row >> 1) & 3)) << 3);
 }
+template <int Extent>
 RZ_HD int mnmajor_offset(int k, int c) {
-  return k * kV2BM + ((c ^ (k & 7)) << 3);
+  return k * Extent + ((c ^ (k & 7)) << 3);
 }
 
 // Operand layouts: A is K-major for Fwd/Dgrad (rows m, k contiguous in
@@ -370,16 +420,28 @@ constexpr RZ_HD bool v2_b_mnmajor(ConvPass p) {
   return p != ConvPass::Fwd;
 }
 
-// Chunk i (0, 1) of thread tid in a tile: 512 chunks per tile, two per thread,
-// id = tid + 256*i. K-major: (row, kc) = (id / 4, id % 4); MN-major:
-// (k, c) = (id / 16, id % 16). `first` is the row (M/N or k), `second` the chunk.
+// Chunk i of thread tid in a tile of Extent rows of M or N filled by Threads
+// threads: id = tid + Threads*i. K-major: (row, kc) = (id / 4, id % 4);
+// MN-major: (k, c) = (id / (Extent/8), id % (Extent/8)). `first` is the row
+// (M/N or k), `second` the chunk. Threads is a multiple of 4 and of Extent/8,
+// so a thread's kc (K-major) or c (MN-major) is the same for all its chunks.
 struct ChunkCoord {
   int first, second;
 };
+template <int Extent, int Threads>
 RZ_HD ChunkCoord v2_chunk_coord(bool mnmajor, int tid, int i) {
-  const int id = tid + kV2Threads * i;
-  if (mnmajor) return {id >> 4, id & 15};
+  const int id = tid + Threads * i;
+  if (mnmajor) return {id / (Extent / 8), id % (Extent / 8)};
   return {id >> 2, id & 3};
+}
+// The A and B chunks of configuration Tile.
+template <class Tile>
+RZ_HD ChunkCoord v2_a_chunk(bool mnmajor, int tid, int i) {
+  return v2_chunk_coord<Tile::BM, Tile::Threads>(mnmajor, tid, i);
+}
+template <class Tile>
+RZ_HD ChunkCoord v2_b_chunk(bool mnmajor, int tid, int i) {
+  return v2_chunk_coord<Tile::BN, Tile::Threads>(mnmajor, tid, i);
 }
 
 // One 16-byte copy: shared-memory element offset within the tile and global
@@ -389,33 +451,35 @@ struct V2Chunk {
   int smem, src;
 };
 
-// Per-thread gather state of the v2 loaders, one per pass. init() places the
-// thread at k-tile kt of block (bm0, bn0); chunks() gives its two A and two B
-// copies for the current k-tile; advance() moves to the next k-tile (the taps
-// advance by kV2BK without dividing). A source offsets index the pass's A
-// tensor (x, dy, dy), B offsets its B tensor (w, w, x).
+// Per-thread gather state of the v2 loaders, one per pass and configuration.
+// init() places the thread at k-tile kt of block (bm0, bn0); chunks() gives
+// its Tile::AChunks A and Tile::BChunks B copies for the current k-tile;
+// advance() moves to the next k-tile (the taps advance by kV2BK without
+// dividing). A source offsets index the pass's A tensor (x, dy, dy), B
+// offsets its B tensor (w, w, x).
+template <class Tile>
 struct V2FwdLoader {
-  FwdRow row[2];  // A rows bm0 + tid/4 + 64*i
-  int n[2];       // B rows (output channels) bn0 + tid/4 + 64*i
-  Tap tap;        // tap of k (A), shared by both A chunks
-  int k;          // k of this thread's chunks (A and B)
+  static constexpr int NA = Tile::AChunks, NB = Tile::BChunks;
+  FwdRow row[NA];  // A rows bm0 + tid/4 + (Threads/4)*i
+  int n[NB];       // B rows (output channels) bn0 + tid/4 + (Threads/4)*i
+  Tap tap;         // tap of k (A), shared by all A chunks
+  int k;           // k of this thread's chunks (A and B: both K-major, same kc)
 
   RZ_HD void init(const IgemmGeom& g, int tid, int bm0, int bn0, int kt) {
-    for (int i = 0; i < 2; ++i) {
-      const ChunkCoord cc = v2_chunk_coord(false, tid, i);
-      row[i] = fwd_row(g, bm0 + cc.first);
-      n[i] = bn0 + cc.first;
-    }
-    k = kt * kV2BK + v2_chunk_coord(false, tid, 0).second * kV2Vec;
+    for (int i = 0; i < NA; ++i) row[i] = fwd_row(g, bm0 + v2_a_chunk<Tile>(false, tid, i).first);
+    for (int i = 0; i < NB; ++i) n[i] = bn0 + v2_b_chunk<Tile>(false, tid, i).first;
+    k = kt * kV2BK + v2_a_chunk<Tile>(false, tid, 0).second * kV2Vec;
     tap = split_tap(k, g.div_s, g.div_c);
   }
-  RZ_HD void chunks(const IgemmGeom& g, int tid, V2Chunk (&a)[2], V2Chunk (&b)[2]) const {
+  RZ_HD void chunks(const IgemmGeom& g, int tid, V2Chunk (&a)[NA], V2Chunk (&b)[NB]) const {
     const int kg = g.R * g.S * g.C;
-    for (int i = 0; i < 2; ++i) {
-      const ChunkCoord cc = v2_chunk_coord(false, tid, i);
-      const int so = kmajor_offset(cc.first, cc.second);
-      a[i] = {so, k < kg ? fwd_gather(g, row[i], tap) : -1};
-      b[i] = {so, (k < kg && n[i] < g.K) ? n[i] * kg + k : -1};
+    for (int i = 0; i < NA; ++i) {
+      const ChunkCoord cc = v2_a_chunk<Tile>(false, tid, i);
+      a[i] = {kmajor_offset(cc.first, cc.second), k < kg ? fwd_gather(g, row[i], tap) : -1};
+    }
+    for (int i = 0; i < NB; ++i) {
+      const ChunkCoord cc = v2_b_chunk<Tile>(false, tid, i);
+      b[i] = {kmajor_offset(cc.first, cc.second), (k < kg && n[i] < g.K) ? n[i] * kg + k : -1};
     }
   }
   RZ_HD void advance(const IgemmGeom& g) {
@@ -424,72 +488,82 @@ struct V2FwdLoader {
   }
 };
 
+template <class Tile>
 struct V2DgradLoader {
-  DgradRow row[2];  // A rows bm0 + tid/4 + 64*i
-  Tap atap;         // (r, s, kk) of the A chunks' k
+  static constexpr int NA = Tile::AChunks, NB = Tile::BChunks;
+  DgradRow row[NA];  // A rows bm0 + tid/4 + (Threads/4)*i
+  Tap atap;          // (r, s, kk) of the A chunks' k
   int ak;
-  Tap btap[2];  // (r, s, kk) of B rows k = kt*32 + tid/16 + 16*i
-  int bk[2];
+  Tap btap[NB];  // (r, s, kk) of B rows k = kt*32 + v2_b_chunk(true, tid, i).first
+  int bk[NB];
   int bn;  // B column (input channel) of this thread's B chunks
 
   RZ_HD void init(const IgemmGeom& g, int tid, int bm0, int bn0, int kt) {
-    for (int i = 0; i < 2; ++i) {
-      row[i] = dgrad_row(g, bm0 + v2_chunk_coord(false, tid, i).first);
-      const ChunkCoord cb = v2_chunk_coord(true, tid, i);
-      bk[i] = kt * kV2BK + cb.first;
+    for (int i = 0; i < NA; ++i) row[i] = dgrad_row(g, bm0 + v2_a_chunk<Tile>(false, tid, i).first);
+    for (int i = 0; i < NB; ++i) {
+      bk[i] = kt * kV2BK + v2_b_chunk<Tile>(true, tid, i).first;
       btap[i] = split_tap(bk[i], g.div_s, g.div_k);
     }
-    ak = kt * kV2BK + v2_chunk_coord(false, tid, 0).second * kV2Vec;
+    ak = kt * kV2BK + v2_a_chunk<Tile>(false, tid, 0).second * kV2Vec;
     atap = split_tap(ak, g.div_s, g.div_k);
-    bn = bn0 + v2_chunk_coord(true, tid, 0).second * kV2Vec;
+    bn = bn0 + v2_b_chunk<Tile>(true, tid, 0).second * kV2Vec;
   }
-  RZ_HD void chunks(const IgemmGeom& g, int tid, V2Chunk (&a)[2], V2Chunk (&b)[2]) const {
+  RZ_HD void chunks(const IgemmGeom& g, int tid, V2Chunk (&a)[NA], V2Chunk (&b)[NB]) const {
     const int kg = g.R * g.S * g.K;
-    for (int i = 0; i < 2; ++i) {
-      const ChunkCoord ca = v2_chunk_coord(false, tid, i);
+    for (int i = 0; i < NA; ++i) {
+      const ChunkCoord ca = v2_a_chunk<Tile>(false, tid, i);
       a[i] = {kmajor_offset(ca.first, ca.second), ak < kg ? dgrad_gather(g, row[i], atap) : -1};
-      const ChunkCoord cb = v2_chunk_coord(true, tid, i);
+    }
+    for (int i = 0; i < NB; ++i) {
+      const ChunkCoord cb = v2_b_chunk<Tile>(true, tid, i);
       const bool ok = bk[i] < kg && bn < g.C;
-      b[i] = {mnmajor_offset(cb.first, cb.second),
+      b[i] = {mnmajor_offset<Tile::BN>(cb.first, cb.second),
               ok ? btap[i].c * (g.R * g.S * g.C) + (btap[i].r * g.S + btap[i].s) * g.C + bn : -1};
     }
   }
   RZ_HD void advance(const IgemmGeom& g) {
     ak += kV2BK;
     advance_tap(atap, kV2BK, g.S, g.K);
-    for (int i = 0; i < 2; ++i) {
+    for (int i = 0; i < NB; ++i) {
       bk[i] += kV2BK;
       advance_tap(btap[i], kV2BK, g.S, g.K);
     }
   }
 };
 
+template <class Tile>
 struct V2WgradLoader {
-  int p[2];  // reduction rows (output pixels) kt*32 + tid/16 + 16*i, for A and B
-  int am;    // A column (output channel) of this thread's A chunks
-  int bj;    // B column (r, s, c) index of this thread's B chunks
-  Tap btap;  // its tap
+  static constexpr int NA = Tile::AChunks, NB = Tile::BChunks;
+  int ap[NA];  // A reduction rows (output pixels) kt*32 + v2_a_chunk(true, tid, i).first
+  int bp[NB];  // B reduction rows kt*32 + v2_b_chunk(true, tid, i).first
+  int am;      // A column (output channel) of this thread's A chunks
+  int bj;      // B column (r, s, c) index of this thread's B chunks
+  Tap btap;    // its tap
 
   RZ_HD void init(const IgemmGeom& g, int tid, int bm0, int bn0, int kt) {
-    for (int i = 0; i < 2; ++i) p[i] = kt * kV2BK + v2_chunk_coord(true, tid, i).first;
-    const int c = v2_chunk_coord(true, tid, 0).second * kV2Vec;
-    am = bm0 + c;
-    bj = bn0 + c;
+    for (int i = 0; i < NA; ++i) ap[i] = kt * kV2BK + v2_a_chunk<Tile>(true, tid, i).first;
+    for (int i = 0; i < NB; ++i) bp[i] = kt * kV2BK + v2_b_chunk<Tile>(true, tid, i).first;
+    am = bm0 + v2_a_chunk<Tile>(true, tid, 0).second * kV2Vec;
+    bj = bn0 + v2_b_chunk<Tile>(true, tid, 0).second * kV2Vec;
     btap = split_tap(bj, g.div_s, g.div_c);
   }
-  RZ_HD void chunks(const IgemmGeom& g, int tid, V2Chunk (&a)[2], V2Chunk (&b)[2]) const {
+  RZ_HD void chunks(const IgemmGeom& g, int tid, V2Chunk (&a)[NA], V2Chunk (&b)[NB]) const {
     const int P = g.N * g.OH * g.OW;
     const bool bcol = bj < g.R * g.S * g.C;
-    for (int i = 0; i < 2; ++i) {
-      const ChunkCoord cc = v2_chunk_coord(true, tid, i);
-      const int so = mnmajor_offset(cc.first, cc.second);
-      const bool prow = p[i] < P;
-      a[i] = {so, (prow && am < g.K) ? p[i] * g.K + am : -1};
-      b[i] = {so, (prow && bcol) ? fwd_gather(g, fwd_row(g, p[i]), btap) : -1};
+    for (int i = 0; i < NA; ++i) {
+      const ChunkCoord cc = v2_a_chunk<Tile>(true, tid, i);
+      a[i] = {mnmajor_offset<Tile::BM>(cc.first, cc.second),
+              (ap[i] < P && am < g.K) ? ap[i] * g.K + am : -1};
+    }
+    for (int i = 0; i < NB; ++i) {
+      const ChunkCoord cc = v2_b_chunk<Tile>(true, tid, i);
+      b[i] = {mnmajor_offset<Tile::BN>(cc.first, cc.second),
+              (bp[i] < P && bcol) ? fwd_gather(g, fwd_row(g, bp[i]), btap) : -1};
     }
   }
   RZ_HD void advance(const IgemmGeom&) {
-    for (int i = 0; i < 2; ++i) p[i] += kV2BK;
+    for (int i = 0; i < NA; ++i) ap[i] += kV2BK;
+    for (int i = 0; i < NB; ++i) bp[i] += kV2BK;
   }
 };
 
@@ -502,25 +576,27 @@ struct V2WgradLoader {
 // .trans (the stored rows are then k, and each 16-byte row holds 8 m or n).
 // Offsets are in elements from the tile start; warp_m / warp_n index the warp's
 // 64 x 32 sub-tile, mi an m16 tile, np a pair of n8 tiles, kk a k16 step.
+template <class Tile>
 RZ_HD int v2_ldsm_a_offset(ConvPass p, int warp_m, int mi, int kk, int lane) {
   const int m0 = warp_m * kV2WM + mi * 16;
   if (!v2_a_mnmajor(p)) return kmajor_offset(m0 + (lane & 15), kk * 2 + (lane >> 4));
   const int k = kk * 16 + (lane & 7) + ((lane >> 4) << 3);
-  return mnmajor_offset(k, (m0 >> 3) + ((lane >> 3) & 1));
+  return mnmajor_offset<Tile::BM>(k, (m0 >> 3) + ((lane >> 3) & 1));
 }
 
+template <class Tile>
 RZ_HD int v2_ldsm_b_offset(ConvPass p, int warp_n, int np, int kk, int lane) {
   const int n0 = warp_n * kV2WN + np * 16;
   if (!v2_b_mnmajor(p))
     return kmajor_offset(n0 + (lane & 7) + ((lane >> 4) << 3), kk * 2 + ((lane >> 3) & 1));
   const int k = kk * 16 + (lane & 7) + (((lane >> 3) & 1) << 3);
-  return mnmajor_offset(k, (n0 >> 3) + (lane >> 4));
+  return mnmajor_offset<Tile::BN>(k, (n0 >> 3) + (lane >> 4));
 }
 
 // Accumulator ownership (mma.m16n8k16 D fragment): registers 2*half and
 // 2*half + 1 of tile (mi, ni) hold C[row][col] and C[row][col + 1] of the
 // block tile, row = warp_m*64 + mi*16 + lane/4 + 8*half, col = warp_n*32 +
-// ni*8 + 2*(lane % 4).
+// ni*8 + 2*(lane % 4) (the same in every configuration).
 struct TileRC {
   int row, col;
 };

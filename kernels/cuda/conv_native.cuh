@@ -11,7 +11,10 @@
 //       (fp32 accumulation). The readable reference.
 //   V2  bf16 tensor cores: mma.sync m16n8k16 (bf16 in, fp32 accumulate),
 //       ldmatrix from swizzled shared memory, 3-stage cp.async (16-byte,
-//       zero-fill for padding) pipeline, 128x128x32 block tiles, 8 warps.
+//       zero-fill for padding) pipeline, 64x32 warp tiles, k-tile 32; block
+//       tile 128x128 (8 warps), or 128x64 when the GEMM N <= 64, or 64x128
+//       when M <= 64 < N (4 warps; igemm::v2_pick_tile). The two half tiles
+//       are not yet validated on a GPU.
 //       bf16 only; needs C % 8 == 0 and K % 8 == 0 (16-byte vectors along the
 //       channels), 16-byte aligned operands, 4-byte aligned output, and an
 //       sm_80+ device. Fwd, Dgrad and Wgrad.
@@ -88,14 +91,17 @@ namespace detail {
 // The per-variant launchers behind the dispatch above. a, b: the pass's GEMM
 // operands (Fwd: x, w; Dgrad: dy, w; Wgrad: dy, x); out: y, dx or dw.
 // ep (Fwd only; Dgrad and Wgrad reject a non-empty one) as documented in
-// kernels/common/conv_epilogue.h, with M-tiles of conv_fwd_tile_rows(v) rows.
+// kernels/common/conv_epilogue.h, with M-tiles of conv_fwd_tile_rows(v, g) rows.
 template <typename T>
 cudaError_t conv_native_v1(ConvPass pass, const Conv2dGeom& g, const T* a, const T* b, T* out,
                            const ConvFwdEpilogue& ep, cudaStream_t stream);
 cudaError_t conv_native_v2(ConvPass pass, const Conv2dGeom& g, const bf16* a, const bf16* b,
                            bf16* out, const ConvFwdEpilogue& ep, cudaStream_t stream);
-// The block height BM of variant v's forward kernel (its statistics tiles).
-int conv_fwd_tile_rows(ConvVariant v);
+// The block height BM of variant v's forward kernel on geometry g (its
+// statistics tiles): fixed for V1 and V3; for V2 the BM of the block tile
+// igemm::v2_pick_tile chooses for g's Fwd GEMM (64 or 128). 0 for an unknown
+// variant or a geometry make_igemm_geom rejects.
+int conv_fwd_tile_rows(ConvVariant v, const Conv2dGeom& g);
 // Per segment s of tiles / segments consecutive tiles (tiles % segments ==
 // 0): sums[(j * segments + s) * K + k] = sum over the segment's tiles t of
 // partials[(t * 2 + j) * K + k], j = 0, 1, added in tile order in double (two

@@ -255,10 +255,14 @@ cudaError_t conv_native_v1(ConvPass pass, const Conv2dGeom& g, const T* a, const
   return err != cudaSuccess ? err : free_err;
 }
 
-int conv_fwd_tile_rows(ConvVariant v) {
+int conv_fwd_tile_rows(ConvVariant v, const Conv2dGeom& g) {
   switch (v) {
     case ConvVariant::V1: return kV1BM;
-    case ConvVariant::V2: return kV2BM;
+    case ConvVariant::V2: {
+      IgemmGeom ig;
+      if (!make_igemm_geom(g, &ig)) return 0;
+      return v2_pick_tile(gemm_dims(ConvPass::Fwd, ig)).bm;
+    }
     case ConvVariant::V3: return kV3BM;
   }
   return 0;
@@ -336,8 +340,8 @@ cudaError_t conv2d_fwd_native_fused(ConvVariant v, const Conv2dGeom& g, const T*
   if (!conv2d_native_supported<T>(v, ConvPass::Fwd, g)) return cudaErrorInvalidValue;
   const int64_t M = g.N * g.OH * g.OW, K = g.K, S = f.segments;
   if (K == 0) return cudaSuccess;
-  const int bm = detail::conv_fwd_tile_rows(v);
-  if (S < 1 || M % S != 0 || (S > 1 && (M / S) % bm != 0)) return cudaErrorInvalidValue;
+  const int bm = detail::conv_fwd_tile_rows(v, g);
+  if (bm < 1 || S < 1 || M % S != 0 || (S > 1 && (M / S) % bm != 0)) return cudaErrorInvalidValue;
   const int tiles = static_cast<int>((M + bm - 1) / bm);
   if (tiles == 0) return detail::conv_stats_finalize(nullptr, 0, K, S, f.sums, stream);
   return cuda_common::with_stream_workspace<float>(

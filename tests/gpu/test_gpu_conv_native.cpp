@@ -72,6 +72,8 @@ std::vector<Case> conv_cases() {
       {2, 13, 11, 8, 136, 7, 7, 2, 2, 3, 3},  // v2: two N tiles, 7x7
       {3, 17, 15, 24, 40, 3, 3, 2, 2, 1, 1},  // v2: odd spatial, stride 2
       {2, 12, 12, 136, 8, 3, 3, 1, 1, 1, 1},  // v2: two N tiles in dgrad
+      {1, 7, 7, 72, 200, 3, 3, 2, 2, 1, 1},   // v2 64x128 tiles: M, N overhang (fwd, dgrad)
+      {2, 9, 9, 64, 64, 3, 3, 1, 1, 1, 1},    // v2 128x64: M overhang; wgrad 64x128: N overhang
   };
   for (const auto& s : odd)
     cases.push_back({"odd", make_conv2d_geom(s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8],

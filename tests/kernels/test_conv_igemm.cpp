@@ -12,6 +12,10 @@
 //     issue or as late as wait_group allows) give Fwd, Dgrad and Wgrad equal to
 //     conv2d_*_cpu in double. Inputs are small integers, so every sum is exact
 //     in fp32 and results must match bit for bit;
+//   - v2 in each of its block-tile configurations (128x128, 128x64, 64x128),
+//     whatever the selection rule would pick: loaders, emulation, the Fwd
+//     statistics epilogue (per-M-tile partials of the configuration's BM),
+//     and the selection rule itself;
 //   - the swizzled layouts are bijections onto 16-byte aligned chunks, and
 //     every ldmatrix phase and cp.async store is bank-conflict free;
 //   - models/conv_shapes lists exactly the convolutions seresnet152d declares.
@@ -66,7 +70,8 @@ const ConvCase kAnyShapes[] = {
 };
 
 // v2 geometries (C % 8 == 0, K % 8 == 0): odd spatial sizes, stride 2,
-// 1x1 / 3x3 / 7x7, M and N past one 128 tile, reductions past one k-tile.
+// 1x1 / 3x3 / 7x7, M and N past one 128 tile or short of one 64 tile,
+// reductions past one k-tile. Every configuration runs every shape.
 const ConvCase kVecShapes[] = {
     {2, 9, 7, 16, 24, 3, 3, 1, 1, 1, 1},      // 3x3 s1 p1
     {2, 11, 13, 8, 16, 3, 3, 2, 2, 1, 1},     // 3x3 s2 p1, C = 8
@@ -79,6 +84,7 @@ const ConvCase kVecShapes[] = {
     {1, 16, 16, 64, 64, 3, 3, 1, 1, 1, 1},    // seresnet152d layer1 conv2 (at 64x64 input)
     {1, 16, 16, 128, 128, 3, 3, 2, 2, 1, 1},  // seresnet152d layer2.0 conv2 (stride 2)
     {1, 8, 8, 256, 64, 1, 1, 1, 1, 0, 0},     // a bottleneck conv1
+    {1, 7, 7, 72, 200, 3, 3, 2, 2, 1, 1},     // Fwd M = 16 <= 64 < N = 200 (64 x 128 tiles)
 };
 
 // Small integers: every product and sum of the test sizes is exact in fp32.
@@ -257,7 +263,7 @@ struct Copy16 {
   bool is_a;
 };
 
-template <typename Loader>
+template <class Tile, typename Loader>
 struct V2Emulation {
   ConvPass p;
   const IgemmGeom& g;
@@ -297,33 +303,41 @@ struct V2Emulation {
     }
   }
 
-  // Returns the fp32 accumulators of split bz as C[M][N] (unwritten: NaN).
-  void run_block(int bx, int by, int bz, int k_tiles, int splits, std::vector<float>& part) {
+  // Writes the fp32 accumulators of split bz into part as C[M][N] (unwritten:
+  // NaN). With stats != nullptr (Fwd, one split) also the epilogue's
+  // statistics partials of the stored bf16 values (identity epilogue), in the
+  // kernel's order: per thread over (mi, half), a xor tree over lane bits
+  // 2..4, then the WarpsM warp rows through red[WarpsM][2][BN], added in
+  // warp_m order by thread tid < BN into stats[(bx*2 + j)*N + bn0 + tid].
+  void run_block(int bx, int by, int bz, int k_tiles, int splits, std::vector<float>& part,
+                 std::vector<float>* stats) {
     const GemmDims d = gemm_dims(p, g);
-    const int bm0 = bx * kV2BM, bn0 = by * kV2BN;
+    const int bm0 = bx * Tile::BM, bn0 = by * Tile::BN;
     const KRange kr = split_k_range(k_tiles, splits, bz);
     const int nk = kr.end - kr.begin;
-    smem.assign(static_cast<size_t>(kV2Stages * kV2StageElems), uint16_t{0x7fc1});  // NaN
+    smem.assign(static_cast<size_t>(kV2Stages * Tile::StageElems), uint16_t{0x7fc1});  // NaN
     groups.clear();
     open.clear();
-    std::vector<Loader> ld(kV2Threads);
-    for (int tid = 0; tid < kV2Threads; ++tid)
+    std::vector<Loader> ld(Tile::Threads);
+    for (int tid = 0; tid < Tile::Threads; ++tid)
       ld[static_cast<size_t>(tid)].init(g, tid, bm0, bn0, kr.begin);
     auto load_tile = [&](int stage) {
-      for (int tid = 0; tid < kV2Threads; ++tid) {
-        V2Chunk ca[2], cb[2];
+      for (int tid = 0; tid < Tile::Threads; ++tid) {
+        V2Chunk ca[Tile::AChunks], cb[Tile::BChunks];
         Loader& l = ld[static_cast<size_t>(tid)];
         l.chunks(g, tid, ca, cb);
-        for (int i = 0; i < 2; ++i) {
-          REQUIRE((ca[i].smem >= 0 && ca[i].smem < kV2TileElems));
-          REQUIRE((cb[i].smem >= 0 && cb[i].smem < kV2TileElems));
-          issue({stage * kV2StageElems + ca[i].smem, ca[i].src, true});
-          issue({stage * kV2StageElems + kV2TileElems + cb[i].smem, cb[i].src, false});
+        for (const V2Chunk& c : ca) {
+          REQUIRE((c.smem >= 0 && c.smem < Tile::ATileElems));
+          issue({stage * Tile::StageElems + c.smem, c.src, true});
+        }
+        for (const V2Chunk& c : cb) {
+          REQUIRE((c.smem >= 0 && c.smem < Tile::BTileElems));
+          issue({stage * Tile::StageElems + Tile::ATileElems + c.smem, c.src, false});
         }
         l.advance(g);
       }
     };
-    static float acc[8][kV2MI][kV2NI][32][4];
+    static float acc[Tile::Warps][kV2MI][kV2NI][32][4];
     std::memset(acc, 0, sizeof acc);
     for (int s = 0; s < kV2Stages - 1; ++s) {
       if (s < nk) load_tile(s);
@@ -334,22 +348,28 @@ struct V2Emulation {
       const int next = i + kV2Stages - 1;
       if (next < nk) load_tile(next % kV2Stages);
       commit();
-      const int sa = (i % kV2Stages) * kV2StageElems, sb = sa + kV2TileElems;
-      for (int warp = 0; warp < 8; ++warp) {
-        const int wm = warp % kV2WarpsM, wn = warp / kV2WarpsM;
+      const int sa = (i % kV2Stages) * Tile::StageElems, sb = sa + Tile::ATileElems;
+      for (int warp = 0; warp < Tile::Warps; ++warp) {
+        const int wm = warp % Tile::WarpsM, wn = warp / Tile::WarpsM;
         for (int kk = 0; kk < kV2BK / 16; ++kk) {
           static uint32_t af[kV2MI][32][4], bfr[kV2NI][32][2];
           for (int mi = 0; mi < kV2MI; ++mi) {
             int addr[32];
-            for (int lane = 0; lane < 32; ++lane)
-              addr[lane] = sa + v2_ldsm_a_offset(p, wm, mi, kk, lane);
+            for (int lane = 0; lane < 32; ++lane) {
+              const int o = v2_ldsm_a_offset<Tile>(p, wm, mi, kk, lane);
+              REQUIRE((o >= 0 && o + 8 <= Tile::ATileElems));
+              addr[lane] = sa + o;
+            }
             ldmatrix_x4(smem, addr, v2_a_mnmajor(p), af[mi]);
           }
           for (int np = 0; np < kV2NI / 2; ++np) {
             int addr[32];
             uint32_t r[32][4];
-            for (int lane = 0; lane < 32; ++lane)
-              addr[lane] = sb + v2_ldsm_b_offset(p, wn, np, kk, lane);
+            for (int lane = 0; lane < 32; ++lane) {
+              const int o = v2_ldsm_b_offset<Tile>(p, wn, np, kk, lane);
+              REQUIRE((o >= 0 && o + 8 <= Tile::BTileElems));
+              addr[lane] = sb + o;
+            }
             ldmatrix_x4(smem, addr, v2_b_mnmajor(p), r);
             for (int lane = 0; lane < 32; ++lane) {
               bfr[2 * np][lane][0] = r[lane][0];
@@ -364,13 +384,18 @@ struct V2Emulation {
       }
     }
     wait(0);
-    for (int warp = 0; warp < 8; ++warp)
-      for (int mi = 0; mi < kV2MI; ++mi)
-        for (int ni = 0; ni < kV2NI; ++ni)
-          for (int lane = 0; lane < 32; ++lane)
+    // csum[warp][lane][ni][e] / csq: the stats columns of each thread.
+    static float csum[Tile::Warps][32][kV2NI][2], csq[Tile::Warps][32][kV2NI][2];
+    std::memset(csum, 0, sizeof csum);
+    std::memset(csq, 0, sizeof csq);
+    for (int warp = 0; warp < Tile::Warps; ++warp)
+      for (int lane = 0; lane < 32; ++lane)
+        for (int mi = 0; mi < kV2MI; ++mi)
+          for (int ni = 0; ni < kV2NI; ++ni)
             for (int half = 0; half < 2; ++half) {
               const TileRC rc =
-                  v2_acc_coord(warp % kV2WarpsM, warp / kV2WarpsM, mi, ni, lane, half);
+                  v2_acc_coord(warp % Tile::WarpsM, warp / Tile::WarpsM, mi, ni, lane, half);
+              REQUIRE((rc.row >= 0 && rc.row < Tile::BM && rc.col >= 0 && rc.col + 1 < Tile::BN));
               const int m = bm0 + rc.row, n = bn0 + rc.col;
               if (m >= d.M || n >= d.N) continue;
               REQUIRE(n % 2 == 0);
@@ -378,39 +403,95 @@ struct V2Emulation {
               const size_t off =
                   static_cast<size_t>(bz) * static_cast<size_t>(d.M) * static_cast<size_t>(d.N) +
                   static_cast<size_t>(c_offset(d, m, n));
-              part[off] = acc[warp][mi][ni][lane][2 * half];
-              part[off + 1] = acc[warp][mi][ni][lane][2 * half + 1];
+              for (int e = 0; e < 2; ++e) {
+                const float v = acc[warp][mi][ni][lane][2 * half + e];
+                REQUIRE(std::isnan(part[off + static_cast<size_t>(e)]));  // written once
+                part[off + static_cast<size_t>(e)] = v;
+                const float y = bf16_to_f32(f32_to_bf16(v));
+                csum[warp][lane][ni][e] += y;
+                csq[warp][lane][ni][e] += y * y;
+              }
             }
+    if (stats == nullptr) return;
+    for (int warp = 0; warp < Tile::Warps; ++warp)
+      for (int ni = 0; ni < kV2NI; ++ni)
+        for (int e = 0; e < 2; ++e)
+          for (int x = 4; x < 32; x <<= 1) {
+            float s[32], q[32];
+            for (int l = 0; l < 32; ++l) {
+              s[l] = csum[warp][l][ni][e] + csum[warp][l ^ x][ni][e];
+              q[l] = csq[warp][l][ni][e] + csq[warp][l ^ x][ni][e];
+            }
+            for (int l = 0; l < 32; ++l) csum[warp][l][ni][e] = s[l], csq[warp][l][ni][e] = q[l];
+          }
+    // The kernel's scratch overlays the ring: it must fit there.
+    REQUIRE(static_cast<size_t>(Tile::WarpsM * 2 * Tile::BN) * 4 <=
+            static_cast<size_t>(Tile::SmemBytes));
+    std::vector<float> red(static_cast<size_t>(Tile::WarpsM * 2 * Tile::BN), std::nanf(""));
+    for (int warp = 0; warp < Tile::Warps; ++warp)
+      for (int lane = 0; lane < 4; ++lane)
+        for (int ni = 0; ni < kV2NI; ++ni)
+          for (int e = 0; e < 2; ++e) {
+            const int wm = warp % Tile::WarpsM;
+            const int col = v2_acc_coord(wm, warp / Tile::WarpsM, 0, ni, lane, 0).col + e;
+            const size_t i0 = static_cast<size_t>((wm * 2 + 0) * Tile::BN + col);
+            const size_t i1 = static_cast<size_t>((wm * 2 + 1) * Tile::BN + col);
+            REQUIRE(std::isnan(red[i0]));  // each scratch slot written by one thread
+            red[i0] = csum[warp][lane][ni][e];
+            red[i1] = csq[warp][lane][ni][e];
+          }
+    for (int tid = 0; tid < Tile::Threads; ++tid) {
+      if (!(tid < Tile::BN && bn0 + tid < d.N)) continue;
+      float s = 0.f, q = 0.f;
+      for (int wm = 0; wm < Tile::WarpsM; ++wm) {
+        s += red[static_cast<size_t>((wm * 2 + 0) * Tile::BN + tid)];
+        q += red[static_cast<size_t>((wm * 2 + 1) * Tile::BN + tid)];
+      }
+      for (int j = 0; j < 2; ++j) {
+        const size_t o = static_cast<size_t>((int64_t{bx} * 2 + j) * d.N + bn0 + tid);
+        REQUIRE(o < stats->size());
+        REQUIRE(std::isnan((*stats)[o]));  // written exactly once
+        (*stats)[o] = j == 0 ? s : q;
+      }
+    }
   }
 };
 
-// The fp32 result of the v2 kernel (partials summed in split order).
-template <typename Loader>
+// The fp32 result of the v2 kernel in configuration Tile (partials summed in
+// split order); with stats != nullptr (Fwd, splits == 1) also its statistics
+// partials, [ceil(M / BM)][2][N].
+template <class Tile, typename Loader>
 std::vector<float> emulate_v2(ConvPass p, const IgemmGeom& g, const std::vector<double>& a,
-                              const std::vector<double>& b, int splits, bool late) {
+                              const std::vector<double>& b, int splits, bool late,
+                              std::vector<float>* stats) {
   std::vector<uint16_t> a16(a.size()), b16(b.size());
   for (size_t i = 0; i < a.size(); ++i) a16[i] = bf16_bits(a[i]);
   for (size_t i = 0; i < b.size(); ++i) b16[i] = bf16_bits(b[i]);
   const GemmDims d = gemm_dims(p, g);
-  const int mt = (d.M + kV2BM - 1) / kV2BM, nt = (d.N + kV2BN - 1) / kV2BN;
+  const int mt = (d.M + Tile::BM - 1) / Tile::BM, nt = (d.N + Tile::BN - 1) / Tile::BN;
   const int k_tiles = (d.K + kV2BK - 1) / kV2BK;
   const size_t mn = static_cast<size_t>(d.M) * static_cast<size_t>(d.N);
   std::vector<float> part(mn * static_cast<size_t>(splits), std::nanf(""));
-  V2Emulation<Loader> emu{p, g, a16, b16, late, {}, {}, {}};
+  if (stats != nullptr) stats->assign(static_cast<size_t>(mt) * 2 * d.N, std::nanf(""));
+  V2Emulation<Tile, Loader> emu{p, g, a16, b16, late, {}, {}, {}};
   for (int bz = 0; bz < splits; ++bz)
     for (int bx = 0; bx < mt; ++bx)
-      for (int by = 0; by < nt; ++by) emu.run_block(bx, by, bz, k_tiles, splits, part);
+      for (int by = 0; by < nt; ++by) emu.run_block(bx, by, bz, k_tiles, splits, part, stats);
   std::vector<float> out(mn, 0.f);
   for (int z = 0; z < splits; ++z)
     for (size_t i = 0; i < mn; ++i) out[i] += part[static_cast<size_t>(z) * mn + i];
   return out;
 }
 
+template <class Tile>
 std::vector<float> emulate_v2_pass(ConvPass p, const IgemmGeom& g, const std::vector<double>& a,
-                                   const std::vector<double>& b, int splits, bool late) {
-  if (p == ConvPass::Fwd) return emulate_v2<V2FwdLoader>(p, g, a, b, splits, late);
-  if (p == ConvPass::Dgrad) return emulate_v2<V2DgradLoader>(p, g, a, b, splits, late);
-  return emulate_v2<V2WgradLoader>(p, g, a, b, splits, late);
+                                   const std::vector<double>& b, int splits, bool late,
+                                   std::vector<float>* stats = nullptr) {
+  if (p == ConvPass::Fwd)
+    return emulate_v2<Tile, V2FwdLoader<Tile>>(p, g, a, b, splits, late, stats);
+  if (p == ConvPass::Dgrad)
+    return emulate_v2<Tile, V2DgradLoader<Tile>>(p, g, a, b, splits, late, nullptr);
+  return emulate_v2<Tile, V2WgradLoader<Tile>>(p, g, a, b, splits, late, nullptr);
 }
 
 // Dgrad's A operand written directly from its definition: the dy element that
@@ -423,6 +504,222 @@ double naive_dgrad_a(const Conv2dGeom& g, const std::vector<double>& dy, int64_t
       if (oh * g.sh - g.ph + r == h && ow * g.sw - g.pw + s == w)
         return dy[static_cast<size_t>(((n * g.OH + oh) * g.OW + ow) * g.K + kk)];
   return 0.0;
+}
+
+// Calls f.template operator()<Tile>() for every v2 configuration.
+template <class F>
+void for_each_v2_tile(F&& f) {
+  f.template operator()<V2Tile128x128>();
+  f.template operator()<V2Tile128x64>();
+  f.template operator()<V2Tile64x128>();
+}
+
+// The operand a v2 configuration's loaders gather, walked tile by tile and
+// chunk by chunk, as [rows][red]: A for Fwd/Dgrad (K-major chunks of rows),
+// B for Wgrad (MN-major chunks of k rows). Checks each in-range element is
+// visited once, zero-filled chunks lie wholly outside, smem slots follow the
+// layout, and the values equal im2col / the naive Dgrad transpose. The other
+// operand (weights, dy) is checked the same way for its shape and offsets.
+template <class Tile>
+void check_v2_loaders(ConvPass p, const Conv2dGeom& g, const IgemmGeom& ig, const Tensors& t,
+                      const std::vector<double>& col) {
+  const GemmDims d = gemm_dims(p, ig);
+  const int k_tiles = (d.K + kV2BK - 1) / kV2BK;
+  const int mt = (d.M + Tile::BM - 1) / Tile::BM, nt = (d.N + Tile::BN - 1) / Tile::BN;
+  const std::vector<double>& asrc = a_tensor(p, t);
+  const std::vector<double>& bsrc = b_tensor(p, t);
+  // got_a[m][k], got_b[n][k] (B stored transposed: N rows, reduction columns).
+  const size_t a_elems = static_cast<size_t>(d.M) * static_cast<size_t>(d.K);
+  const size_t b_elems = static_cast<size_t>(d.N) * static_cast<size_t>(d.K);
+  std::vector<double> got_a(a_elems, std::nan("")), got_b(b_elems, std::nan(""));
+  std::vector<int> visits_a(a_elems, 0), visits_b(b_elems, 0);
+  const bool amn = v2_a_mnmajor(p), bmn = v2_b_mnmajor(p);
+  // One chunk: 8 elements along k (K-major) or along M/N (MN-major).
+  auto record = [&](const V2Chunk& c, const ChunkCoord& cc, bool mnmajor, int extent, int r0,
+                    int k0, int rows, const std::vector<double>& src, std::vector<double>& got,
+                    std::vector<int>& visits) {
+    REQUIRE(c.smem == (mnmajor ? (extent == 128 ? mnmajor_offset<128>(cc.first, cc.second)
+                                                : mnmajor_offset<64>(cc.first, cc.second))
+                               : kmajor_offset(cc.first, cc.second)));
+    if (c.src >= 0) REQUIRE(c.src % 8 == 0);
+    const int row0 = mnmajor ? r0 + cc.second * 8 : r0 + cc.first;
+    const int kb = mnmajor ? k0 + cc.first : k0 + cc.second * 8;
+    for (int e = 0; e < 8; ++e) {
+      const int row = mnmajor ? row0 + e : row0, k = mnmajor ? kb : kb + e;
+      if (row >= rows || k >= d.K) {
+        REQUIRE(c.src < 0);  // whole chunk outside: C, K, RSC are multiples of 8
+        continue;
+      }
+      const size_t idx =
+          static_cast<size_t>(row) * static_cast<size_t>(d.K) + static_cast<size_t>(k);
+      got[idx] = c.src < 0 ? 0.0 : src[static_cast<size_t>(c.src + e)];
+      ++visits[idx];
+    }
+  };
+  // Block (bx, 0) covers A rows, block (0, by) covers B rows: walk the M tiles
+  // for A and the N tiles for B (the loaders' A state depends only on bm0,
+  // their B state only on bn0).
+  for (int tile = 0; tile < std::max(mt, nt); ++tile)
+    for (int tid = 0; tid < Tile::Threads; ++tid) {
+      const int bm0 = std::min(tile, mt - 1) * Tile::BM, bn0 = std::min(tile, nt - 1) * Tile::BN;
+      V2FwdLoader<Tile> lf;
+      V2DgradLoader<Tile> ld;
+      V2WgradLoader<Tile> lw;
+      lf.init(ig, tid, bm0, bn0, 0);
+      ld.init(ig, tid, bm0, bn0, 0);
+      lw.init(ig, tid, bm0, bn0, 0);
+      for (int kt = 0; kt < k_tiles; ++kt) {
+        V2Chunk ca[Tile::AChunks], cb[Tile::BChunks];
+        if (p == ConvPass::Fwd) lf.chunks(ig, tid, ca, cb);
+        if (p == ConvPass::Dgrad) ld.chunks(ig, tid, ca, cb);
+        if (p == ConvPass::Wgrad) lw.chunks(ig, tid, ca, cb);
+        if (tile < mt)
+          for (int i = 0; i < Tile::AChunks; ++i)
+            record(ca[i], v2_a_chunk<Tile>(amn, tid, i), amn, Tile::BM, bm0, kt * kV2BK, d.M, asrc,
+                   got_a, visits_a);
+        if (tile < nt)
+          for (int i = 0; i < Tile::BChunks; ++i)
+            record(cb[i], v2_b_chunk<Tile>(bmn, tid, i), bmn, Tile::BN, bn0, kt * kV2BK, d.N, bsrc,
+                   got_b, visits_b);
+        lf.advance(ig);
+        ld.advance(ig);
+        lw.advance(ig);
+      }
+    }
+  CHECK(std::all_of(visits_a.begin(), visits_a.end(), [](int v) { return v == 1; }));
+  CHECK(std::all_of(visits_b.begin(), visits_b.end(), [](int v) { return v == 1; }));
+  int64_t bad = 0;
+  for (int m = 0; m < d.M; ++m)
+    for (int k = 0; k < d.K; ++k) {
+      const size_t i = static_cast<size_t>(m) * static_cast<size_t>(d.K) + static_cast<size_t>(k);
+      double want;
+      if (p == ConvPass::Dgrad)
+        want = naive_dgrad_a(g, t.dy, m, k);
+      else if (p == ConvPass::Fwd)
+        want = col[i];
+      else
+        want = t.dy[static_cast<size_t>(k) * static_cast<size_t>(d.M) + static_cast<size_t>(m)];
+      bad += got_a[i] != want;
+    }
+  for (int n = 0; n < d.N; ++n)
+    for (int k = 0; k < d.K; ++k) {
+      const size_t i = static_cast<size_t>(n) * static_cast<size_t>(d.K) + static_cast<size_t>(k);
+      double want;
+      if (p == ConvPass::Fwd)
+        want = t.w[i];                // w[n][k]
+      else if (p == ConvPass::Dgrad)  // w[kk][r][s][n], k = (r, s, kk)
+        want = t.w[static_cast<size_t>((k % g.K) * g.taps() + (k / g.K) * g.C + n)];
+      else  // B[p][j] = im2col[p][j]
+        want = col[static_cast<size_t>(k) * static_cast<size_t>(d.N) + static_cast<size_t>(n)];
+      bad += got_b[i] != want;
+    }
+  CHECK(bad == 0);
+}
+
+// A 16-byte-per-lane shared access is conflict free when each group of 8
+// lanes (one 128-byte wavefront) touches 8 distinct 16-byte bank groups.
+bool conflict_free(const int (&elem)[32]) {
+  for (int q = 0; q < 4; ++q) {
+    std::set<int> banks;
+    for (int r = 0; r < 8; ++r) banks.insert((elem[8 * q + r] * 2 / 16) % 8);
+    if (banks.size() != 8) return false;
+  }
+  return true;
+}
+
+// The swizzled tiles of configuration Tile: every layout a bijection onto the
+// tile's 16-byte chunks, every chunk of A and B assigned to exactly one
+// (thread, i), every ldmatrix phase of every warp and every warp's cp.async
+// stores conflict free.
+template <class Tile>
+void check_v2_swizzles() {
+  auto layout_ok = [](bool mnmajor, int extent, int tile_elems) {
+    std::set<int> seen;
+    bool ok = true;
+    for (int row = 0; row < (mnmajor ? kV2BK : extent); ++row)
+      for (int c = 0; c < (mnmajor ? extent : kV2BK) / 8; ++c) {
+        const int o = !mnmajor        ? kmajor_offset(row, c)
+                      : extent == 128 ? mnmajor_offset<128>(row, c)
+                                      : mnmajor_offset<64>(row, c);
+        ok = ok && o % 8 == 0 && o >= 0 && o < tile_elems;
+        seen.insert(o);
+      }
+    return ok && seen.size() == static_cast<size_t>(tile_elems / 8);
+  };
+  for (bool mn : {false, true}) {
+    CHECK(layout_ok(mn, Tile::BM, Tile::ATileElems));
+    CHECK(layout_ok(mn, Tile::BN, Tile::BTileElems));
+  }
+
+  // Chunk coordinates: each chunk of the A and B tiles exactly once.
+  for (bool mn : {false, true})
+    for (bool is_a : {true, false}) {
+      const int extent = is_a ? Tile::BM : Tile::BN;
+      const int per = is_a ? Tile::AChunks : Tile::BChunks;
+      std::set<std::pair<int, int>> seen;
+      for (int tid = 0; tid < Tile::Threads; ++tid)
+        for (int i = 0; i < per; ++i) {
+          const ChunkCoord c = is_a ? v2_a_chunk<Tile>(mn, tid, i) : v2_b_chunk<Tile>(mn, tid, i);
+          CHECK((mn ? (c.first < kV2BK && c.second < extent / 8)
+                    : (c.first < extent && c.second < kV2BK / 8)));
+          // The loaders share one kc (K-major) or column c (MN-major) per thread.
+          const ChunkCoord c0 = is_a ? v2_a_chunk<Tile>(mn, tid, 0) : v2_b_chunk<Tile>(mn, tid, 0);
+          CHECK(c.second == c0.second);
+          seen.insert({c.first, c.second});
+        }
+      CHECK(seen.size() == static_cast<size_t>(extent * kV2BK / 8));
+    }
+
+  for (ConvPass p : {ConvPass::Fwd, ConvPass::Dgrad, ConvPass::Wgrad})
+    for (int kk = 0; kk < kV2BK / 16; ++kk) {
+      for (int wm = 0; wm < Tile::WarpsM; ++wm)
+        for (int mi = 0; mi < kV2MI; ++mi) {
+          int e[32];
+          for (int l = 0; l < 32; ++l) e[l] = v2_ldsm_a_offset<Tile>(p, wm, mi, kk, l);
+          CHECK(conflict_free(e));
+        }
+      for (int wn = 0; wn < Tile::WarpsN; ++wn)
+        for (int np = 0; np < kV2NI / 2; ++np) {
+          int e[32];
+          for (int l = 0; l < 32; ++l) e[l] = v2_ldsm_b_offset<Tile>(p, wn, np, kk, l);
+          CHECK(conflict_free(e));
+        }
+    }
+  for (bool mn : {false, true})
+    for (int warp = 0; warp < Tile::Warps; ++warp) {
+      for (int i = 0; i < Tile::AChunks; ++i) {
+        int e[32];
+        for (int l = 0; l < 32; ++l) {
+          const ChunkCoord c = v2_a_chunk<Tile>(mn, warp * 32 + l, i);
+          e[l] =
+              mn ? mnmajor_offset<Tile::BM>(c.first, c.second) : kmajor_offset(c.first, c.second);
+        }
+        CHECK(conflict_free(e));
+      }
+      for (int i = 0; i < Tile::BChunks; ++i) {
+        int e[32];
+        for (int l = 0; l < 32; ++l) {
+          const ChunkCoord c = v2_b_chunk<Tile>(mn, warp * 32 + l, i);
+          e[l] =
+              mn ? mnmajor_offset<Tile::BN>(c.first, c.second) : kmajor_offset(c.first, c.second);
+        }
+        CHECK(conflict_free(e));
+      }
+    }
+  // Accumulators: the warps' fragments cover the block tile once.
+  std::set<std::pair<int, int>> cells;
+  for (int warp = 0; warp < Tile::Warps; ++warp)
+    for (int mi = 0; mi < kV2MI; ++mi)
+      for (int ni = 0; ni < kV2NI; ++ni)
+        for (int lane = 0; lane < 32; ++lane)
+          for (int half = 0; half < 2; ++half) {
+            const TileRC rc =
+                v2_acc_coord(warp % Tile::WarpsM, warp / Tile::WarpsM, mi, ni, lane, half);
+            cells.insert({rc.row, rc.col});
+            cells.insert({rc.row, rc.col + 1});
+            CHECK((rc.row < Tile::BM && rc.col + 1 < Tile::BN));
+          }
+  CHECK(cells.size() == static_cast<size_t>(Tile::BM * Tile::BN));
 }
 
 }  // namespace
@@ -600,7 +897,9 @@ TEST_CASE(
   }
 }
 
-TEST_CASE("conv igemm: v2 loader chunks gather exactly im2col / the Dgrad transpose, once each") {
+TEST_CASE(
+    "conv igemm: v2 loader chunks gather exactly im2col / the Dgrad transpose / the weights, once "
+    "each, in every tile configuration") {
   std::mt19937 rng(3);
   for (const ConvCase& s : kVecShapes) {
     const Conv2dGeom g = geom_of(s);
@@ -618,80 +917,12 @@ TEST_CASE("conv igemm: v2 loader chunks gather exactly im2col / the Dgrad transp
     for (ConvPass p : {ConvPass::Fwd, ConvPass::Dgrad, ConvPass::Wgrad}) {
       CAPTURE(pass_name(p));
       REQUIRE(v2_geometry_ok(p, g));
-      const GemmDims d = gemm_dims(p, ig);
-      const int k_tiles = (d.K + kV2BK - 1) / kV2BK;
-      // Gathered operand as [rows][red]: A for Fwd/Dgrad (K-major chunks of
-      // rows), B for Wgrad (MN-major chunks of k rows).
-      const bool gather_is_a = p != ConvPass::Wgrad;
-      const int rows = gather_is_a ? d.M : d.N, red = d.K;
-      const std::vector<double>& src = gather_is_a ? a_tensor(p, t) : b_tensor(p, t);
-      std::vector<double> got(static_cast<size_t>(rows) * static_cast<size_t>(red), std::nan(""));
-      std::vector<int> visits(got.size(), 0);
-      const int tiles = (rows + kV2BM - 1) / kV2BM;
-      for (int tile = 0; tile < tiles; ++tile)
-        for (int tid = 0; tid < kV2Threads; ++tid) {
-          const int bm0 = gather_is_a ? tile * kV2BM : 0, bn0 = gather_is_a ? 0 : tile * kV2BN;
-          V2FwdLoader lf;
-          V2DgradLoader ld;
-          V2WgradLoader lw;
-          lf.init(ig, tid, bm0, bn0, 0);
-          ld.init(ig, tid, bm0, bn0, 0);
-          lw.init(ig, tid, bm0, bn0, 0);
-          for (int kt = 0; kt < k_tiles; ++kt) {
-            V2Chunk ca[2], cb[2];
-            if (p == ConvPass::Fwd) lf.chunks(ig, tid, ca, cb);
-            if (p == ConvPass::Dgrad) ld.chunks(ig, tid, ca, cb);
-            if (p == ConvPass::Wgrad) lw.chunks(ig, tid, ca, cb);
-            for (int i = 0; i < 2; ++i) {
-              const ChunkCoord cc = v2_chunk_coord(!gather_is_a, tid, i);
-              const V2Chunk c = gather_is_a ? ca[i] : cb[i];
-              // Tile position of the chunk's 8 elements, and its swizzled slot.
-              const int row0 = gather_is_a ? tile * kV2BM + cc.first : tile * kV2BN + cc.second * 8;
-              const int k0 = gather_is_a ? kt * kV2BK + cc.second * 8 : kt * kV2BK + cc.first;
-              REQUIRE(c.smem == (gather_is_a ? kmajor_offset(cc.first, cc.second)
-                                             : mnmajor_offset(cc.first, cc.second)));
-              if (c.src >= 0) REQUIRE(c.src % 8 == 0);
-              for (int e = 0; e < 8; ++e) {
-                const int row = gather_is_a ? row0 : row0 + e, k = gather_is_a ? k0 + e : k0;
-                if (row >= rows || k >= red) {
-                  REQUIRE(c.src < 0);  // whole chunk outside: C, K, RSC are multiples of 8
-                  continue;
-                }
-                const size_t idx =
-                    static_cast<size_t>(row) * static_cast<size_t>(red) + static_cast<size_t>(k);
-                // Contiguous chunk: element e of a K-major chunk is k0 + e; of
-                // an MN-major (Wgrad B) chunk, column row0 + e (channel c + e).
-                got[idx] = c.src < 0 ? 0.0 : src[static_cast<size_t>(c.src + e)];
-                ++visits[idx];
-              }
-            }
-            lf.advance(ig);
-            ld.advance(ig);
-            lw.advance(ig);
-          }
-        }
-      CHECK(std::all_of(visits.begin(), visits.end(), [](int v) { return v == 1; }));
-      bool same = true;
-      for (int m = 0; m < rows && same; ++m)
-        for (int k = 0; k < red && same; ++k) {
-          const size_t i =
-              static_cast<size_t>(m) * static_cast<size_t>(red) + static_cast<size_t>(k);
-          double want;
-          if (p == ConvPass::Dgrad)
-            want = naive_dgrad_a(g, t.dy, m, k);
-          else if (p == ConvPass::Fwd)
-            want = col[i];
-          else
-            want = col[static_cast<size_t>(k) * static_cast<size_t>(d.N) +
-                       static_cast<size_t>(m)];  // B[p][j] = im2col[p][j]
-          same = got[i] == want;
-          if (!same) {
-            CAPTURE(m);
-            CAPTURE(k);
-            CHECK(got[i] == want);
-          }
-        }
-      CHECK(same);
+      for_each_v2_tile([&]<class Tile>() {
+        const int bm = Tile::BM, bn = Tile::BN;
+        CAPTURE(bm);
+        CAPTURE(bn);
+        check_v2_loaders<Tile>(p, g, ig, t, col);
+      });
     }
   }
 }
@@ -727,7 +958,8 @@ TEST_CASE("conv igemm: v1 kernel emulation computes fwd, dgrad and wgrad exactly
 }
 
 TEST_CASE(
-    "conv igemm: v2 kernel emulation (cp.async ring, ldmatrix, mma) computes all passes exactly") {
+    "conv igemm: v2 kernel emulation (cp.async ring, ldmatrix, mma) computes all passes exactly in "
+    "every tile configuration") {
   std::mt19937 rng(5);
   for (const ConvCase& s : kVecShapes) {
     const Conv2dGeom g = geom_of(s);
@@ -746,94 +978,123 @@ TEST_CASE(
       const std::vector<double> want = reference(p, g, t);
       const GemmDims d = gemm_dims(p, ig);
       const int k_tiles = (d.K + kV2BK - 1) / kV2BK;
-      for (bool late : {false, true})
-        for (int splits : {1, 2}) {
-          if (splits > k_tiles || (p != ConvPass::Wgrad && splits > 1)) continue;
-          CAPTURE(late);
-          CAPTURE(splits);
-          const std::vector<float> got =
-              emulate_v2_pass(p, ig, a_tensor(p, t), b_tensor(p, t), splits, late);
-          REQUIRE(got.size() == want.size());
-          int64_t bad = 0;
-          for (size_t i = 0; i < want.size(); ++i) bad += static_cast<double>(got[i]) != want[i];
-          CHECK(bad == 0);
-          // The epilogue's bf16 rounding of the exact sums.
-          for (size_t i = 0; i < want.size(); ++i)
-            REQUIRE(f32_to_bf16(got[i]).bits == f32_to_bf16(static_cast<float>(want[i])).bits);
-        }
+      for_each_v2_tile([&]<class Tile>() {
+        const int bm = Tile::BM, bn = Tile::BN;
+        CAPTURE(bm);
+        CAPTURE(bn);
+        for (bool late : {false, true})
+          for (int splits : {1, 2}) {
+            if (splits > k_tiles || (p != ConvPass::Wgrad && splits > 1)) continue;
+            CAPTURE(late);
+            CAPTURE(splits);
+            const std::vector<float> got =
+                emulate_v2_pass<Tile>(p, ig, a_tensor(p, t), b_tensor(p, t), splits, late);
+            REQUIRE(got.size() == want.size());
+            int64_t bad = 0;
+            for (size_t i = 0; i < want.size(); ++i) bad += static_cast<double>(got[i]) != want[i];
+            CHECK(bad == 0);
+            // The epilogue's bf16 rounding of the exact sums.
+            for (size_t i = 0; i < want.size(); ++i)
+              REQUIRE(f32_to_bf16(got[i]).bits == f32_to_bf16(static_cast<float>(want[i])).bits);
+          }
+      });
     }
   }
 }
 
 TEST_CASE(
-    "conv igemm: v2 swizzled tiles are 16-byte aligned bijections, conflict-free for ldmatrix and "
-    "cp.async") {
-  std::set<int> kmajor, mnmajor;
-  for (int row = 0; row < kV2BM; ++row)
-    for (int kc = 0; kc < kV2BK / 8; ++kc) {
-      const int o = kmajor_offset(row, kc);
-      CHECK(o % 8 == 0);
-      CHECK((o >= 0 && o < kV2TileElems));
-      kmajor.insert(o);
-    }
-  for (int k = 0; k < kV2BK; ++k)
-    for (int c = 0; c < kV2BM / 8; ++c) {
-      const int o = mnmajor_offset(k, c);
-      CHECK(o % 8 == 0);
-      CHECK((o >= 0 && o < kV2TileElems));
-      mnmajor.insert(o);
-    }
-  CHECK(kmajor.size() == static_cast<size_t>(kV2TileElems / 8));
-  CHECK(mnmajor.size() == static_cast<size_t>(kV2TileElems / 8));
-
-  // Chunk coordinates: each of the 512 chunks of a tile exactly once.
-  for (bool mn : {false, true}) {
-    std::set<std::pair<int, int>> seen;
-    for (int tid = 0; tid < kV2Threads; ++tid)
-      for (int i = 0; i < 2; ++i) {
-        const ChunkCoord c = v2_chunk_coord(mn, tid, i);
-        CHECK((mn ? (c.first < kV2BK && c.second < kV2BM / 8)
-                  : (c.first < kV2BM && c.second < kV2BK / 8)));
-        seen.insert({c.first, c.second});
-      }
-    CHECK(seen.size() == 512u);
+    "conv igemm: v2 Fwd statistics partials are the per-M-tile column sums of the stored values, "
+    "with tiles of the configuration's BM") {
+  std::mt19937 rng(6);
+  for (const ConvCase& s : kVecShapes) {
+    const Conv2dGeom g = geom_of(s);
+    const IgemmGeom ig = igemm_of(g);
+    CAPTURE(s.N);
+    CAPTURE(s.H);
+    CAPTURE(s.W);
+    CAPTURE(s.C);
+    CAPTURE(s.K);
+    const Tensors t = random_tensors(g, rng);
+    const GemmDims d = gemm_dims(ConvPass::Fwd, ig);
+    const std::vector<double> y = reference(ConvPass::Fwd, g, t);
+    for_each_v2_tile([&]<class Tile>() {
+      const int bm = Tile::BM, bn = Tile::BN;
+      CAPTURE(bm);
+      CAPTURE(bn);
+      std::vector<float> stats;
+      const std::vector<float> got =
+          emulate_v2_pass<Tile>(ConvPass::Fwd, ig, t.x, t.w, 1, false, &stats);
+      const int tiles = (d.M + Tile::BM - 1) / Tile::BM;
+      REQUIRE(stats.size() == static_cast<size_t>(tiles) * 2 * static_cast<size_t>(d.N));
+      int64_t bad = 0;
+      for (int tile = 0; tile < tiles; ++tile)
+        for (int n = 0; n < d.N; ++n) {
+          double sum = 0, sq = 0, mag = 0;
+          for (int m = tile * Tile::BM; m < std::min(d.M, (tile + 1) * Tile::BM); ++m) {
+            const double v = bf16_to_f32(
+                f32_to_bf16(static_cast<float>(y[static_cast<size_t>(c_offset(d, m, n))])));
+            sum += v;
+            sq += v * v;
+            mag += v * v;
+          }
+          const double got_s = stats[static_cast<size_t>((tile * 2 + 0) * d.N + n)];
+          const double got_q = stats[static_cast<size_t>((tile * 2 + 1) * d.N + n)];
+          // Sums of small integers are exact in fp32; squares may round.
+          bad += got_s != sum;
+          bad += std::fabs(got_q - sq) > 1e-6 * mag;
+        }
+      CHECK(bad == 0);
+    });
   }
+}
 
-  // A 16-byte-per-lane shared access is conflict free when each group of 8
-  // lanes (one 128-byte wavefront) touches 8 distinct 16-byte bank groups.
-  auto conflict_free = [](const int(&elem)[32]) {
-    for (int q = 0; q < 4; ++q) {
-      std::set<int> banks;
-      for (int r = 0; r < 8; ++r) banks.insert((elem[8 * q + r] * 2 / 16) % 8);
-      if (banks.size() != 8) return false;
-    }
-    return true;
+TEST_CASE(
+    "conv igemm: v2 swizzled tiles are 16-byte aligned bijections, conflict-free for ldmatrix and "
+    "cp.async, in every tile configuration") {
+  for_each_v2_tile([&]<class Tile>() {
+    const int bm = Tile::BM, bn = Tile::BN;
+    CAPTURE(bm);
+    CAPTURE(bn);
+    check_v2_swizzles<Tile>();
+  });
+  // The configurations themselves.
+  CHECK((V2Tile128x128::Threads == 256 && V2Tile128x128::WarpsM == 2 &&
+         V2Tile128x128::WarpsN == 4 && V2Tile128x128::AChunks == 2 && V2Tile128x128::BChunks == 2 &&
+         V2Tile128x128::SmemBytes == 48 * 1024));
+  CHECK((V2Tile128x64::Threads == 128 && V2Tile128x64::WarpsM == 2 && V2Tile128x64::WarpsN == 2 &&
+         V2Tile128x64::AChunks == 4 && V2Tile128x64::BChunks == 2));
+  CHECK((V2Tile64x128::Threads == 128 && V2Tile64x128::WarpsM == 1 && V2Tile64x128::WarpsN == 4 &&
+         V2Tile64x128::AChunks == 2 && V2Tile64x128::BChunks == 4));
+}
+
+TEST_CASE("conv igemm: v2 tile selection rule, and every tile serves seresnet152d") {
+  auto pick = [](int M, int N) {
+    const V2TileShape t = v2_pick_tile(GemmDims{M, N, 32});
+    return std::pair<int, int>{t.bm, t.bn};
   };
-  for (ConvPass p : {ConvPass::Fwd, ConvPass::Dgrad, ConvPass::Wgrad})
-    for (int kk = 0; kk < kV2BK / 16; ++kk) {
-      for (int wm = 0; wm < kV2WarpsM; ++wm)
-        for (int mi = 0; mi < kV2MI; ++mi) {
-          int e[32];
-          for (int l = 0; l < 32; ++l) e[l] = v2_ldsm_a_offset(p, wm, mi, kk, l);
-          CHECK(conflict_free(e));
-        }
-      for (int wn = 0; wn < kV2WarpsN; ++wn)
-        for (int np = 0; np < kV2NI / 2; ++np) {
-          int e[32];
-          for (int l = 0; l < 32; ++l) e[l] = v2_ldsm_b_offset(p, wn, np, kk, l);
-          CHECK(conflict_free(e));
-        }
+  using P = std::pair<int, int>;
+  CHECK(pick(8192, 64) == P{128, 64});
+  CHECK(pick(8192, 8) == P{128, 64});
+  CHECK(pick(8192, 72) == P{128, 128});
+  CHECK(pick(64, 576) == P{64, 128});
+  CHECK(pick(8, 2048) == P{64, 128});
+  CHECK(pick(65, 576) == P{128, 128});
+  CHECK(pick(64, 64) == P{128, 64});  // both small: the N rule wins
+  CHECK(pick(1, 1) == P{128, 64});
+  CHECK(pick(4096, 4096) == P{128, 128});
+  // Every configuration is chosen by some pass of seresnet152d (batch 2,
+  // 64x64 input: the GPU tests' shapes), so the GPU tests run all three.
+  std::map<P, int> used;
+  for (const Conv2dGeom& g : resnet_conv_shapes(resnet_config("seresnet152d"), 2, 64))
+    for (ConvPass p : {ConvPass::Fwd, ConvPass::Dgrad, ConvPass::Wgrad}) {
+      if (!v2_geometry_ok(p, g)) continue;
+      const V2TileShape t = v2_pick_tile(gemm_dims(p, igemm_of(g)));
+      ++used[{t.bm, t.bn}];
     }
-  for (bool mn : {false, true})
-    for (int warp = 0; warp < 8; ++warp)
-      for (int i = 0; i < 2; ++i) {
-        int e[32];
-        for (int l = 0; l < 32; ++l) {
-          const ChunkCoord c = v2_chunk_coord(mn, warp * 32 + l, i);
-          e[l] = mn ? mnmajor_offset(c.first, c.second) : kmajor_offset(c.first, c.second);
-        }
-        CHECK(conflict_free(e));
-      }
+  CHECK(used.size() == 3u);
+  CHECK(used[P{128, 128}] > 0);
+  CHECK(used[P{128, 64}] > 0);
+  CHECK(used[P{64, 128}] > 0);
 }
 
 TEST_CASE("conv shapes: seresnet152d lists every conv the model declares, in order") {
