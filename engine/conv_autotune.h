@@ -32,7 +32,7 @@
 namespace rz {
 
 // Bumped whenever a native kernel changes, so cached choices are re-measured.
-constexpr int kConvNativeVersion = 2;
+constexpr int kConvNativeVersion = 3;
 
 // "cudnn", "native" or "auto"; throws rz::Error otherwise.
 ConvImpl parse_conv_impl(const std::string& s);
