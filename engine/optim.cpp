@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <map>
 #include <memory>
+#include <type_traits>
 
 #include "engine/autograd.h"
 #include "engine/dispatch.h"
@@ -446,7 +447,7 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
   return norm;
 }
 
-void ema_update(Module& ema, const Module& model, double decay) {
+void ema_update(Module& ema, const Module& model, double decay, const Tensor& gate) {
   RZ_CHECK(decay >= 0 && decay <= 1, "ema_update: decay must be in [0, 1], got ", decay);
   NoGradGuard no_grad;
   const NamedTensors e = ema.state_dict(), m = model.state_dict();
@@ -459,8 +460,29 @@ void ema_update(Module& ema, const Module& model, double decay) {
       dst.copy_(m[i].second);
       continue;
     }
-    dst.mul_(decay);
-    dst.add_(m[i].second.dtype() == dst.dtype() ? m[i].second : m[i].second.to(dst.dtype()), 1.0 - decay);
+    const Tensor src = m[i].second.dtype() == dst.dtype() ? m[i].second : m[i].second.to(dst.dtype());
+    RZ_CHECK(src.device() == dst.device(), "ema_update: '", e[i].first, "' is on ",
+             dst.device().str(), ", the model's on ", src.device().str());
+    dst.bump_version();
+    if (dst.device().is_cpu()) {
+      RZ_CHECK(!gate.defined(), "ema_update: a gate is for CUDA graph mode");
+      dispatch_float(dst.dtype(), "ema_update", [&](auto tag) {
+        using T = decltype(tag);
+        if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>)
+          ema_blend_cpu(dst.data<T>(), src.data<T>(), dst.numel(), decay);
+        else
+          RZ_THROW("ema_update: ", dst.str(), " on the CPU (f32 or f64)");
+      });
+      continue;
+    }
+#if defined(RZ_HAVE_CUDA)
+    RZ_CHECK(dst.dtype() == DType::F32, "ema_update: ", dst.str(), " on CUDA (EMA weights are f32)");
+    RZ_CHECK(!gate.defined() || (gate.numel() == 1 && gate.dtype() == DType::F32 &&
+                                 gate.device() == dst.device()),
+             "ema_update: the gate must be one f32 value on ", dst.device().str());
+    RZ_CUDA_CHECK(ema_blend_cuda(dst.data<float>(), src.data<float>(), dst.numel(), decay,
+                                 gate.defined() ? gate.data<float>() : nullptr, op_stream()));
+#endif
   }
 }
 

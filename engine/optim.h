@@ -106,6 +106,9 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
 // Weight EMA (timm ModelEmaV2): every floating parameter and buffer of `ema`
 // becomes decay * ema + (1 - decay) * model; integer buffers are copied.
 // The two modules must have the same state dict names and shapes.
-void ema_update(Module& ema, const Module& model, double decay);
+// gate (graph mode, may be undefined): a device f32 scalar; when it is not
+// finite the floating tensors of the EMA stay unchanged (see
+// Optimizer::set_graph_gate).
+void ema_update(Module& ema, const Module& model, double decay, const Tensor& gate = Tensor());
 
 }  // namespace rz

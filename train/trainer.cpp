@@ -518,7 +518,7 @@ TrainResult Run::execute(bool resuming) {
           loss.backward();
           optim->step();
           optim->zero_grad();
-          if (ema) ema_update(*ema, *model, cfg_.train.ema_decay);
+          if (ema) ema_update(*ema, *model, cfg_.train.ema_decay, optim->graph_mode() ? gs.loss : Tensor());
         };
         bool staged = false;
         if (gs.eager_steps == 0) {

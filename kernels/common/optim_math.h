@@ -127,4 +127,10 @@ RZ_HD void adam_update(T& param, T grad, T& m, T& v, const AdamCoeffs<T>& c) {
   param = param - c.step_size * (m / denom);
 }
 
+// One element of a weight EMA: ema = decay * ema + (1 - decay) * value.
+template <typename T>
+RZ_HD T ema_blend(T ema, T value, T decay) {
+  return decay * ema + (T(1) - decay) * value;
+}
+
 }  // namespace rz

@@ -27,6 +27,14 @@ void adam_step_cpu(T* param, const T* grad, T* m, T* v, int64_t n, const AdamHyp
   for (int64_t i = 0; i < n; ++i) adam_update(param[i], grad[i], m[i], v[i], c);
 }
 
+template <typename T>
+void ema_blend_cpu(T* ema, const T* value, int64_t n, double decay) {
+  const T d = static_cast<T>(decay);
+  for (int64_t i = 0; i < n; ++i) ema[i] = ema_blend(ema[i], value[i], d);
+}
+
+template void ema_blend_cpu<float>(float*, const float*, int64_t, double);
+template void ema_blend_cpu<double>(double*, const double*, int64_t, double);
 template void sgd_step_cpu<float>(float*, const float*, float*, int64_t, const SgdHyper&, bool);
 template void sgd_step_cpu<double>(double*, const double*, double*, int64_t, const SgdHyper&, bool);
 template void adam_step_cpu<float>(float*, const float*, float*, float*, int64_t, const AdamHyper&,

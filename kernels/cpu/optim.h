@@ -36,4 +36,9 @@ template <typename T>
 void adam_step_cpu(T* param, const T* grad, T* m, T* v, int64_t n, const AdamHyper& h,
                    int64_t step);
 
+// Weight EMA over n elements: ema[i] = ema_blend(ema[i], value[i], decay)
+// (kernels/common/optim_math.h). T is float or double.
+template <typename T>
+void ema_blend_cpu(T* ema, const T* value, int64_t n, double decay);
+
 }  // namespace rz

@@ -65,6 +65,14 @@ __global__ void __launch_bounds__(kThreads) adam_multi_kernel(TensorList list, S
   }
 }
 
+__global__ void __launch_bounds__(kThreads)
+    ema_kernel(float* ema, const float* value, int64_t n, float decay, const float* gate) {
+  if (gate_closed(gate)) return;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * kThreads)
+    ema[i] = ema_blend(ema[i], value[i], decay);
+}
+
 bool list_ok(const TensorList& list) {
   if (list.count < 0 || list.total_chunks < 0) return false;
   if (list.total_chunks == 0) return true;
@@ -113,6 +121,17 @@ cudaError_t adam_step_multi_dev_cuda(const TensorList& list, const AdamCoeffs<fl
   if (list.total_chunks == 0) return cudaSuccess;
   if (list.state1 == nullptr || list.state2 == nullptr) return cudaErrorInvalidValue;
   adam_multi_kernel<<<grid_for(list.total_chunks), kThreads, 0, stream>>>(list, coeffs, gate);
+  return cudaGetLastError();
+}
+
+cudaError_t ema_blend_cuda(float* ema, const float* value, int64_t n, double decay,
+                           const float* gate, cudaStream_t stream) {
+  if (n < 0 || (n > 0 && (ema == nullptr || value == nullptr))) return cudaErrorInvalidValue;
+  if (n == 0) return cudaSuccess;
+  const float d = static_cast<float>(decay);
+  const int64_t blocks = (n + kThreads - 1) / kThreads;
+  ema_kernel<<<static_cast<unsigned>(blocks < kMaxGrid ? blocks : kMaxGrid), kThreads, 0, stream>>>(
+      ema, value, n, d, gate);
   return cudaGetLastError();
 }
 

@@ -120,4 +120,10 @@ cudaError_t sgd_step_multi_dev_cuda(const TensorList& list, const SgdCoeffs<floa
 cudaError_t adam_step_multi_dev_cuda(const TensorList& list, const AdamCoeffs<float>* coeffs,
                                      const float* gate, cudaStream_t stream);
 
+// Weight EMA, twin of ema_blend_cpu: ema[i] = ema_blend(ema[i], value[i],
+// decay) in fp32, one pass. gate as above: a non-finite *gate leaves ema
+// unchanged (a skipped step in a replayed graph).
+cudaError_t ema_blend_cuda(float* ema, const float* value, int64_t n, double decay,
+                           const float* gate, cudaStream_t stream);
+
 }  // namespace rz

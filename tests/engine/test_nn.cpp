@@ -1,10 +1,12 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <vector>
 
 #include "engine/autograd.h"
 #include "engine/nn.h"
 #include "engine/optim.h"
+#include "kernels/cpu/optim.h"
 #include "train/tiny_example.h"
 
 using namespace rz;
@@ -211,4 +213,11 @@ TEST_CASE("nn: weight EMA follows the model") {
   CHECK(ema.num_batches_tracked.item() == 7);
   BatchNorm2d other(3);
   CHECK_THROWS_AS(ema_update(other, model, 0.9), Error);
+  // The gate belongs to CUDA graph mode.
+  CHECK_THROWS_WITH_AS(ema_update(ema, model, 0.9, Tensor::zeros({})), doctest::Contains("graph mode"),
+                       Error);
+  // Double EMAs blend in double: 0.5 * 0.25 + 0.5 * 0.75 = 0.5 exactly.
+  std::vector<double> e{0.25, 1.0}, v{0.75, 3.0};
+  ema_blend_cpu(e.data(), v.data(), 2, 0.5);
+  CHECK(e == std::vector<double>{0.5, 2.0});
 }

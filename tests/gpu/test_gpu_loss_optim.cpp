@@ -438,6 +438,33 @@ TEST_SUITE("gpu") {
     }
   }
 
+  TEST_CASE("gpu: EMA blend matches ema_blend_cpu, and a NaN gate leaves it unchanged") {
+    RZ_SKIP_WITHOUT_GPU();
+    std::mt19937 rng(41);
+    std::uniform_real_distribution<float> u(-2.f, 2.f);
+    const int64_t n = 3001;
+    std::vector<float> ema(static_cast<size_t>(n)), value(static_cast<size_t>(n));
+    for (float& e : ema) e = u(rng);
+    for (float& e : value) e = u(rng);
+    const Tensor dv = upload(value);
+    const Tensor open_gate = upload(std::vector<float>{0.5f});
+    const Tensor closed_gate = upload(std::vector<float>{std::nanf("")});
+    std::vector<float> want = ema;
+    ema_blend_cpu(want.data(), value.data(), n, 0.999);
+    for (const bool gated : {false, true}) {
+      Tensor de = upload(ema);
+      RZ_CUDA_CHECK(ema_blend_cuda(de.data<float>(), dv.data<float>(), n, 0.999,
+                                   gated ? open_gate.data<float>() : nullptr, cudaStreamPerThread));
+      CHECK(de.to(Device::cpu()).to_vector<float>() == want);  // same fp32 expression
+    }
+    Tensor de = upload(ema);
+    RZ_CUDA_CHECK(ema_blend_cuda(de.data<float>(), dv.data<float>(), n, 0.999,
+                                 closed_gate.data<float>(), cudaStreamPerThread));
+    CHECK(de.to(Device::cpu()).to_vector<float>() == ema);
+    CHECK(ema_blend_cuda(nullptr, dv.data<float>(), n, 0.9, nullptr, cudaStreamPerThread) ==
+          cudaErrorInvalidValue);
+  }
+
   TEST_CASE("gpu: multi-tensor optimizers reject bad arguments") {
     RZ_SKIP_WITHOUT_GPU();
     TensorList empty;
