@@ -89,6 +89,13 @@ void record_conv2d(Tensor& y, const Tensor& x, const Tensor& w, const Conv2dGeom
 }
 
 #if defined(RZ_HAVE_CUDA)
+// Whether this layer's plan for `fusion` is a native kernel (an epilogue can
+// run): a CUDA f32/bf16 input and a native choice.
+bool native_fusion_plan(const Tensor& x, const Conv2dGeom& g, ConvFusion fusion) {
+  if (!x.device().is_cuda() || (x.dtype() != DType::F32 && x.dtype() != DType::BF16)) return false;
+  return conv_plan(op_context(x), g, x.dtype(), ConvPass::Fwd, fusion).native();
+}
+
 // The forward convolution by the layer's native plan with epilogue f into a
 // new y; undefined when the plan is cuDNN or every native variant refused
 // (nothing enqueued).
@@ -107,6 +114,7 @@ Tensor conv_fused_forward(const Tensor& x, const Tensor& w, const Conv2dGeom& g,
 Tensor conv_bn_eval_epilogue(const Tensor& x, const Tensor& w, const Conv2dGeom& g,
                              const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
                              const Tensor& running_var, double eps, bool relu) {
+  if (!native_fusion_plan(x, g, ConvFusion::BnEval)) return Tensor();
   for (const Tensor* p : {&gamma, &beta, &running_mean, &running_var}) {
     RZ_CHECK(p->defined() && p->dtype() == DType::F32 && p->device() == x.device(),
              "conv_bn_act: BN parameters and running statistics must be f32 on ", x.device().str());
@@ -146,7 +154,7 @@ ConvWithSums conv2d_with_sums(const Tensor& x, const Tensor& w_in, Conv2dOptions
            segments, " segments do not divide the ", g.N * g.OH * g.OW, " output rows");
   ConvWithSums r;
 #if defined(RZ_HAVE_CUDA)
-  if (x.device().is_cuda() && (x.dtype() == DType::F32 || x.dtype() == DType::BF16)) {
+  if (native_fusion_plan(x, g, ConvFusion::BnStats)) {
     Tensor sums = Tensor::empty({2, segments, g.K}, DType::F64, x.device());
     ConvFwdFusion f;
     f.sums = sums.data<double>();
@@ -174,8 +182,7 @@ Tensor conv_bn_act(const Tensor& x, const Tensor& w_in, Conv2dOptions copt, cons
   const Tensor w = weight_for(x, w_in, "conv_bn_act");
   const Conv2dGeom g = conv_geometry(x, w, copt, "conv_bn_act");
 #if defined(RZ_HAVE_CUDA)
-  if (x.device().is_cuda() && (x.dtype() == DType::F32 || x.dtype() == DType::BF16) &&
-      !residual.defined() && !any_requires_grad({&x, &w, &gamma, &beta})) {
+  if (!residual.defined() && !any_requires_grad({&x, &w, &gamma, &beta})) {
     Tensor y = conv_bn_eval_epilogue(x, w, g, gamma, beta, running_mean, running_var, opt.eps, relu);
     if (y.defined()) return y;
   }
