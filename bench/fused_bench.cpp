@@ -21,6 +21,9 @@
 // 2R+1W, relu 1R+1W), fused 4 (3R+1W); SE backward unfused 15 (relu_bwd
 // 2R+1W, scale_bwd 2R+1W, pool_bwd 1W, add 2R+1W, BN bwd 4R+1W), fused 7
 // (5R+2W); BN + ReLU forward unfused 6, fused 3; backward unfused 8, fused 7.
+// "conv sums" rows: the fused forwards given the statistics sums a native
+// conv epilogue produces (conv_bn_act, conv2d_with_sums): SE forward 3
+// (2R+1W), BN + ReLU forward 2 (1R+1W), i.e. exactly the compulsory bytes.
 // "compulsory" is one read of every input and one write of every output (SE
 // forward 3, backward 5; BN + ReLU forward 2, backward 4): the time an ideal
 // single-pass kernel would need. GB/s = traffic / median time; %HBM = that /
@@ -236,6 +239,19 @@ void bench_stage(const Stage& st, int64_t batch, int reps, double hbm_gbps, rz::
                                         dt_f.get(), dsc_f.get(), grads, dims, opt, s));
   };
 
+  // The same forward from the producer's per-image sums (the conv3 epilogue
+  // of conv2d_with_sums): the statistics pass is skipped. Plausible sums
+  // (per image: mean 0, variance 1); values do not matter for timing.
+  std::vector<double> img_sums_h(static_cast<size_t>(2 * N * C), 0.0);
+  for (size_t i = static_cast<size_t>(N * C); i < img_sums_h.size(); ++i)
+    img_sums_h[i] = static_cast<double>(HW);
+  DeviceBuf<double> img_sums(2 * N * C);
+  img_sums.upload(img_sums_h.data());
+  const auto fused_fwd_sums = [&] {
+    RZ_CUDA_CHECK(rz::fused_se_fwd_cuda(t.get(), sc.get(), wts, out_f.get(), saved, rm.get(),
+                                        rv.get(), dims, opt, img_sums.get(), s));
+  };
+
   const double e = elem_bytes;
   print_row({"SE tail fwd, unfused", rz::bench::time_gpu(s, unfused_fwd, 3, reps).median_ms, 12 * e,
              3 * e},
@@ -243,6 +259,9 @@ void bench_stage(const Stage& st, int64_t batch, int reps, double hbm_gbps, rz::
   print_row(
       {"SE tail fwd, fused", rz::bench::time_gpu(s, fused_fwd, 3, reps).median_ms, 4 * e, 3 * e},
       hbm_gbps);
+  print_row({"SE tail fwd, fused, conv sums", rz::bench::time_gpu(s, fused_fwd_sums, 3, reps).median_ms,
+             3 * e, 3 * e},
+            hbm_gbps);
   print_row({"SE tail bwd, unfused", rz::bench::time_gpu(s, unfused_bwd, 3, reps).median_ms, 15 * e,
              5 * e},
             hbm_gbps);
@@ -281,6 +300,15 @@ void bench_stage(const Stage& st, int64_t batch, int reps, double hbm_gbps, rz::
                                         beta.get(), out_f.get(), fmean.get(), finvstd.get(),
                                         rm.get(), rv.get(), M, Cb, bopt, nullptr, s));
   };
+  std::vector<double> bn_sums_h(static_cast<size_t>(2 * Cb), 0.0);
+  for (size_t i = static_cast<size_t>(Cb); i < bn_sums_h.size(); ++i) bn_sums_h[i] = static_cast<double>(M);
+  DeviceBuf<double> bn_sums(2 * Cb);
+  bn_sums.upload(bn_sums_h.data());
+  const auto bn_fused_fwd_sums = [&] {  // after a conv epilogue that summed the statistics
+    RZ_CUDA_CHECK(rz::fused_bn_fwd_cuda(t.get(), static_cast<const bf16*>(nullptr), gamma.get(),
+                                        beta.get(), out_f.get(), fmean.get(), finvstd.get(),
+                                        rm.get(), rv.get(), M, Cb, bopt, bn_sums.get(), s));
+  };
   const auto bn_fused_bwd = [&] {
     RZ_CUDA_CHECK(rz::fused_bn_bwd_cuda(t.get(), out_f.get(), dout.get(), gamma.get(), fmean.get(),
                                         finvstd.get(), dt_f.get(), static_cast<bf16*>(nullptr),
@@ -292,6 +320,9 @@ void bench_stage(const Stage& st, int64_t batch, int reps, double hbm_gbps, rz::
             hbm_gbps);
   std::snprintf(label, sizeof label, "BN+ReLU fwd C=%lld, fused", static_cast<long long>(Cb));
   print_row({label, rz::bench::time_gpu(s, bn_fused_fwd, 3, reps).median_ms, 3 * eb, 2 * eb},
+            hbm_gbps);
+  std::snprintf(label, sizeof label, "BN+ReLU fwd C=%lld, fused, conv sums", static_cast<long long>(Cb));
+  print_row({label, rz::bench::time_gpu(s, bn_fused_fwd_sums, 3, reps).median_ms, 2 * eb, 2 * eb},
             hbm_gbps);
   std::snprintf(label, sizeof label, "BN+ReLU bwd C=%lld, unfused", static_cast<long long>(Cb));
   print_row({label, rz::bench::time_gpu(s, bn_unfused_bwd, 3, reps).median_ms, 8 * eb, 4 * eb},
