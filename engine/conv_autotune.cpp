@@ -354,7 +354,8 @@ ConvPlan conv_plan(CudaContext& ctx, const Conv2dGeom& g, DType dtype, ConvPass 
     case ConvImpl::Native: {
       ConvPlan p;
       for (ConvVariant v : kConvVariants)
-        if (supported(static_cast<int>(v), pass, g, dtype)) p.variant = static_cast<int>(v);
+        if (conv_native_available(v) && supported(static_cast<int>(v), pass, g, dtype))
+          p.variant = static_cast<int>(v);
       return p;
     }
     case ConvImpl::Auto: break;

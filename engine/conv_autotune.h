@@ -4,8 +4,9 @@
 //
 //   ConvImpl::Cudnn   always cuDNN (the default until native variants have
 //                     been validated on a GPU);
-//   ConvImpl::Native  the highest native variant that supports the shape
-//                     (v2 for aligned bf16, else v1), no timing;
+//   ConvImpl::Native  the highest native variant this device and build can
+//                     run that supports the shape (v3 on Hopper, v2 for
+//                     bf16 with C, K % 8 == 0, else v1), no timing;
 //   ConvImpl::Auto    for each (device, geometry, dtype, pass) the eligible
 //                     native variants and cuDNN are timed once on scratch
 //                     buffers (CUDA events, median of 5 after a warm-up) and

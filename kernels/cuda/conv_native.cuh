@@ -87,6 +87,11 @@ cudaError_t conv2d_bwd_filter_native(ConvVariant v, const Conv2dGeom& g, const T
 template <typename T>
 bool conv2d_native_supported(ConvVariant v, ConvPass pass, const Conv2dGeom& g);
 
+// Whether the current device and this build can run variant v at all (v1:
+// any device; v2: sm_80+; v3: a 9.x device and sm_90a code in the build).
+// Launchers refuse (cudaErrorInvalidValue) what this rules out.
+bool conv_native_available(ConvVariant v);
+
 namespace detail {
 // The per-variant launchers behind the dispatch above. a, b: the pass's GEMM
 // operands (Fwd: x, w; Dgrad: dy, w; Wgrad: dy, x); out: y, dx or dw.

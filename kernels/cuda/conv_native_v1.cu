@@ -314,6 +314,23 @@ const char* conv_variant_name(ConvVariant v) {
   return "unknown";
 }
 
+bool conv_native_available(ConvVariant v) {
+  switch (v) {
+    case ConvVariant::V1: return true;
+    case ConvVariant::V2: {
+      int dev = 0, major = 0;
+      if (cudaGetDevice(&dev) != cudaSuccess ||
+          cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return false;
+      }
+      return major >= 8;
+    }
+    case ConvVariant::V3: return detail::conv_native_v3_available();
+  }
+  return false;
+}
+
 template <typename T>
 bool conv2d_native_supported(ConvVariant v, ConvPass pass, const Conv2dGeom& g) {
   if (v == ConvVariant::V1) return v1_geometry_ok(pass, g);

@@ -55,6 +55,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/conv_native.cuh"
+#include "kernels/cuda/cp_async.cuh"
 
 namespace rz {
 
@@ -82,27 +83,7 @@ struct LoaderFor<ConvPass::Wgrad, Tile> {
 #endif
 
 #if defined(RZ_CONV_V2_DEVICE)
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16-byte global -> shared copy; with valid == false no byte is read and the
-// destination is zero-filled (src-size 0). src must still be a valid address.
-__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool valid) {
-  const int src_bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-               "r"(src_bytes)
-               : "memory");
-}
-
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
+using cp_async::smem_u32;
 
 template <bool Trans>
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
@@ -157,24 +138,23 @@ __global__ void __launch_bounds__(Tile::Threads)
     ld.chunks(g, tid, ca, cb);
     const uint32_t sa = smem + static_cast<uint32_t>(stage * Tile::StageElems * 2);
     const uint32_t sb = sa + Tile::ATileElems * 2;
+    // One chunk into the tile at `base` (src < 0: zero-fill, nothing read).
+    auto copy = [](uint32_t base, const V2Chunk& c, const bf16* src) {
+      cp_async::copy_16(base + static_cast<uint32_t>(c.smem * 2), src + (c.src < 0 ? 0 : c.src),
+                        c.src >= 0);
+    };
     if constexpr (Tile::AChunks == Tile::BChunks) {
       // A and B interleaved (the 128 x 128 issue order).
 #pragma unroll
       for (int i = 0; i < Tile::AChunks; ++i) {
-        cp_async_16(sa + static_cast<uint32_t>(ca[i].smem * 2), a + (ca[i].src < 0 ? 0 : ca[i].src),
-                    ca[i].src >= 0);
-        cp_async_16(sb + static_cast<uint32_t>(cb[i].smem * 2), b + (cb[i].src < 0 ? 0 : cb[i].src),
-                    cb[i].src >= 0);
+        copy(sa, ca[i], a);
+        copy(sb, cb[i], b);
       }
     } else {
 #pragma unroll
-      for (int i = 0; i < Tile::AChunks; ++i)
-        cp_async_16(sa + static_cast<uint32_t>(ca[i].smem * 2), a + (ca[i].src < 0 ? 0 : ca[i].src),
-                    ca[i].src >= 0);
+      for (int i = 0; i < Tile::AChunks; ++i) copy(sa, ca[i], a);
 #pragma unroll
-      for (int i = 0; i < Tile::BChunks; ++i)
-        cp_async_16(sb + static_cast<uint32_t>(cb[i].smem * 2), b + (cb[i].src < 0 ? 0 : cb[i].src),
-                    cb[i].src >= 0);
+      for (int i = 0; i < Tile::BChunks; ++i) copy(sb, cb[i], b);
     }
     ld.advance(g);
   };
@@ -190,15 +170,15 @@ __global__ void __launch_bounds__(Tile::Threads)
 #pragma unroll
   for (int s = 0; s < kV2Stages - 1; ++s) {
     if (s < nk) load_tile(s);
-    cp_async_commit();  // possibly empty: keeps the group count uniform
+    cp_async::commit();  // possibly empty: keeps the group count uniform
   }
 
   for (int i = 0; i < nk; ++i) {
-    cp_async_wait<kV2Stages - 2>();  // this thread's copies of k-tile i are done
+    cp_async::wait<kV2Stages - 2>();  // this thread's copies of k-tile i are done
     __syncthreads();                 // everyone's are, and stage (i-1) % S is free
     const int next = i + kV2Stages - 1;
     if (next < nk) load_tile(next % kV2Stages);
-    cp_async_commit();
+    cp_async::commit();
 
     const uint32_t sa = smem + static_cast<uint32_t>((i % kV2Stages) * Tile::StageElems * 2);
     const uint32_t sb = sa + Tile::ATileElems * 2;
@@ -226,7 +206,7 @@ __global__ void __launch_bounds__(Tile::Threads)
         for (int ni = 0; ni < kV2NI; ++ni) mma_bf16_16816(acc[mi][ni], af[mi], bfr[ni]);
     }
   }
-  cp_async_wait<0>();  // only empty groups can remain; drain before exit
+  cp_async::wait<0>();  // only empty groups can remain; drain before exit
 
   const GemmDims d = gemm_dims(P, g);
   float* part = ws == nullptr

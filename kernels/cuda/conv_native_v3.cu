@@ -50,6 +50,7 @@
 
 #include "kernels/common/conv_wgmma.h"
 #include "kernels/cuda/conv_native.cuh"
+#include "kernels/cuda/cp_async.cuh"
 #include "kernels/cuda/conv_native_v3.cuh"
 
 #if defined(RZ_CONV_V3_SM90A)
@@ -83,24 +84,7 @@ struct V3LoaderFor<ConvPass::Wgrad> {
 #endif
 
 #if defined(RZ_CONV_V3_DEVICE)
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16-byte global -> shared copy; valid == false reads nothing and zero-fills.
-__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool valid) {
-  const int src_bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-               "r"(src_bytes)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
+using cp_async::smem_u32;
 
 // Orders this thread's completed generic-proxy shared-memory writes (the
 // landed cp.async data) before later async-proxy reads (wgmma).
@@ -230,11 +214,11 @@ __global__ void __launch_bounds__(kV3Threads, 1)
     ld.chunks(g, tid, ca, cb);
 #pragma unroll
     for (int i = 0; i < kV3ChunksPerThread; ++i)
-      cp_async_16(sa + ca[i].smem, a + (ca[i].src < 0 ? 0 : ca[i].src), ca[i].src >= 0);
+      cp_async::copy_16(sa + ca[i].smem, a + (ca[i].src < 0 ? 0 : ca[i].src), ca[i].src >= 0);
     if constexpr (Loader::kLoadsB) {
 #pragma unroll
       for (int i = 0; i < kV3ChunksPerThread; ++i)
-        cp_async_16(sb + cb[i].smem, b + (cb[i].src < 0 ? 0 : cb[i].src), cb[i].src >= 0);
+        cp_async::copy_16(sb + cb[i].smem, b + (cb[i].src < 0 ? 0 : cb[i].src), cb[i].src >= 0);
     } else {
       if (tid == 0) {
         const uint32_t bar = smem_u32(&full_bar[stage]);
@@ -253,13 +237,13 @@ __global__ void __launch_bounds__(kV3Threads, 1)
 #pragma unroll
   for (int t = 0; t < kV3Prefetch; ++t) {
     if (t < nk) load_tile(t);
-    cp_async_commit();  // possibly empty: keeps the group count uniform
+    cp_async::commit();  // possibly empty: keeps the group count uniform
   }
 
   constexpr int kTA = v3_a_mnmajor(P) ? 1 : 0, kTB = v3_b_mnmajor(P) ? 1 : 0;
   for (int i = 0; i < nk; ++i) {
     const int stage = i % kV3Stages;
-    cp_async_wait<kV3CpAsyncPending>();  // this thread's copies of tile i landed
+    cp_async::wait<kV3CpAsyncPending>();  // this thread's copies of tile i landed
     if constexpr (kTma) mbar_wait_parity(smem_u32(&full_bar[stage]), (i / kV3Stages) & 1);
     fence_proxy_async_smem();
     __syncthreads();  // everyone's copies landed; wgmma(i - 2) done in every warpgroup
@@ -276,14 +260,14 @@ __global__ void __launch_bounds__(kV3Threads, 1)
 
     const int next = i + kV3Prefetch;
     if (next < nk) load_tile(next);
-    cp_async_commit();
+    cp_async::commit();
     __syncwarp();     // reconverge after thread 0's TMA issue: wgmma.wait_group is .aligned
     wgmma_wait<1>();  // wgmma(i - 1) done: its stage may be refilled next iteration
     fence_acc(acc);
   }
   wgmma_wait<0>();
   fence_acc(acc);
-  cp_async_wait<0>();  // only empty groups can remain
+  cp_async::wait<0>();  // only empty groups can remain
 
   const GemmDims d = gemm_dims(P, g);
   if constexpr (P == ConvPass::Fwd) {
@@ -438,6 +422,26 @@ bool aligned(const void* p, uintptr_t bytes) {
 #endif  // RZ_CONV_V3_SM90A
 
 namespace detail {
+
+bool conv_native_v3_available() {
+#if !defined(RZ_CONV_V3_SM90A)
+  return false;
+#else
+  int dev = 0, major = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  if (major != 9) return false;
+  cudaFuncAttributes attr{};
+  if (cudaFuncGetAttributes(&attr, conv_v3_kernel<ConvPass::Fwd>) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  return attr.binaryVersion >= 90;
+#endif
+}
 
 cudaError_t conv_native_v3(ConvPass pass, const Conv2dGeom& g, const bf16* a, const bf16* b,
                            bf16* out, const ConvFwdEpilogue& ep, cudaStream_t stream) {

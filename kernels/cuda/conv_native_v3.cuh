@@ -28,4 +28,8 @@ namespace rz::detail {
 cudaError_t conv_native_v3(ConvPass pass, const Conv2dGeom& g, const bf16* a, const bf16* b,
                            bf16* out, const ConvFwdEpilogue& ep, cudaStream_t stream);
 
+// Whether the current device and this build can run v3 at all: a compute
+// capability 9.x device and sm_90a code for the kernels.
+bool conv_native_v3_available();
+
 }  // namespace rz::detail

@@ -1,12 +1,10 @@
-// The Hopper native convolution v3 (kernels/cuda/conv_native_v3.cuh) against
-// the CPU twins (kernels/cpu/conv2d.h): Fwd, Dgrad and Wgrad on the distinct
-// seresnet152d convolutions with C % 8 == 0 at batch 2 and 64x64 input
-// (models/conv_shapes.h) plus odd shapes, bf16 storage, normalized MSE
-// <= 1e-4 against the fp32 twin on the bf16-rounded inputs; outputs between
-// 0xA5 sentinel guards, starting as garbage. The Fwd epilogue (affine + ReLU)
-// against the same formula on the CPU reference, its per-M-tile statistics
-// against sums of the stored outputs. Also: the launcher's refusals, and
-// bitwise reproducible split-K Wgrad.
+// What only the Hopper native convolution v3 (kernels/cuda/conv_native_v3.cuh)
+// needs checked beyond tests/gpu/test_gpu_conv_native.cpp (which runs every
+// variant, v3 included, in every pass on every seresnet152d shape and the
+// odd shapes, and the fused forward through conv2d_fwd_native_fused): the
+// raw launcher's Fwd epilogue (affine + ReLU against the same formula on the
+// CPU reference, its per-M-tile statistics partials against sums of the
+// stored outputs), its refusals, and bitwise reproducible split-K Wgrad.
 // Skips (one line) without a GPU, on devices other than compute capability
 // 9.x, and in builds without sm_90 code (the launcher then refuses).
 #include "tests/gpu/gpu_test.h"
@@ -25,6 +23,7 @@
 #include "kernels/common/conv_epilogue.h"
 #include "kernels/common/conv_wgmma.h"
 #include "kernels/cpu/conv2d.h"
+#include "kernels/cuda/conv_native.cuh"
 #include "kernels/cuda/conv_native_v3.cuh"
 #include "models/conv_shapes.h"
 #include "models/seresnet.h"
@@ -72,10 +71,6 @@ std::vector<Case> v3_cases() {
   return cases;
 }
 
-const char* pass_name(ConvPass p) {
-  return p == ConvPass::Fwd ? "fwd" : (p == ConvPass::Dgrad ? "dgrad" : "wgrad");
-}
-
 int64_t out_elems(ConvPass p, const Conv2dGeom& g) {
   if (p == ConvPass::Fwd) return g.N * g.OH * g.OW * g.K;
   if (p == ConvPass::Dgrad) return g.N * g.H * g.W * g.C;
@@ -93,28 +88,10 @@ std::vector<float> cpu_pass(ConvPass p, const Conv2dGeom& g, const std::vector<f
 
 // Whether this process can run v3 at all; prints the skip line when not.
 bool v3_runnable(const char* test) {
-  int dev = 0, major = 0;
-  RZ_CUDA_CHECK(cudaGetDevice(&dev));
-  RZ_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-  if (major != 9) {
-    std::printf("[gpu] skipped '%s': v3 needs a compute capability 9.x device (this is %d.x)\n",
-                test, major);
-    return false;
-  }
-  // A tiny supported convolution: refused only by a build without sm_90a code.
-  const Conv2dGeom g = make_conv2d_geom(1, 4, 4, 8, 8, 1, 1, 1, 1, 0, 0);
-  Guarded<bf16> x(to_bf16(std::vector<float>(16 * 8, 1.f))),
-      w(to_bf16(std::vector<float>(64, 1.f)));
-  Guarded<bf16> y(16 * 8);
-  const cudaError_t err =
-      detail::conv_native_v3(ConvPass::Fwd, g, x.get(), w.get(), y.get(), {}, nullptr);
-  (void)y.read();
-  if (err == cudaErrorInvalidValue) {
-    std::printf("[gpu] skipped '%s': this build has no sm_90a code for v3\n", test);
-    return false;
-  }
-  REQUIRE_MESSAGE(err == cudaSuccess, cudaGetErrorString(err));
-  return true;
+  if (conv_native_available(ConvVariant::V3)) return true;
+  std::printf("[gpu] skipped '%s': v3 needs a compute capability 9.x device and sm_90a code in "
+              "the build\n", test);
+  return false;
 }
 
 double nmse(const std::vector<double>& got, const std::vector<double>& ref, bool* finite) {
@@ -139,52 +116,6 @@ std::vector<double> widen(const std::vector<bf16>& v) {
 
 TEST_SUITE("gpu") {
 #if defined(RZ_HAVE_CUDA)
-  TEST_CASE("gpu: native conv v3 (wgmma, TMA) matches the CPU twins in all passes") {
-    RZ_SKIP_WITHOUT_GPU();
-    if (!v3_runnable("gpu: native conv v3 (wgmma, TMA) matches the CPU twins in all passes"))
-      return;
-    Generator gen(41);
-    cudaStream_t stream = nullptr;
-    RZ_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-    int ran = 0;
-    for (const Case& c : v3_cases()) {
-      const Conv2dGeom& g = c.g;
-      CAPTURE(c.what);
-      CAPTURE(g.N);
-      CAPTURE(g.H);
-      CAPTURE(g.W);
-      CAPTURE(g.C);
-      CAPTURE(g.K);
-      CAPTURE(g.R);
-      CAPTURE(g.sh);
-      const std::vector<bf16> x = to_bf16(random_vec(g.N * g.H * g.W * g.C, gen));
-      const std::vector<bf16> w = to_bf16(random_vec(g.K * g.R * g.S * g.C, gen));
-      const std::vector<bf16> dy = to_bf16(random_vec(g.N * g.OH * g.OW * g.K, gen));
-      Guarded<bf16> dx_in(x), dw_in(w), ddy(dy);
-      const std::vector<float> xf = to_f32(x), wf = to_f32(w), dyf = to_f32(dy);
-      for (ConvPass p : {ConvPass::Fwd, ConvPass::Dgrad, ConvPass::Wgrad}) {
-        CAPTURE(pass_name(p));
-        REQUIRE(igemm::v3_geometry_ok(p, g));
-        const std::vector<float> r = cpu_pass(p, g, xf, wf, dyf);
-        const std::vector<double> ref(r.begin(), r.end());
-        Guarded<bf16> out(out_elems(p, g));  // 0xA5 garbage: every element must be written
-        const bf16* a = p == ConvPass::Fwd ? dx_in.get() : ddy.get();
-        const bf16* b = p == ConvPass::Wgrad ? dx_in.get() : dw_in.get();
-        const cudaError_t err = detail::conv_native_v3(p, g, a, b, out.get(), {}, stream);
-        REQUIRE_MESSAGE(err == cudaSuccess, cudaGetErrorString(err));
-        RZ_CUDA_CHECK(cudaStreamSynchronize(stream));
-        bool finite = true;
-        const double e = nmse(widen(out.read()), ref, &finite);
-        CHECK(finite);
-        CHECK(e <= 1e-4);
-        ++ran;
-      }
-    }
-    RZ_CUDA_CHECK(cudaStreamDestroy(stream));
-    MESSAGE("v3 conv combinations run: ", ran);
-    CHECK(ran > 0);
-  }
-
   TEST_CASE("gpu: native conv v3 fwd epilogue: affine, relu, per-M-tile statistics") {
     RZ_SKIP_WITHOUT_GPU();
     if (!v3_runnable("gpu: native conv v3 fwd epilogue: affine, relu, per-M-tile statistics"))

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "kernels/common/conv_igemm.h"
@@ -20,6 +21,13 @@ using namespace rz::igemm;
 struct ConvCase {
   int64_t N, H, W, C, K, R, S, sh, sw, ph, pw;
 };
+
+// "N2 H9 W7 C5 K6 R3x3 s1 p1": a case for test messages.
+inline std::string case_name(const ConvCase& s) {
+  return "N" + std::to_string(s.N) + " H" + std::to_string(s.H) + " W" + std::to_string(s.W) +
+         " C" + std::to_string(s.C) + " K" + std::to_string(s.K) + " R" + std::to_string(s.R) +
+         "x" + std::to_string(s.S) + " s" + std::to_string(s.sh) + " p" + std::to_string(s.ph);
+}
 
 inline Conv2dGeom geom_of(const ConvCase& s) {
   return make_conv2d_geom(s.N, s.H, s.W, s.C, s.K, s.R, s.S, s.sh, s.sw, s.ph, s.pw);

@@ -191,14 +191,8 @@ TEST_CASE(
   for (const ConvCase& s : kAnyShapes) {
     const Conv2dGeom g = geom_of(s);
     const IgemmGeom ig = igemm_of(g);
-    CAPTURE(s.N);
-    CAPTURE(s.H);
-    CAPTURE(s.W);
-    CAPTURE(s.C);
-    CAPTURE(s.K);
-    CAPTURE(s.R);
-    CAPTURE(s.sh);
-    CAPTURE(s.ph);
+    const std::string shape = case_name(s);
+    CAPTURE(shape);
     const Tensors t = random_tensors(g, rng);
     const std::vector<double> col = im2col(g, t.x);
     for (ConvPass p : {ConvPass::Fwd, ConvPass::Dgrad, ConvPass::Wgrad}) {
@@ -276,14 +270,8 @@ TEST_CASE("conv igemm: v1 kernel emulation computes fwd, dgrad and wgrad exactly
   for (const ConvCase& s : kAnyShapes) {
     const Conv2dGeom g = geom_of(s);
     const IgemmGeom ig = igemm_of(g);
-    CAPTURE(s.N);
-    CAPTURE(s.H);
-    CAPTURE(s.W);
-    CAPTURE(s.C);
-    CAPTURE(s.K);
-    CAPTURE(s.R);
-    CAPTURE(s.sh);
-    CAPTURE(s.ph);
+    const std::string shape = case_name(s);
+    CAPTURE(shape);
     const Tensors t = random_tensors(g, rng);
     for (ConvPass p : {ConvPass::Fwd, ConvPass::Dgrad, ConvPass::Wgrad}) {
       CAPTURE(pass_name(p));

@@ -562,14 +562,8 @@ TEST_CASE(
   for (const ConvCase& s : kVecShapes) {
     const Conv2dGeom g = geom_of(s);
     const IgemmGeom ig = igemm_of(g);
-    CAPTURE(s.N);
-    CAPTURE(s.H);
-    CAPTURE(s.W);
-    CAPTURE(s.C);
-    CAPTURE(s.K);
-    CAPTURE(s.R);
-    CAPTURE(s.sh);
-    CAPTURE(s.ph);
+    const std::string shape = case_name(s);
+    CAPTURE(shape);
     const Tensors t = random_tensors(g, rng);
     const std::vector<double> col = im2col(g, t.x);
     for (ConvPass p : {ConvPass::Fwd, ConvPass::Dgrad, ConvPass::Wgrad}) {
@@ -592,14 +586,8 @@ TEST_CASE(
   for (const ConvCase& s : kVecShapes) {
     const Conv2dGeom g = geom_of(s);
     const IgemmGeom ig = igemm_of(g);
-    CAPTURE(s.N);
-    CAPTURE(s.H);
-    CAPTURE(s.W);
-    CAPTURE(s.C);
-    CAPTURE(s.K);
-    CAPTURE(s.R);
-    CAPTURE(s.sh);
-    CAPTURE(s.ph);
+    const std::string shape = case_name(s);
+    CAPTURE(shape);
     const Tensors t = random_tensors(g, rng);
     for (ConvPass p : {ConvPass::Fwd, ConvPass::Dgrad, ConvPass::Wgrad}) {
       CAPTURE(pass_name(p));
@@ -637,11 +625,8 @@ TEST_CASE(
   for (const ConvCase& s : kVecShapes) {
     const Conv2dGeom g = geom_of(s);
     const IgemmGeom ig = igemm_of(g);
-    CAPTURE(s.N);
-    CAPTURE(s.H);
-    CAPTURE(s.W);
-    CAPTURE(s.C);
-    CAPTURE(s.K);
+    const std::string shape = case_name(s);
+    CAPTURE(shape);
     const Tensors t = random_tensors(g, rng);
     const GemmDims d = gemm_dims(ConvPass::Fwd, ig);
     const std::vector<double> y = reference(ConvPass::Fwd, g, t);
