@@ -29,6 +29,7 @@
 #include "kernels/cuda/conv_native.cuh"
 #include "models/conv_shapes.h"
 #include "models/seresnet.h"
+#include "tests/gpu/gpu_conv_cases.h"
 #include "tests/gpu/gpu_guard.h"
 #include "tests/gpu/gpu_vec.h"
 #endif
@@ -45,23 +46,14 @@ using gpu_test::to_f32;
 
 using gpu_test::Guarded;
 
-struct Case {
-  std::string what;
-  Conv2dGeom g;
-};
+using gpu_test::ConvCase;
+using gpu_test::cpu_pass;
+using gpu_test::out_elems;
+using gpu_test::pass_name;
+using Case = ConvCase;
 
 std::vector<Case> conv_cases() {
-  std::vector<Case> cases;
-  const ResNetConfig cfg = resnet_config("seresnet152d");
-  for (const Conv2dGeom& g : resnet_conv_shapes(cfg, 2, 64)) {
-    std::string name;
-    for (const ConvLayer& l : resnet_conv_layers(cfg, 2, 64))
-      if (same_conv_geom(l.geom, g)) {
-        name = l.name;
-        break;
-      }
-    cases.push_back({"seresnet152d " + name, g});
-  }
+  std::vector<Case> cases = gpu_test::seresnet152d_conv_cases();
   const int64_t odd[][11] = {
       {2, 9, 7, 5, 6, 3, 3, 1, 1, 1, 1},      // odd everything
       {2, 11, 13, 7, 9, 3, 3, 2, 2, 1, 1},    // stride 2
@@ -76,14 +68,8 @@ std::vector<Case> conv_cases() {
       {1, 7, 7, 72, 200, 3, 3, 2, 2, 1, 1},   // v2 64x128 tiles: M, N overhang (fwd, dgrad)
       {2, 9, 9, 64, 64, 3, 3, 1, 1, 1, 1},    // v2 128x64: M overhang; wgrad 64x128: N overhang
   };
-  for (const auto& s : odd)
-    cases.push_back({"odd", make_conv2d_geom(s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8],
-                                             s[9], s[10])});
+  gpu_test::add_odd_cases(cases, odd);
   return cases;
-}
-
-const char* pass_name(ConvPass p) {
-  return p == ConvPass::Fwd ? "fwd" : (p == ConvPass::Dgrad ? "dgrad" : "wgrad");
 }
 
 template <typename T>
@@ -92,22 +78,6 @@ cudaError_t run_native(ConvVariant v, ConvPass p, const Conv2dGeom& g, const T* 
   if (p == ConvPass::Fwd) return conv2d_fwd_native<T>(v, g, x, w, out, stream);
   if (p == ConvPass::Dgrad) return conv2d_bwd_data_native<T>(v, g, dy, w, out, stream);
   return conv2d_bwd_filter_native<T>(v, g, x, dy, out, stream);
-}
-
-int64_t out_elems(ConvPass p, const Conv2dGeom& g) {
-  if (p == ConvPass::Fwd) return g.N * g.OH * g.OW * g.K;
-  if (p == ConvPass::Dgrad) return g.N * g.H * g.W * g.C;
-  return g.K * g.R * g.S * g.C;
-}
-
-template <typename R>
-std::vector<R> cpu_pass(ConvPass p, const Conv2dGeom& g, const std::vector<R>& x,
-                        const std::vector<R>& w, const std::vector<R>& dy) {
-  std::vector<R> out(static_cast<size_t>(out_elems(p, g)));
-  if (p == ConvPass::Fwd) conv2d_fwd_cpu(x.data(), w.data(), out.data(), g);
-  if (p == ConvPass::Dgrad) conv2d_bwd_data_cpu(dy.data(), w.data(), out.data(), g);
-  if (p == ConvPass::Wgrad) conv2d_bwd_weight_cpu(x.data(), dy.data(), out.data(), g);
-  return out;
 }
 
 template <typename T>

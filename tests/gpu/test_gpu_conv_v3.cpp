@@ -27,6 +27,7 @@
 #include "kernels/cuda/conv_native_v3.cuh"
 #include "models/conv_shapes.h"
 #include "models/seresnet.h"
+#include "tests/gpu/gpu_conv_cases.h"
 #include "tests/gpu/gpu_guard.h"
 #include "tests/gpu/gpu_vec.h"
 #endif
@@ -41,49 +42,24 @@ using gpu_test::random_vec;
 using gpu_test::to_bf16;
 using gpu_test::to_f32;
 
-struct Case {
-  std::string what;
-  Conv2dGeom g;
-};
+using gpu_test::ConvCase;
+using gpu_test::cpu_pass;
+using gpu_test::out_elems;
+using Case = ConvCase;
 
+// The cases v3 supports (C % 8 == 0: all but the stem's first conv).
 std::vector<Case> v3_cases() {
   std::vector<Case> cases;
-  const ResNetConfig cfg = resnet_config("seresnet152d");
-  for (const Conv2dGeom& g : resnet_conv_shapes(cfg, 2, 64)) {
-    if (!igemm::v3_geometry_ok(ConvPass::Fwd, g)) continue;  // the C = 3 stem conv
-    std::string name;
-    for (const ConvLayer& l : resnet_conv_layers(cfg, 2, 64))
-      if (same_conv_geom(l.geom, g)) {
-        name = l.name;
-        break;
-      }
-    cases.push_back({"seresnet152d " + name, g});
-  }
+  for (const Case& c : gpu_test::seresnet152d_conv_cases())
+    if (igemm::v3_geometry_ok(ConvPass::Fwd, c.g)) cases.push_back(c);
   const int64_t odd[][11] = {
       {2, 13, 11, 8, 136, 7, 7, 2, 2, 3, 3},  // 7x7 s2, two N tiles
       {3, 17, 15, 24, 40, 3, 3, 2, 2, 1, 1},  // odd spatial, stride 2
       {2, 12, 12, 136, 8, 3, 3, 1, 1, 1, 1},  // two N tiles in dgrad
       {2, 8, 9, 16, 24, 3, 3, 2, 2, 0, 0},    // stride 2, no padding
   };
-  for (const auto& s : odd)
-    cases.push_back({"odd", make_conv2d_geom(s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8],
-                                             s[9], s[10])});
+  gpu_test::add_odd_cases(cases, odd);
   return cases;
-}
-
-int64_t out_elems(ConvPass p, const Conv2dGeom& g) {
-  if (p == ConvPass::Fwd) return g.N * g.OH * g.OW * g.K;
-  if (p == ConvPass::Dgrad) return g.N * g.H * g.W * g.C;
-  return g.K * g.R * g.S * g.C;
-}
-
-std::vector<float> cpu_pass(ConvPass p, const Conv2dGeom& g, const std::vector<float>& x,
-                            const std::vector<float>& w, const std::vector<float>& dy) {
-  std::vector<float> out(static_cast<size_t>(out_elems(p, g)));
-  if (p == ConvPass::Fwd) conv2d_fwd_cpu(x.data(), w.data(), out.data(), g);
-  if (p == ConvPass::Dgrad) conv2d_bwd_data_cpu(dy.data(), w.data(), out.data(), g);
-  if (p == ConvPass::Wgrad) conv2d_bwd_weight_cpu(x.data(), dy.data(), out.data(), g);
-  return out;
 }
 
 // Whether this process can run v3 at all; prints the skip line when not.
