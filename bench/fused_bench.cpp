@@ -314,22 +314,22 @@ void bench_stage(const Stage& st, int64_t batch, int reps, double hbm_gbps, rz::
                                         finvstd.get(), dt_f.get(), static_cast<bf16*>(nullptr),
                                         dgamma.get(), dbeta.get(), M, Cb, bopt, s));
   };
-  char label[64];
-  std::snprintf(label, sizeof label, "BN+ReLU fwd C=%lld, unfused", static_cast<long long>(Cb));
-  print_row({label, rz::bench::time_gpu(s, bn_unfused_fwd, 3, reps).median_ms, 6 * eb, 2 * eb},
-            hbm_gbps);
-  std::snprintf(label, sizeof label, "BN+ReLU fwd C=%lld, fused", static_cast<long long>(Cb));
-  print_row({label, rz::bench::time_gpu(s, bn_fused_fwd, 3, reps).median_ms, 3 * eb, 2 * eb},
-            hbm_gbps);
-  std::snprintf(label, sizeof label, "BN+ReLU fwd C=%lld, fused, conv sums", static_cast<long long>(Cb));
-  print_row({label, rz::bench::time_gpu(s, bn_fused_fwd_sums, 3, reps).median_ms, 2 * eb, 2 * eb},
-            hbm_gbps);
-  std::snprintf(label, sizeof label, "BN+ReLU bwd C=%lld, unfused", static_cast<long long>(Cb));
-  print_row({label, rz::bench::time_gpu(s, bn_unfused_bwd, 3, reps).median_ms, 8 * eb, 4 * eb},
-            hbm_gbps);
-  std::snprintf(label, sizeof label, "BN+ReLU bwd C=%lld, fused", static_cast<long long>(Cb));
-  print_row({label, rz::bench::time_gpu(s, bn_fused_bwd, 3, reps).median_ms, 7 * eb, 4 * eb},
-            hbm_gbps);
+  // One timed BN row: "BN+ReLU <what> C=<Cb>, <how>", traffic and compulsory
+  // bytes in units of one bf16 tensor.
+  const auto bn_row = [&](const char* what, const char* how, const auto& run, double traffic,
+                          double compulsory) {
+    char label[64];
+    std::snprintf(label, sizeof label, "BN+ReLU %s C=%lld, %s", what, static_cast<long long>(Cb),
+                  how);
+    print_row({label, rz::bench::time_gpu(s, run, 3, reps).median_ms, traffic * eb,
+               compulsory * eb},
+              hbm_gbps);
+  };
+  bn_row("fwd", "unfused", bn_unfused_fwd, 6, 2);
+  bn_row("fwd", "fused", bn_fused_fwd, 3, 2);
+  bn_row("fwd", "fused, conv sums", bn_fused_fwd_sums, 2, 2);
+  bn_row("bwd", "unfused", bn_unfused_bwd, 8, 4);
+  bn_row("bwd", "fused", bn_fused_bwd, 7, 4);
   bn_unfused_fwd();
   bn_unfused_bwd();
   bn_fused_fwd();

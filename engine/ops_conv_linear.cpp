@@ -89,23 +89,20 @@ void record_conv2d(Tensor& y, const Tensor& x, const Tensor& w, const Conv2dGeom
 }
 
 #if defined(RZ_HAVE_CUDA)
-// Whether this layer's plan for `fusion` is a native kernel (an epilogue can
-// run): a CUDA f32/bf16 input and a native choice.
-bool native_fusion_plan(const Tensor& x, const Conv2dGeom& g, ConvFusion fusion) {
-  if (!x.device().is_cuda() || (x.dtype() != DType::F32 && x.dtype() != DType::BF16)) return false;
-  return conv_plan(op_context(x), g, x.dtype(), ConvPass::Fwd, fusion).native();
+// This layer's plan for `fusion`: native (an epilogue can run) only for a
+// CUDA f32/bf16 input whose plan picks a native kernel; cuDNN (variant 0)
+// otherwise.
+ConvPlan fusion_plan(const Tensor& x, const Conv2dGeom& g, ConvFusion fusion) {
+  if (!x.device().is_cuda() || (x.dtype() != DType::F32 && x.dtype() != DType::BF16)) return {};
+  return conv_plan(op_context(x), g, x.dtype(), ConvPass::Fwd, fusion);
 }
 
-// The forward convolution by the layer's native plan with epilogue f into a
-// new y; undefined when the plan is cuDNN or every native variant refused
-// (nothing enqueued).
+// The forward convolution by a native plan with epilogue f into a new y;
+// undefined when every native variant refused (nothing enqueued).
 Tensor conv_fused_forward(const Tensor& x, const Tensor& w, const Conv2dGeom& g,
-                          ConvFusion fusion, const ConvFwdFusion& f) {
-  CudaContext& ctx = op_context(x);
-  const ConvPlan plan = conv_plan(ctx, g, x.dtype(), ConvPass::Fwd, fusion);
-  if (!plan.native()) return Tensor();
+                          const ConvPlan& plan, const ConvFwdFusion& f) {
   Tensor y = Tensor::empty({g.N, g.OH, g.OW, g.K}, x.dtype(), x.device());
-  if (!conv_run_fused(ctx, plan, g, x.dtype(), x.raw_data(), w.raw_data(), y.raw_data(), f))
+  if (!conv_run_fused(op_context(x), plan, g, x.dtype(), x.raw_data(), w.raw_data(), y.raw_data(), f))
     return Tensor();
   return y;
 }
@@ -114,7 +111,8 @@ Tensor conv_fused_forward(const Tensor& x, const Tensor& w, const Conv2dGeom& g,
 Tensor conv_bn_eval_epilogue(const Tensor& x, const Tensor& w, const Conv2dGeom& g,
                              const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
                              const Tensor& running_var, double eps, bool relu) {
-  if (!native_fusion_plan(x, g, ConvFusion::BnEval)) return Tensor();
+  const ConvPlan plan = fusion_plan(x, g, ConvFusion::BnEval);
+  if (!plan.native()) return Tensor();
   for (const Tensor* p : {&gamma, &beta, &running_mean, &running_var}) {
     RZ_CHECK(p->defined() && p->dtype() == DType::F32 && p->device() == x.device(),
              "conv_bn_act: BN parameters and running statistics must be f32 on ", x.device().str());
@@ -129,7 +127,7 @@ Tensor conv_bn_eval_epilogue(const Tensor& x, const Tensor& w, const Conv2dGeom&
   f.scale = scale.data<float>();
   f.shift = shift.data<float>();
   f.relu = relu;
-  return conv_fused_forward(x, w, g, ConvFusion::BnEval, f);
+  return conv_fused_forward(x, w, g, plan, f);
 }
 #endif
 
@@ -154,12 +152,12 @@ ConvWithSums conv2d_with_sums(const Tensor& x, const Tensor& w_in, Conv2dOptions
            segments, " segments do not divide the ", g.N * g.OH * g.OW, " output rows");
   ConvWithSums r;
 #if defined(RZ_HAVE_CUDA)
-  if (native_fusion_plan(x, g, ConvFusion::BnStats)) {
+  if (const ConvPlan plan = fusion_plan(x, g, ConvFusion::BnStats); plan.native()) {
     Tensor sums = Tensor::empty({2, segments, g.K}, DType::F64, x.device());
     ConvFwdFusion f;
     f.sums = sums.data<double>();
     f.segments = segments;
-    r.y = conv_fused_forward(x, w, g, ConvFusion::BnStats, f);
+    r.y = conv_fused_forward(x, w, g, plan, f);
     if (r.y.defined()) r.sums = sums;
   }
 #endif
