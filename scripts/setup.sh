@@ -2,8 +2,10 @@
 # Installs the Debian packages the build needs. Idempotent: packages already
 # present are not reinstalled, and nothing is asked interactively.
 set -euo pipefail
+# shellcheck source=scripts/packages.sh
+source "$(dirname "$0")/packages.sh"
 
-packages=(build-essential cmake ninja-build doctest-dev libstb-dev libcli11-dev nlohmann-json3-dev libtomlplusplus-dev)
+packages=("${RZ_TOOL_PACKAGES[@]}" "${RZ_DEV_PACKAGES[@]}")
 
 missing=()
 for p in "${packages[@]}"; do
