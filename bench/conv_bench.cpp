@@ -12,10 +12,12 @@
 // native / cuDNN (> 1: ours is faster) and the normalized MSE of our output
 // against cuDNN's (a correctness guard, not a tolerance). "-" marks a
 // combination the variant does not support (callers fall back to v1 or
-// cuDNN). The summary gives, per pass and implementation, the geometric mean
-// of the ratios over the shapes it ran, the network total (each shape's time
-// times the number of layers with that shape) and the fraction of the
-// device's nominal bf16 tensor-core peak that total achieves.
+// cuDNN); "v2" one that v3 declines (M or N <= 64, igemm::v3_declines) and
+// the ladder runs on v2 (see v2's column). The summary gives, per pass and
+// implementation, the geometric mean of the ratios over the shapes it ran,
+// the network total (each shape's time times the number of layers with that
+// shape) and the fraction of the device's nominal bf16 tensor-core peak that
+// total achieves.
 // Without a GPU it prints one line and exits 0. Nothing here asserts on time.
 #include <algorithm>
 #include <cmath>
@@ -40,6 +42,7 @@
 #include "engine/cuda_conv.h"
 #include "engine/generator.h"
 #include "kernels/common/bf16.h"
+#include "kernels/common/conv_wgmma.h"
 #include "kernels/cuda/conv_native.cuh"
 #endif
 
@@ -146,6 +149,11 @@ bool native_supported(ConvVariant v, ConvPass p, const Conv2dGeom& g, bool bf16)
               : conv2d_native_supported<float>(v, p, g);
 }
 
+// A shape v3 could run but declines (too narrow for its tile): v2 gets it.
+bool declined_by_v3(ConvVariant v, ConvPass p, const Conv2dGeom& g, bool bf16) {
+  return v == ConvVariant::V3 && bf16 && igemm::v3_geometry_ok(p, g) && !igemm::v3_supported(p, g);
+}
+
 void run_cudnn(CudaContext& ctx, ConvPass p, const Conv2dGeom& g, DType dt, const void* x,
                const void* w, const void* dy, void* out) {
   if (p == ConvPass::Fwd) conv2d_fwd_cudnn(ctx, g, dt, x, w, out);
@@ -158,6 +166,7 @@ struct Totals {
   double net_ms = 0, net_flop = 0;  // weighted by layer count
   double log_ratio = 0;             // sum of log(native / cuDNN throughput)
   int shapes = 0, skipped = 0;
+  int declined = 0;  // of skipped: declined by v3, run by v2
 };
 
 int run(const Args& a) {
@@ -231,7 +240,9 @@ int run(const Args& a) {
         if (probe == cudaErrorInvalidValue) {
           (void)cudaGetLastError();
           ++t.skipped;
-          std::printf(" | %9s %7s %6s %8s", "-", "-", "-", "-");
+          const bool declined = declined_by_v3(v, p, g, a.bf16);
+          if (declined) ++t.declined;
+          std::printf(" | %9s %7s %6s %8s", declined ? "v2" : "-", "-", "-", "-");
           continue;
         }
         RZ_CUDA_CHECK(probe);
@@ -276,7 +287,11 @@ int run(const Args& a) {
       std::printf("%-5s %-6s %3d/%-3d %12s %9.2f %8.1f %8.1f%%", pass_name(kPasses[pi]), name,
                   t.shapes, t.shapes + t.skipped, geo, t.net_ms, tflops,
                   peak > 0 ? 100.0 * tflops / peak : 0.0);
-      if (t.skipped > 0) std::printf("  (%d unsupported shapes not in the totals)", t.skipped);
+      if (t.skipped > 0) {
+        std::printf("  (%d unsupported shapes not in the totals", t.skipped);
+        if (t.declined > 0) std::printf(", %d of them declined to v2", t.declined);
+        std::printf(")");
+      }
       std::printf("\n");
     }
   return 0;

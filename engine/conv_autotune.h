@@ -5,8 +5,9 @@
 //   ConvImpl::Cudnn   always cuDNN (the default until native variants have
 //                     been validated on a GPU);
 //   ConvImpl::Native  the highest native variant this device and build can
-//                     run that supports the shape (v3 on Hopper, v2 for
-//                     bf16 with C, K % 8 == 0, else v1), no timing;
+//                     run that supports the shape (v3 on Hopper when both
+//                     GEMM extents exceed 64, v2 for bf16 with C, K % 8 == 0,
+//                     else v1), no timing;
 //   ConvImpl::Auto    for each (device, geometry, dtype, pass) the eligible
 //                     native variants and cuDNN are timed once on scratch
 //                     buffers (CUDA events, median of 5 after a warm-up) and
@@ -33,7 +34,7 @@
 namespace rz {
 
 // Bumped whenever a native kernel changes, so cached choices are re-measured.
-constexpr int kConvNativeVersion = 3;
+constexpr int kConvNativeVersion = 4;
 
 // "cudnn", "native" or "auto"; throws rz::Error otherwise.
 ConvImpl parse_conv_impl(const std::string& s);

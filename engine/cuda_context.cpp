@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "engine/cuda_conv.h"
+#include "engine/device.h"
 
 #if defined(RZ_HAVE_CUDA)
 #include <cuda_profiler_api.h>
@@ -38,6 +39,7 @@ CudaContext::CudaContext(int device, const std::string& stream_name, StreamKind 
            " device(s) are usable");
   try {
     RZ_CUDA_CHECK(cudaSetDevice(device));
+    keep_pool_memory(device);
     cudaDeviceProp p{};
     RZ_CUDA_CHECK(cudaGetDeviceProperties(&p, device));
     props_.name = p.name;

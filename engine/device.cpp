@@ -1,10 +1,13 @@
 #include "engine/device.h"
 
 #include <charconv>
+#include <cstdint>
+#include <utility>
 
 #include "engine/cuda_check.h"
 #include "engine/dtype.h"
 #include "engine/error.h"
+#include "kernels/common/host_cache.h"
 
 namespace rz {
 
@@ -22,6 +25,24 @@ int cuda_device_count() {
   return n;
 #else
   return 0;
+#endif
+}
+
+void keep_pool_memory(int device) {
+#if defined(RZ_HAVE_CUDA)
+  static PerDeviceMemo<bool> configured;
+  configured.get(device, [device] {
+    int supported = 0;
+    RZ_CUDA_CHECK(cudaDeviceGetAttribute(&supported, cudaDevAttrMemoryPoolsSupported, device));
+    if (supported == 0) return std::pair{false, true};
+    cudaMemPool_t pool = nullptr;
+    RZ_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+    uint64_t threshold = UINT64_MAX;  // cuuint64_t: never trim at a synchronize
+    RZ_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
+    return std::pair{true, true};
+  });
+#else
+  RZ_THROW("keep_pool_memory(", device, "): built without CUDA");
 #endif
 }
 

@@ -2,6 +2,7 @@
 // through engine/storage; this header only names places.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -27,5 +28,17 @@ Device parse_device(std::string_view s);
 // Number of usable CUDA devices: 0 in a CPU-only build or on a machine
 // without a GPU (never throws).
 int cuda_device_count();
+
+// Makes the default memory pool of CUDA device `device` (the pool
+// cudaMallocAsync draws from: every Storage, workspace and kernel scratch
+// buffer) keep the memory freed into it: release threshold UINT64_MAX instead
+// of the driver's 0, which hands every freed byte back at each synchronize so
+// that the next training step maps gigabytes again. Memory reserved by the
+// pool is then not available to plain cudaMalloc (cuDNN/NCCL internals).
+// Runs once per device and process (Storage and CudaContext call it before
+// their first allocation); thread-safe. A device without memory pools is left
+// alone. Throws rz::Error when a CUDA call fails (and tries again on the next
+// call), or in a build without CUDA.
+void keep_pool_memory(int device);
 
 }  // namespace rz

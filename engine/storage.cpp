@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <deque>
 #include <new>
+#include <string>
 
 #include "engine/cuda_check.h"
 #include "engine/error.h"
@@ -121,13 +122,27 @@ Storage::Storage(size_t bytes, Device device, bool pin_host) : bytes_(bytes), de
 #if defined(RZ_HAVE_CUDA)
   RZ_CHECK(device.index < cuda_device_count(), "no such CUDA device: ", device.str());
   DeviceGuard guard(device.index);
+  keep_pool_memory(device.index);
   const cudaError_t st = cudaMallocAsync(&data_, alloc, cudaStreamPerThread);
   if (st == cudaErrorMemoryAllocation) {
     size_t free_b = 0, total_b = 0;
     cudaGetLastError();
     cudaMemGetInfo(&free_b, &total_b);
+    // The pool keeps what was freed into it (keep_pool_memory): its reserved
+    // but unused bytes count as used in free_b.
+    uint64_t reserved = 0, used = 0;
+    cudaMemPool_t pool = nullptr;
+    const bool pool_known =
+        cudaDeviceGetDefaultMemPool(&pool, device.index) == cudaSuccess &&
+        cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &reserved) ==
+            cudaSuccess &&
+        cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &used) == cudaSuccess;
+    cudaGetLastError();
     RZ_THROW("out of GPU memory on ", device.str(), ": requested ", bytes, " bytes, ", free_b,
-             " of ", total_b, " bytes free");
+             " of ", total_b, " bytes free",
+             pool_known ? "; the memory pool reserves " + std::to_string(reserved) + " bytes, " +
+                              std::to_string(used) + " in use"
+                        : std::string());
   }
   RZ_CUDA_CHECK(st);
 #else

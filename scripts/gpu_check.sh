@@ -237,9 +237,10 @@ NCCL_FROM=$(find_root nccl.h 'libnccl.so*')
 
 echo "=== gpu_check $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname), budget ${BUDGET_S}s," \
   "$([[ $REHEARSE -eq 1 ]] && echo rehearsal || echo GPU run)$([[ $DRY_RUN -eq 1 ]] && echo ', dry run')"
-COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+# RZ_COMMIT names the commit where the copy on the GPU machine has no .git.
+COMMIT=${RZ_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 DIRTY=""
-git status --porcelain 2>/dev/null | grep -q . && DIRTY=" (uncommitted changes)"
+[[ -z "${RZ_COMMIT:-}" ]] && git status --porcelain 2>/dev/null | grep -q . && DIRTY=" (uncommitted changes)"
 CXX_VER=$( (${CXX:-c++} --version 2>/dev/null || echo "c++: not found") | head -1)
 NVCC_VER=$([[ -n "$NVCC" ]] && "$NVCC" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')
 CMAKE_VER=$(cmake --version 2>/dev/null | head -1 | awk '{print $3}')

@@ -22,6 +22,7 @@
 // descriptors' base-offset field is 0.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "kernels/common/conv_igemm.h"
@@ -59,6 +60,75 @@ inline bool v3_geometry_ok(ConvPass p, const Conv2dGeom& g) {
   const GemmDims d = gemm_dims(p, ig);
   return (d.N + kV3BN - 1) / kV3BN <= 65535;
 }
+
+// GEMMs the ladder does not give v3: with M or N at most half a tile (the
+// stem, layer1 and their Dgrad; Wgrad of K <= 64), every wgmma of the 128 x
+// 128 tile spends at least half its work on zero-filled rows or columns, where
+// v2's 128 x 64 / 64 x 128 tiles (v2_pick_tile) spend none. The raw launcher
+// (detail::conv_native_v3) still runs them; conv2d_native_supported and the
+// public entry points refuse them, so the call goes down to v2.
+RZ_HD bool v3_declines(const GemmDims& d) {
+  return d.M <= kV3BM / 2 || d.N <= kV3BN / 2;
+}
+
+// What the ladder gives v3 (conv2d_native_supported): a geometry the kernel
+// runs (v3_geometry_ok) whose GEMM v3 does not decline.
+inline bool v3_supported(ConvPass p, const Conv2dGeom& g) {
+  IgemmGeom ig;
+  if (!v3_geometry_ok(p, g) || !make_igemm_geom(g, &ig)) return false;
+  return !v3_declines(gemm_dims(p, ig));
+}
+
+// Every argument of cuTensorMapEncodeTiled for the Fwd weight map that can
+// differ between calls: w (on `device`) as a row-major bf16 [K][R*S*C]
+// matrix, innermost dimension first, box kV3BK x kV3BN, unit element
+// strides. The data type, interleave, swizzle, L2 promotion and
+// out-of-range fill are constants of the launcher, which encodes from these
+// fields alone: equal keys give equal maps. A map holds the address, not the
+// contents, so a buffer freed and reallocated at the same address and shape
+// reuses its map correctly.
+struct V3WeightMapKey {
+  int device = 0;
+  uint64_t address = 0;
+  uint64_t dims[2] = {};  // {R*S*C, K}
+  uint64_t row_stride_bytes = 0;
+  uint32_t box[2] = {};
+  uint32_t elem_strides[2] = {};
+  friend bool operator==(const V3WeightMapKey&, const V3WeightMapKey&) = default;
+};
+
+inline V3WeightMapKey v3_weight_map_key(const IgemmGeom& g, const void* w, int device) {
+  V3WeightMapKey k;
+  k.device = device;
+  k.address = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(w));
+  const uint64_t rsc = static_cast<uint64_t>(g.R) * static_cast<uint64_t>(g.S) *
+                       static_cast<uint64_t>(g.C);
+  k.dims[0] = rsc;
+  k.dims[1] = static_cast<uint64_t>(g.K);
+  k.row_stride_bytes = rsc * 2;  // bf16; a multiple of 16 bytes when C % 8 == 0
+  k.box[0] = kV3BK;
+  k.box[1] = kV3BN;
+  k.elem_strides[0] = k.elem_strides[1] = 1;
+  return k;
+}
+
+// FNV-1a over the key's fields.
+struct V3WeightMapKeyHash {
+  size_t operator()(const V3WeightMapKey& k) const {
+    uint64_t h = 1469598103934665603ull;
+    auto mix = [&h](uint64_t v) {
+      for (int i = 0; i < 8; ++i, v >>= 8) h = (h ^ (v & 0xff)) * 1099511628211ull;
+    };
+    mix(static_cast<uint64_t>(static_cast<uint32_t>(k.device)));
+    mix(k.address);
+    mix(k.dims[0]);
+    mix(k.dims[1]);
+    mix(k.row_stride_bytes);
+    mix(k.box[0] | static_cast<uint64_t>(k.box[1]) << 32);
+    mix(k.elem_strides[0] | static_cast<uint64_t>(k.elem_strides[1]) << 32);
+    return static_cast<size_t>(h);
+  }
+};
 
 // ---------------------------------------------------------------------------
 // The 128-byte swizzle on a byte offset from a 1024-aligned base: chunk

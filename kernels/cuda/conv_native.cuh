@@ -23,7 +23,9 @@
 //       tiles, 4-stage ring; gathered operands by cp.async, the Fwd weight
 //       tile by TMA (kernels/cuda/conv_native_v3.cuh). bf16 only, V2's
 //       geometry and alignment rules, a 9.x device and a build holding
-//       sm_90a code (else cudaErrorInvalidValue).
+//       sm_90a code (else cudaErrorInvalidValue). Declines GEMMs with M or N
+//       <= 64 (igemm::v3_declines), where its tile would compute mostly
+//       zero padding: they go to V2's narrow tiles.
 // Both: every tensor has fewer than 2^31 - 2^20 elements (32-bit indexing).
 // Wgrad splits the long reduction (N*OH*OW) over blocks when M*N is small;
 // the fp32 partials go to a workspace from cudaMallocAsync on `stream` and are
@@ -83,7 +85,8 @@ cudaError_t conv2d_bwd_filter_native(ConvVariant v, const Conv2dGeom& g, const T
 
 // Whether variant v runs this direction, geometry and storage type (T = float
 // or bf16). Geometry and type only: V2 additionally needs an sm_80+ device and
-// aligned pointers, which the launchers check.
+// aligned pointers, which the launchers check. For V3 also false for the GEMMs
+// it declines (igemm::v3_supported); the entry points above refuse those too.
 template <typename T>
 bool conv2d_native_supported(ConvVariant v, ConvPass pass, const Conv2dGeom& g);
 

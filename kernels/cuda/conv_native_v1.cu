@@ -162,7 +162,11 @@ cudaError_t run(ConvVariant v, ConvPass pass, const Conv2dGeom& g, const T* a, c
   if (v == ConvVariant::V1) return detail::conv_native_v1<T>(pass, g, a, b, out, ep, stream);
   if constexpr (std::is_same_v<T, bf16>) {
     if (v == ConvVariant::V2) return detail::conv_native_v2(pass, g, a, b, out, ep, stream);
-    if (v == ConvVariant::V3) return detail::conv_native_v3(pass, g, a, b, out, ep, stream);
+    if (v == ConvVariant::V3) {
+      // The ladder's v3 declines GEMMs narrower than half its tile (v3_declines).
+      if (!v3_supported(pass, g)) return cudaErrorInvalidValue;
+      return detail::conv_native_v3(pass, g, a, b, out, ep, stream);
+    }
   }
   return cudaErrorInvalidValue;
 }
@@ -335,7 +339,7 @@ template <typename T>
 bool conv2d_native_supported(ConvVariant v, ConvPass pass, const Conv2dGeom& g) {
   if (v == ConvVariant::V1) return v1_geometry_ok(pass, g);
   if (v == ConvVariant::V2) return std::is_same_v<T, bf16> && v2_geometry_ok(pass, g);
-  if (v == ConvVariant::V3) return std::is_same_v<T, bf16> && v3_geometry_ok(pass, g);
+  if (v == ConvVariant::V3) return std::is_same_v<T, bf16> && v3_supported(pass, g);
   return false;
 }
 

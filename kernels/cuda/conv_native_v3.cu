@@ -19,7 +19,8 @@
 //     128-byte swizzle, zero out of range) per k-tile, issued by thread 0 on
 //     the stage's mbarrier with expect_tx; the CUtensorMap comes from
 //     cuTensorMapEncodeTiled (through cudaGetDriverEntryPointByVersion, no
-//     libcuda link) as a __grid_constant__ parameter;
+//     libcuda link) as a __grid_constant__ parameter, encoded once per
+//     weight buffer and shape (an LRU keyed by V3WeightMapKey);
 //   - schedule (igemm::kV3Prefetch): iteration i waits for tile i
 //     (cp.async.wait_group 1, the stage's mbarrier parity), fences the
 //     landed cp.async data into the async proxy (fence.proxy.async), syncs
@@ -47,8 +48,11 @@
 // synchronizations per MAC); the 3x3 gathers re-read input pixels from L2.
 #include <cstdint>
 #include <cstring>
+#include <optional>
+#include <utility>
 
 #include "kernels/common/conv_wgmma.h"
+#include "kernels/common/host_cache.h"
 #include "kernels/cuda/conv_native.cuh"
 #include "kernels/cuda/cp_async.cuh"
 #include "kernels/cuda/conv_native_v3.cuh"
@@ -347,35 +351,51 @@ __global__ void __launch_bounds__(kV3Threads, 1)
 #endif
 }
 
+// Kernel P on device `device` (current): cudaErrorInvalidValue when it is not
+// there as sm_90a code (binaryVersion < 90: the caller falls back), else its
+// dynamic shared-memory limit raised to kV3SmemBytes. Both belong to the
+// device's loaded module and do not change, so they are asked once per
+// instantiation and device; a failing call is returned and asked again next time.
 template <ConvPass P>
-cudaError_t launch_v3(const CUtensorMap& tmap, const IgemmGeom& g, const bf16* a, const bf16* b,
-                      bf16* out, float* ws, dim3 grid, int k_tiles, int splits,
+cudaError_t prepare_v3_kernel(int device) {
+  static PerDeviceMemo<cudaError_t> prepared;
+  return prepared.get(device, [] {
+    cudaFuncAttributes attr{};
+    if (cudaFuncGetAttributes(&attr, conv_v3_kernel<P>) != cudaSuccess) {
+      (void)cudaGetLastError();  // clear the non-sticky error; the caller falls back
+      return std::pair{cudaErrorInvalidValue, false};
+    }
+    if (attr.binaryVersion < 90) return std::pair{cudaErrorInvalidValue, true};
+    const cudaError_t err = cudaFuncSetAttribute(
+        conv_v3_kernel<P>, cudaFuncAttributeMaxDynamicSharedMemorySize, kV3SmemBytes);
+    return std::pair{err, err == cudaSuccess};
+  });
+}
+
+template <ConvPass P>
+cudaError_t launch_v3(int device, const CUtensorMap& tmap, const IgemmGeom& g, const bf16* a,
+                      const bf16* b, bf16* out, float* ws, dim3 grid, int k_tiles, int splits,
                       const ConvFwdEpilogue& ep, cudaStream_t stream) {
-  // The kernel must exist as sm_90a code for this device (binaryVersion 90).
-  cudaFuncAttributes attr{};
-  if (cudaFuncGetAttributes(&attr, conv_v3_kernel<P>) != cudaSuccess) {
-    (void)cudaGetLastError();  // clear the non-sticky error; the caller falls back
-    return cudaErrorInvalidValue;
-  }
-  if (attr.binaryVersion < 90) return cudaErrorInvalidValue;
-  cudaError_t err = cudaFuncSetAttribute(conv_v3_kernel<P>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, kV3SmemBytes);
+  const cudaError_t err = prepare_v3_kernel<P>(device);
   if (err != cudaSuccess) return err;
   conv_v3_kernel<P>
       <<<grid, kV3Threads, kV3SmemBytes, stream>>>(tmap, g, a, b, out, ws, k_tiles, splits, ep);
   return cudaGetLastError();
 }
 
-cudaError_t launch_v3(ConvPass pass, const CUtensorMap& tmap, const IgemmGeom& g, const bf16* a,
-                      const bf16* b, bf16* out, float* ws, dim3 grid, int k_tiles, int splits,
-                      const ConvFwdEpilogue& ep, cudaStream_t stream) {
+cudaError_t launch_v3(ConvPass pass, int device, const CUtensorMap& tmap, const IgemmGeom& g,
+                      const bf16* a, const bf16* b, bf16* out, float* ws, dim3 grid, int k_tiles,
+                      int splits, const ConvFwdEpilogue& ep, cudaStream_t stream) {
   switch (pass) {
     case ConvPass::Fwd:
-      return launch_v3<ConvPass::Fwd>(tmap, g, a, b, out, ws, grid, k_tiles, splits, ep, stream);
+      return launch_v3<ConvPass::Fwd>(device, tmap, g, a, b, out, ws, grid, k_tiles, splits, ep,
+                                      stream);
     case ConvPass::Dgrad:
-      return launch_v3<ConvPass::Dgrad>(tmap, g, a, b, out, ws, grid, k_tiles, splits, ep, stream);
+      return launch_v3<ConvPass::Dgrad>(device, tmap, g, a, b, out, ws, grid, k_tiles, splits, ep,
+                                        stream);
     case ConvPass::Wgrad:
-      return launch_v3<ConvPass::Wgrad>(tmap, g, a, b, out, ws, grid, k_tiles, splits, ep, stream);
+      return launch_v3<ConvPass::Wgrad>(device, tmap, g, a, b, out, ws, grid, k_tiles, splits, ep,
+                                        stream);
   }
   return cudaErrorInvalidValue;
 }
@@ -397,21 +417,39 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   return fn;
 }
 
-// w as a row-major bf16 [K][R*S*C] matrix, box 64 (k) x 128 (output
-// channels), 128-byte swizzle, zero fill out of range: the K-major B tile.
-cudaError_t make_weight_tensor_map(const IgemmGeom& g, const bf16* w, CUtensorMap* map) {
+// The map of key k (v3_weight_map_key: w as a row-major bf16 [K][R*S*C]
+// matrix, box 64 (k) x 128 (output channels)), 128-byte swizzle, zero fill
+// out of range: the K-major B tile. Every varying argument comes from k.
+cudaError_t encode_weight_tensor_map(const V3WeightMapKey& k, CUtensorMap* map) {
   const PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
   if (encode == nullptr) return cudaErrorInvalidValue;
-  const cuuint64_t rsc = static_cast<cuuint64_t>(g.R) * g.S * g.C;
-  const cuuint64_t dims[2] = {rsc, static_cast<cuuint64_t>(g.K)};
-  const cuuint64_t strides[1] = {rsc * sizeof(bf16)};  // bytes, multiple of 16 (C % 8 == 0)
-  const cuuint32_t box[2] = {kV3BK, kV3BN};
-  const cuuint32_t elem_strides[2] = {1, 1};
+  const cuuint64_t dims[2] = {k.dims[0], k.dims[1]};
+  const cuuint64_t strides[1] = {k.row_stride_bytes};
+  const cuuint32_t box[2] = {k.box[0], k.box[1]};
+  const cuuint32_t elem_strides[2] = {k.elem_strides[0], k.elem_strides[1]};
+  void* w = reinterpret_cast<void*>(static_cast<uintptr_t>(k.address));
   const CUresult r =
-      encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<bf16*>(w), dims, strides, box,
-             elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+      encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, w, dims, strides, box, elem_strides,
+             CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
              CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   return r == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
+}
+
+// Encoded weight maps, process-wide (keys name the device). A training step
+// uses one per conv layer; 1024 hold every layer of a teacher and a student
+// seresnet152d (about 155 each) with room for autotuning's scratch buffers.
+constexpr size_t kWeightMapCacheEntries = 1024;
+
+cudaError_t weight_tensor_map(const IgemmGeom& g, const bf16* w, int device, CUtensorMap* map) {
+  static LruCache<V3WeightMapKey, CUtensorMap, V3WeightMapKeyHash> cache(kWeightMapCacheEntries);
+  const V3WeightMapKey key = v3_weight_map_key(g, w, device);
+  if (const std::optional<CUtensorMap> hit = cache.find(key)) {
+    *map = *hit;
+    return cudaSuccess;
+  }
+  const cudaError_t err = encode_weight_tensor_map(key, map);
+  if (err == cudaSuccess) cache.put(key, *map);
+  return err;
 }
 
 bool aligned(const void* p, uintptr_t bytes) {
@@ -434,12 +472,9 @@ bool conv_native_v3_available() {
     return false;
   }
   if (major != 9) return false;
-  cudaFuncAttributes attr{};
-  if (cudaFuncGetAttributes(&attr, conv_v3_kernel<ConvPass::Fwd>) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return false;
-  }
-  return attr.binaryVersion >= 90;
+  if (prepare_v3_kernel<ConvPass::Fwd>(dev) == cudaSuccess) return true;
+  (void)cudaGetLastError();
+  return false;
 #endif
 }
 
@@ -475,7 +510,7 @@ cudaError_t conv_native_v3(ConvPass pass, const Conv2dGeom& g, const bf16* a, co
   CUtensorMap tmap;
   std::memset(&tmap, 0, sizeof tmap);  // unused by Dgrad / Wgrad
   if (pass == ConvPass::Fwd) {
-    err = make_weight_tensor_map(ig, b, &tmap);
+    err = weight_tensor_map(ig, b, dev, &tmap);
     if (err != cudaSuccess) return err;
   }
   int splits = 1;
@@ -488,13 +523,13 @@ cudaError_t conv_native_v3(ConvPass pass, const Conv2dGeom& g, const bf16* a, co
   const dim3 grid(static_cast<unsigned>(mt), static_cast<unsigned>(nt),
                   static_cast<unsigned>(splits));
   if (splits == 1)
-    return launch_v3(pass, tmap, ig, a, b, out, nullptr, grid, k_tiles, 1, ep, stream);
+    return launch_v3(pass, dev, tmap, ig, a, b, out, nullptr, grid, k_tiles, 1, ep, stream);
 
   float* ws = nullptr;
   err = cudaMallocAsync(reinterpret_cast<void**>(&ws),
                         static_cast<size_t>(mn) * splits * sizeof(float), stream);
   if (err != cudaSuccess) return err;
-  err = launch_v3(pass, tmap, ig, a, b, out, ws, grid, k_tiles, splits, ep, stream);
+  err = launch_v3(pass, dev, tmap, ig, a, b, out, ws, grid, k_tiles, splits, ep, stream);
   if (err == cudaSuccess) err = splitk_reduce<bf16>(ws, splits, mn, out, stream);
   const cudaError_t free_err = cudaFreeAsync(ws, stream);
   return err != cudaSuccess ? err : free_err;

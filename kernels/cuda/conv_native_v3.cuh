@@ -9,6 +9,8 @@
 // 4-byte aligned out, a compute capability 9.x device, and a build whose
 // CMAKE_CUDA_ARCHITECTURES holds 90 (the file is then compiled for sm_90a).
 // Anything else returns cudaErrorInvalidValue, so callers fall back to V2.
+// This launcher runs every such GEMM, also those the ladder does not give v3
+// (igemm::v3_declines: M or N <= 64; the ConvVariant::V3 entry points refuse them).
 //
 // Fwd applies `ep` (kernels/common/conv_epilogue.h) with M-tiles of
 // igemm::kV3BM rows (ep.stats: [ceil(M / kV3BM)][2][K] floats). Dgrad and

@@ -17,7 +17,9 @@
 
 namespace rz::gpu_test {
 
-constexpr int64_t kGuard = 67;  // elements of sentinel on each side
+// Elements of sentinel on each side; 64 keeps get() 128-byte aligned for any
+// element type, as the tensor-core convolutions require (16 bytes at least).
+constexpr int64_t kGuard = 64;
 
 template <typename T>
 class Guarded {
