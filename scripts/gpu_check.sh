@@ -13,7 +13,8 @@
 # Options: --budget S (default 540; 3600 when rehearsing), --build-dir D
 # (build-gpu), --bundle D (.gpu-bundle), --python PY (python3: torch/timm and
 # the wheels' cuDNN), --cudnn-root D / --cublas-root D (a folder with include/
-# and lib/, taking precedence), --jobs N.
+# and lib/, taking precedence), --jobs N, --steps A,B,... (run only these GPU
+# steps, by the names the summary uses, after the build: a second call).
 #
 # Steps, in this order, each under `timeout` with its own cap and never past
 # the deadline; a failing step never stops the rest:
@@ -46,7 +47,7 @@ cd "$(dirname "$0")/.." || exit 1
 ROOT=$(pwd)
 ARGS=("$@")
 
-OUT="" REHEARSE=0 DRY_RUN=0 COMPILE=0 BUDGET_S="" JOBS=$(nproc)
+OUT="" REHEARSE=0 DRY_RUN=0 COMPILE=0 BUDGET_S="" JOBS=$(nproc) ONLY_STEPS=""
 BUILD_DIR=${BUILD_DIR:-build-gpu}
 BUNDLE=.gpu-bundle
 PY=python3
@@ -65,6 +66,7 @@ while [[ $# -gt 0 ]]; do
     --cudnn-root) CUDNN_ROOT_ARG=$2; shift ;;
     --cublas-root) CUBLAS_ROOT_ARG=$2; shift ;;
     --jobs) JOBS=$2; shift ;;
+    --steps) ONLY_STEPS=",$2,"; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "gpu_check: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -133,6 +135,7 @@ remaining() { echo $((DEADLINE - $(date +%s))); }
 # budget CAP MIN [RESERVE]: LIMIT = min(CAP, remaining - RESERVE); false when below MIN.
 budget() {
   local cap=$1 min=$2 reserve=${3:-0} left
+  [[ -n $ONLY_STEPS ]] && reserve=0  # --steps: the steps not selected need no time
   left=$(($(remaining) - reserve))
   LIMIT=$((cap < left ? cap : left))
   [[ $LIMIT -ge $min ]]
@@ -184,6 +187,7 @@ gpu_step() {
   if [[ $DRY_RUN -eq 1 ]]; then skip "$name" "dry run"; return 1; fi
   if [[ $GPU_STEPS -eq 0 ]]; then skip "$name" "no GPU"; return 1; fi
   if [[ $BUILD_OK -eq 0 ]]; then skip "$name" "no build"; return 1; fi
+  if [[ -n $ONLY_STEPS && $ONLY_STEPS != *",$name,"* ]]; then skip "$name" "not selected"; return 1; fi
   if ! budget "$cap" "$min" "$reserve"; then skip "$name" "out of time"; return 1; fi
   CAP_OF_STEP=$cap step "$name" "$LIMIT" "$@"
 }
@@ -405,20 +409,24 @@ if [[ -f "${STEP_LOG:-}" && $STEP_LOG == *gpu-tests.log ]]; then
 fi
 
 # sanitize_all TOOL EXCLUDE PER: each selected GPU test under compute-sanitizer,
-# 8 at a time, each under min(PER, LIMIT) seconds; none starts once the step's
-# LIMIT would be passed (reported "not started"), so the step ends in time.
+# 8 at a time, each under PER seconds or what is left of the step's LIMIT,
+# whichever is less; none starts with under 10 s left (reported "not
+# started"), so the step ends in time.
 SAN_EXCLUDE='*cuDNN*,*gemm_cublas*,*2^31*'
 sanitize_all() {
   local tool=$1 excl=$2 per=$3 list="$WORK/$1.tests" stop
-  per=$((per < LIMIT ? per : LIMIT))
-  stop=$(( $(date +%s) + LIMIT - per ))
+  stop=$(( $(date +%s) + LIMIT ))
   "$RZ_TESTS" -ts=gpu -tce="$excl" -ltc 2>/dev/null | grep -E '^gpu' > "$list" || true
+  # RZ_SAN_REVERSE=1: the list from its end, to reach what an earlier, shorter run did not.
+  [[ "${RZ_SAN_REVERSE:-}" == 1 ]] && { tac "$list" > "$list.r" && mv "$list.r" "$list"; }
   echo "$(wc -l < "$list") tests under $tool, ${per}s each at most"
   mkdir -p "$STEPS/$tool"
   # shellcheck disable=SC2016
   tr '\n' '\0' < "$list" | xargs -0 -P 8 -I{} bash -c '
     name=$1; tool=$2; per=$3; bin=$4; dir=$5; san=$6; stop=$7
-    if [[ $(date +%s) -ge $stop ]]; then printf "not-started\t%s\n" "$name"; exit 0; fi
+    left=$((stop - $(date +%s)))
+    if [[ $left -lt 10 ]]; then printf "not-started\t%s\n" "$name"; exit 0; fi
+    [[ $per -lt $left ]] || per=$left
     log="$dir/$(printf "%s" "$name" | tr -c "A-Za-z0-9" "_" | cut -c1-80).log"
     RZ_GPU_TEST_SUBSET=1 timeout --kill-after=5 "$per" "$san" --tool "$tool" --error-exitcode 86 \
       "$bin" -tc="$(printf "%s" "$name" | sed "s/,/\\\\,/g")" > "$log" 2>&1
@@ -434,7 +442,7 @@ san_line() {
   echo "$(grep -c '^clean' "$f") clean, $(grep -c '^ERRORS' "$f") with errors, $(grep -cE '^(tests-failed|skipped)' "$f") failing or skipping, $(grep -c '^timeout' "$f") cut by the timeout, $(grep -c '^not-started' "$f") not started (out of time)$(grep -vE '^(clean|timeout|not-started)' "$f" | cut -f2 | head -5 | sed 's/^/; /' | tr -d '\n')"
 }
 if [[ -z "$SANITIZER" && $GPU_STEPS -eq 1 ]]; then skip memcheck "compute-sanitizer not found"
-else gpu_step memcheck 90 30 200 sanitize_all memcheck "$SAN_EXCLUDE" 80; fi
+else gpu_step memcheck 150 30 200 sanitize_all memcheck "$SAN_EXCLUDE" 100; fi
 
 # --- benchmarks -------------------------------------------------------------------------------
 J_CONV="$STEPS/conv_bench.txt"
@@ -466,8 +474,8 @@ gpu_step train_step-bf16 75 25 90 "$BUILD_DIR/train_step_bench" --precision bf16
 if [[ $COMPILE -eq 0 ]]; then
   if [[ -z "$SANITIZER" && $GPU_STEPS -eq 1 ]]; then skip racecheck "compute-sanitizer not found"
   else
-    gpu_step racecheck 60 30 60 sanitize_all racecheck \
-      "$SAN_EXCLUDE,*front-ends*,*seresnet_tiny*,*graph*,*CudaContext*,*copies between*,*pinned*" 55
+    gpu_step racecheck 120 30 60 sanitize_all racecheck \
+      "$SAN_EXCLUDE,*front-ends*,*seresnet_tiny*,*graph*,*CudaContext*,*copies between*,*pinned*" 100
   fi
   gpu_step train_step-bf16-graph-fused 50 20 40 "$BUILD_DIR/train_step_bench" --precision bf16 \
     --graph --fused-se --steps 5 --warmup 3 --json "$J_FUSED" && fail_if_no_device train_step-bf16-graph-fused
@@ -488,6 +496,7 @@ CPU_TESTS="not run"
 if [[ $DRY_RUN -eq 1 ]]; then skip cpu-tests "dry run"
 elif [[ $BUILD_OK -eq 0 ]]; then skip cpu-tests "no build"
 elif [[ $COMPILE -eq 1 ]]; then skip cpu-tests "--compile run"
+elif [[ -n $ONLY_STEPS && $ONLY_STEPS != *",cpu-tests,"* ]]; then skip cpu-tests "not selected"
 elif budget 1800 30 5; then
   par=$((JOBS > 2 ? JOBS / 2 : 1))
   CAP_OF_STEP=1800 OMP_NUM_THREADS=2 step cpu-tests "$LIMIT" ctest --test-dir "$BUILD_DIR" -LE gpu \

@@ -6,13 +6,17 @@
 // sum(out * r) for a random r. The CUDA run copies the leaves to the GPU; in
 // bf16 mode the activation inputs go through cast(leaf, bf16) (so their
 // gradients come back to the f32 leaves) while parameters stay f32, exactly
-// as the trainer runs. Tolerances:
+// as the trainer runs; the CPU reference then takes the same bf16-rounded
+// activation inputs (in f32), so the comparison measures the kernels and not
+// the rounding of the inputs (which can flip a max-pool argmax or dominate a
+// mean that nearly cancels). Tolerances:
 //   fp32: max |gpu - cpu| <= 1e-4 * max |cpu| per output and gradient
 //         (cuDNN and cuBLAS run without TF32 by default);
 //   bf16: normalized MSE sum (gpu - cpu)^2 / sum cpu^2 <= 2e-3 (bf16 keeps
 //         8 significant bits, about 4e-3 relative per rounding).
 #include "tests/gpu/gpu_test.h"
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -72,8 +76,11 @@ void check_op(const std::string& name, const std::vector<Tensor>& cpu_inputs,
   const Device gpu = Device::cuda(0);
   std::vector<Tensor> cpu_leaves, gpu_leaves, gpu_args;
   for (size_t i = 0; i < cpu_inputs.size(); ++i) {
-    Tensor c = cpu_inputs[i].clone();
-    Tensor g = cpu_inputs[i].to(gpu);
+    const bool activation = bf16 && is_floating(cpu_inputs[i].dtype()) && !params[i];
+    const Tensor input =
+        activation ? cpu_inputs[i].to(DType::BF16).to(cpu_inputs[i].dtype()) : cpu_inputs[i];
+    Tensor c = input.clone();
+    Tensor g = input.to(gpu);
     const bool grad = is_floating(c.dtype());
     if (grad) {
       c.set_requires_grad(true);
@@ -104,6 +111,43 @@ void check_op(const std::string& name, const std::vector<Tensor>& cpu_inputs,
 
 Tensor rnd(const Shape& s, Generator& gen, double lo = -1, double hi = 1) {
   return Tensor::uniform(s, lo, hi, gen);
+}
+
+// One forward, BCE-with-logits and backward of a model on its device; x goes
+// there as bf16 when asked. Returns the loss.
+double model_step(Module& m, const Tensor& x, const Tensor& y, bool bf16) {
+  const Device d = m.parameters().front().device();
+  const Tensor xd = x.to(d).to(bf16 && d.is_cuda() ? DType::BF16 : DType::F32);
+  Tensor loss = bce_with_logits(m.forward(xd), y.to(d));
+  loss.backward();
+  return loss.item();
+}
+
+// Every parameter gradient of `got` against the same parameter of `ref`.
+Compare grads_against(const Module& got, const Module& ref) {
+  Compare c;
+  const auto pg = got.named_parameters(), pr = ref.named_parameters();
+  REQUIRE(pg.size() == pr.size());
+  for (size_t i = 0; i < pr.size(); ++i) {
+    REQUIRE(pg[i].second.grad().defined());
+    c.add(host(pg[i].second.grad()), host(pr[i].second.grad()));
+  }
+  return c;
+}
+
+// The bf16 yardstick for a whole model: how far the f32 CPU gradients move
+// when the input moves by one bf16 rounding (relative noise of 2^-8), times
+// the number of convolutions, each of which bf16 execution feeds a rounded
+// tensor. A bf16 run further from f32 than that has an error of its own.
+double bf16_gradient_noise(const ResNetConfig& cfg, uint64_t seed, const Tensor& x, const Tensor& y) {
+  auto a = create_resnet(cfg, seed), b = create_resnet(cfg, seed);
+  Generator gen(99);
+  const Tensor noise = Tensor::uniform(x.shape(), -1.0 / 256, 1.0 / 256, gen);
+  model_step(*a, x, y, false);
+  model_step(*b, add(x, mul(x, noise)), y, false);
+  int convs = 0;
+  for (const auto& [name, p] : a->named_parameters()) convs += p.shape().size() == 4 ? 1 : 0;
+  return grads_against(*b, *a).nmse() * convs;
 }
 
 }  // namespace
@@ -256,26 +300,22 @@ TEST_CASE("gpu model: seresnet_tiny forward and backward match the CPU, fp32 and
     auto mc = create_resnet(cfg, 3), mg = create_resnet(cfg, 3);
     mg->to(Device::cuda(0));
     Generator gen(9);
-    const Tensor x = Tensor::normal({2, 64, 64, 3}, 0, 1, gen);
+    Tensor x = Tensor::normal({2, 64, 64, 3}, 0, 1, gen);
+    if (bf16) x = x.to(DType::BF16).to(DType::F32);  // both sides see the same input
     const Tensor y = rnd({2, 11}, gen, 0, 1);
-    const Tensor lc = bce_with_logits(mc->forward(x), y);
-    const Tensor xg = x.to(Device::cuda(0)).to(bf16 ? DType::BF16 : DType::F32);
-    const Tensor lg = bce_with_logits(mg->forward(xg), y.to(Device::cuda(0)));
+    const double lc = model_step(*mc, x, y, false), lg = model_step(*mg, x, y, bf16);
     CAPTURE(bf16);
-    CHECK(lg.item() == doctest::Approx(lc.item()).epsilon(bf16 ? 2e-2 : 1e-4));
-    lc.backward();
-    lg.backward();
-    Compare all;
-    const auto pc = mc->named_parameters(), pg = mg->named_parameters();
-    for (size_t i = 0; i < pc.size(); ++i) {
-      REQUIRE(pg[i].second.grad().defined());
-      all.add(host(pg[i].second.grad()), host(pc[i].second.grad()));
-    }
-    INFO("all parameter gradients: max rel ", all.rel_max(), ", nmse ", all.nmse());
-    if (bf16)
-      CHECK(all.nmse() <= 1e-2);
-    else
+    CHECK(lg == doctest::Approx(lc).epsilon(bf16 ? 2e-2 : 1e-4));
+    const Compare all = grads_against(*mg, *mc);
+    if (bf16) {
+      const double noise = bf16_gradient_noise(cfg, 3, x, y);
+      INFO("all parameter gradients: max rel ", all.rel_max(), ", nmse ", all.nmse(),
+           "; bf16 yardstick ", noise);
+      CHECK(all.nmse() <= std::max(1e-2, noise));
+    } else {
+      INFO("all parameter gradients: max rel ", all.rel_max(), ", nmse ", all.nmse());
       CHECK(all.rel_max() <= 1e-3);
+    }
     // BN running statistics were updated on the device.
     const auto bc = mc->named_buffers(), bg = mg->named_buffers();
     Compare stats;
@@ -285,37 +325,38 @@ TEST_CASE("gpu model: seresnet_tiny forward and backward match the CPU, fp32 and
   }
 }
 
+// In bf16 the fused GPU model may differ from the f32 CPU model by no more than
+// twice what the unfused GPU model in bf16 does (plus 1e-3): the fused kernels
+// add no error of their own beyond bf16 execution.
 TEST_CASE("gpu model: the fused block ops (SE tail, BN + ReLU) on CUDA match the unfused CPU model") {
   RZ_SKIP_WITHOUT_GPU();
   for (bool bf16 : {false, true}) {
     ResNetConfig cfg = resnet_config("seresnet_tiny");
     cfg.num_classes = 11;
-    auto mc = create_resnet(cfg, 6);
+    auto mc = create_resnet(cfg, 6), mp = create_resnet(cfg, 6);
     cfg.fused_se = true;
     cfg.fused_bn = true;
     auto mg = create_resnet(cfg, 6);
-    for (auto* m : {mc.get(), mg.get()}) {
+    for (auto* m : {mc.get(), mp.get(), mg.get()}) {
       Generator g(8);
       for (auto& [name, p] : m->named_parameters())
         if (name.find("bn3.weight") != std::string::npos) p.copy_(Tensor::uniform(p.shape(), 0.5, 1.5, g));
     }
     mg->to(Device::cuda(0));
+    mp->to(Device::cuda(0));
     Generator gen(12);
-    const Tensor x = Tensor::normal({2, 64, 64, 3}, 0, 1, gen);
+    Tensor x = Tensor::normal({2, 64, 64, 3}, 0, 1, gen);
+    if (bf16) x = x.to(DType::BF16).to(DType::F32);
     const Tensor y = rnd({2, 11}, gen, 0, 1);
-    const Tensor lc = bce_with_logits(mc->forward(x), y);
-    const Tensor lg = bce_with_logits(mg->forward(x.to(Device::cuda(0)).to(bf16 ? DType::BF16 : DType::F32)),
-                                      y.to(Device::cuda(0)));
+    const double lc = model_step(*mc, x, y, false), lg = model_step(*mg, x, y, bf16);
+    model_step(*mp, x, y, bf16);
     CAPTURE(bf16);
-    CHECK(lg.item() == doctest::Approx(lc.item()).epsilon(bf16 ? 2e-2 : 1e-4));
-    lc.backward();
-    lg.backward();
-    Compare all;
-    const auto pc = mc->named_parameters(), pg = mg->named_parameters();
-    for (size_t i = 0; i < pc.size(); ++i) all.add(host(pg[i].second.grad()), host(pc[i].second.grad()));
-    INFO("fused vs unfused gradients: max rel ", all.rel_max(), ", nmse ", all.nmse());
+    CHECK(lg == doctest::Approx(lc).epsilon(bf16 ? 2e-2 : 1e-4));
+    const Compare all = grads_against(*mg, *mc), plain = grads_against(*mp, *mc);
+    INFO("fused vs unfused CPU gradients: max rel ", all.rel_max(), ", nmse ", all.nmse(),
+         "; unfused GPU: nmse ", plain.nmse());
     if (bf16)
-      CHECK(all.nmse() <= 1e-2);
+      CHECK(all.nmse() <= 2 * plain.nmse() + 1e-3);
     else
       CHECK(all.rel_max() <= 1e-3);
   }
@@ -332,37 +373,37 @@ TEST_CASE("gpu model: conv + BN through the native conv epilogue (statistics, fo
   for (const auto& [bf16, fused_se] : {std::pair{false, false}, {true, false}, {false, true}, {true, true}}) {
     ResNetConfig cfg = resnet_config("seresnet_tiny");
     cfg.num_classes = 11;
-    auto mc = create_resnet(cfg, 9);
+    auto mc = create_resnet(cfg, 9), mp = create_resnet(cfg, 9);  // mp: unfused on the GPU
     cfg.fused_bn = true;
     cfg.fused_conv_bn = true;
     cfg.fused_se = fused_se;  // conv3's per-image sums feed the SE tail
     auto mg = create_resnet(cfg, 9);
-    for (auto* m : {mc.get(), mg.get()}) {  // non-zero bn3 weights so the SE path matters
+    for (auto* m : {mc.get(), mp.get(), mg.get()}) {  // non-zero bn3 weights so the SE path matters
       Generator g(8);
       for (auto& [name, p] : m->named_parameters())
         if (name.find("bn3.weight") != std::string::npos) p.copy_(Tensor::uniform(p.shape(), 0.5, 1.5, g));
     }
     mg->to(Device::cuda(0));
+    mp->to(Device::cuda(0));
     Generator gen(13);
-    const Tensor x = Tensor::normal({2, 64, 64, 3}, 0, 1, gen);
+    Tensor x = Tensor::normal({2, 64, 64, 3}, 0, 1, gen);
+    if (bf16) x = x.to(DType::BF16).to(DType::F32);
     const Tensor y = rnd({2, 11}, gen, 0, 1);
     const Tensor xg = x.to(Device::cuda(0)).to(bf16 ? DType::BF16 : DType::F32);
-    const Tensor lc = bce_with_logits(mc->forward(x), y);
-    const Tensor lg = bce_with_logits(mg->forward(xg), y.to(Device::cuda(0)));
+    const double lc = model_step(*mc, x, y, false), lg = model_step(*mg, x, y, bf16);
+    model_step(*mp, x, y, bf16);
     CAPTURE(bf16);
     CAPTURE(fused_se);
-    CHECK(lg.item() == doctest::Approx(lc.item()).epsilon(bf16 ? 2e-2 : 1e-4));
-    lc.backward();
-    lg.backward();
-    Compare grads, stats;
-    const auto pc = mc->named_parameters(), pg = mg->named_parameters();
-    for (size_t i = 0; i < pc.size(); ++i) grads.add(host(pg[i].second.grad()), host(pc[i].second.grad()));
+    CHECK(lg == doctest::Approx(lc).epsilon(bf16 ? 2e-2 : 1e-4));
+    const Compare grads = grads_against(*mg, *mc), plain = grads_against(*mp, *mc);
+    Compare stats;
     const auto bc = mc->named_buffers(), bg = mg->named_buffers();
     for (size_t i = 0; i < bc.size(); ++i)
       if (is_floating(bc[i].second.dtype())) stats.add(host(bg[i].second), host(bc[i].second));
-    INFO("gradients: max rel ", grads.rel_max(), ", nmse ", grads.nmse(), "; running stats nmse ", stats.nmse());
+    INFO("gradients: max rel ", grads.rel_max(), ", nmse ", grads.nmse(), "; unfused GPU nmse ",
+         plain.nmse(), "; running stats nmse ", stats.nmse());
     if (bf16)
-      CHECK(grads.nmse() <= 1e-2);
+      CHECK(grads.nmse() <= 2 * plain.nmse() + 1e-3);  // as in the fused block ops test
     else
       CHECK(grads.rel_max() <= 1e-3);
     CHECK(stats.nmse() <= (bf16 ? 1e-3 : 1e-8));

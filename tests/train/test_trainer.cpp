@@ -45,6 +45,7 @@ struct SmallSet {
     TrainConfig c;
     c.run.name = name;
     c.run.out_dir = (root / "runs").string();
+    c.run.device = "cpu";  // bit-exact resume is a CPU property; see bench/RESULTS.md for CUDA
     c.model.name = "seresnet_tiny";
     c.model.img_size = 64;
     c.data.dir = (root / "data").string();
