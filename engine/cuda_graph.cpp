@@ -22,6 +22,9 @@ void CudaGraph::reset() noexcept {
     cudaGraph_t g = nullptr;
     cudaStreamEndCapture(cudaStreamPerThread, &g);  // abandon a capture cut short by an error
     if (g != nullptr) cudaGraphDestroy(g);
+    cudaGetLastError();  // the abandoned capture's error was reported where it happened
+    std::vector<DeviceBlock> released = take_capture_releases();
+    held_.insert(held_.end(), released.begin(), released.end());
     capturing_ = false;
   }
   if (exec_ != nullptr) {
@@ -34,6 +37,7 @@ void CudaGraph::reset() noexcept {
     if (st != cudaSuccess) std::fprintf(stderr, "rz: cudaGraphDestroy: %s\n", cudaGetErrorString(st));
     graph_ = nullptr;
   }
+  free_device_blocks(held_);  // stream-ordered after the last replay
 }
 
 void CudaGraph::begin_capture(int device) {
@@ -48,6 +52,7 @@ void CudaGraph::begin_capture(int device) {
 void CudaGraph::end_capture() {
   RZ_CHECK(capturing_, "CudaGraph: end_capture without begin_capture");
   capturing_ = false;
+  held_ = take_capture_releases();  // before anything here can throw
   cudaGraph_t g = nullptr;
   RZ_CUDA_CHECK(cudaStreamEndCapture(cudaStreamPerThread, &g));
   graph_ = g;

@@ -14,6 +14,10 @@
 // cache and the context workspace are settled (growing the workspace inside a
 // capture would hand graph memory to later eager work).
 //
+// A tensor allocated before the capture and released during it (the previous
+// step's loss, say) is not freed there: the graph keeps its memory until the
+// graph is destroyed or recaptured (engine/storage.h, take_capture_releases).
+//
 // Rules while capturing (CUDA enforces them; violations throw rz::Error at
 // end_capture or at the offending call): no host synchronisation (item(),
 // to(Device::cpu()), copies from or to host memory), no first-time cuDNN
@@ -27,6 +31,9 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
+
+#include "engine/storage.h"
 
 struct CUgraph_st;
 struct CUgraphExec_st;
@@ -56,6 +63,7 @@ class CudaGraph {
   bool capturing_ = false;
   CUgraph_st* graph_ = nullptr;
   CUgraphExec_st* exec_ = nullptr;
+  std::vector<DeviceBlock> held_;  // released during the capture, freed with the graph
   void reset() noexcept;
 };
 

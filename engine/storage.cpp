@@ -58,8 +58,48 @@ PendingUploads& pending() {
   thread_local PendingUploads p;
   return p;
 }
+
+std::vector<DeviceBlock>& capture_releases() {
+  thread_local std::vector<DeviceBlock> blocks;
+  return blocks;
+}
+
+void free_device_block(const DeviceBlock& b) noexcept {
+  const cudaError_t st = cudaFreeAsync(b.ptr, cudaStreamPerThread);
+  if (st != cudaSuccess) {
+    std::fprintf(stderr, "ranzcr: cudaFreeAsync failed on cuda:%d: %s\n", b.device, cudaGetErrorString(st));
+    cudaGetLastError();  // reported here; not left for the next launch check to find
+  }
+}
+
+// Whether this thread's engine stream is capturing; false when it cannot tell.
+bool engine_stream_capturing() noexcept {
+  cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(cudaStreamPerThread, &cap) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return cap == cudaStreamCaptureStatusActive;
+}
 #endif
 }  // namespace
+
+std::vector<DeviceBlock> take_capture_releases() {
+#if defined(RZ_HAVE_CUDA)
+  std::vector<DeviceBlock> out;
+  out.swap(capture_releases());
+  return out;
+#else
+  return {};
+#endif
+}
+
+void free_device_blocks(std::vector<DeviceBlock>& blocks) noexcept {
+#if defined(RZ_HAVE_CUDA)
+  for (const DeviceBlock& b : blocks) free_device_block(b);
+#endif
+  blocks.clear();
+}
 
 size_t pending_uploads() {
 #if defined(RZ_HAVE_CUDA)
@@ -145,6 +185,7 @@ Storage::Storage(size_t bytes, Device device, bool pin_host) : bytes_(bytes), de
                         : std::string());
   }
   RZ_CUDA_CHECK(st);
+  graph_memory_ = engine_stream_capturing();
 #else
   RZ_THROW("cannot allocate on ", device.str(), ": this build has no CUDA backend");
 #endif
@@ -163,11 +204,12 @@ Storage::~Storage() {
     return;
   }
 #if defined(RZ_HAVE_CUDA)
-  // Destructors report instead of throwing.
-  const cudaError_t st = cudaFreeAsync(data_, cudaStreamPerThread);
-  if (st != cudaSuccess)
-    std::fprintf(stderr, "ranzcr: cudaFreeAsync failed on %s: %s\n", device_.str().c_str(),
-                 cudaGetErrorString(st));
+  const DeviceBlock block{data_, device_.index};
+  if (!graph_memory_ && engine_stream_capturing()) {
+    capture_releases().push_back(block);  // CudaGraph frees it with the graph
+    return;
+  }
+  free_device_block(block);  // destructors report instead of throwing
 #endif
 }
 

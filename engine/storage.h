@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "engine/device.h"
 
@@ -37,8 +38,24 @@ class Storage {
   size_t bytes_ = 0;
   Device device_;
   bool pinned_ = false;
+  bool graph_memory_ = false;  // allocated while this thread's engine stream was capturing
   uint64_t version_ = 0;
 };
+
+// Device memory allocated outside a CUDA graph capture and released while the
+// releasing thread's engine stream is capturing cannot be freed there (CUDA
+// refuses a captured free of memory the graph did not allocate), and the
+// captured work may read it on every replay. ~Storage hands such blocks to a
+// per-thread list instead; CudaGraph takes them at the end of its capture and
+// frees them, stream-ordered, when the graph is destroyed or recaptured.
+struct DeviceBlock {
+  void* ptr = nullptr;
+  int device = 0;
+};
+std::vector<DeviceBlock> take_capture_releases();
+// Frees each block with cudaFreeAsync on the engine stream; reports failures
+// on stderr and never throws (destructors call it).
+void free_device_blocks(std::vector<DeviceBlock>& blocks) noexcept;
 
 // Raw byte copies between any two devices (host<->device, device<->device).
 // Device-to-device copies are queued on the engine stream; copies that touch

@@ -13,8 +13,9 @@
 //       ldmatrix from swizzled shared memory, 3-stage cp.async (16-byte,
 //       zero-fill for padding) pipeline, 64x32 warp tiles, k-tile 32; block
 //       tile 128x128 (8 warps), or 128x64 when the GEMM N <= 64, or 64x128
-//       when M <= 64 < N (4 warps; igemm::v2_pick_tile). The two half tiles
-//       are not yet validated on a GPU.
+//       when M <= 64 < N (4 warps; igemm::v2_pick_tile). All three pass the
+//       GPU tests on an H200; racecheck has not finished on them
+//       (bench/RESULTS.md, GPU validation status).
 //       bf16 only; needs C % 8 == 0 and K % 8 == 0 (16-byte vectors along the
 //       channels), 16-byte aligned operands, 4-byte aligned output, and an
 //       sm_80+ device. Fwd, Dgrad and Wgrad.

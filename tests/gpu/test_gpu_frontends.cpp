@@ -480,6 +480,32 @@ TEST_CASE("gpu graph: a captured eval forward replays with new inputs like eager
   }
 }
 
+// As a training loop does with its loss: the tensor a variable held before the
+// capture is released inside it. CUDA refuses a captured free of memory the
+// graph did not allocate; the graph must keep that memory instead, and no
+// error may be left behind for a later launch check to report.
+TEST_CASE("gpu graph: a tensor released during the capture is freed with the graph, not in it") {
+  RZ_SKIP_WITHOUT_GPU();
+  const Device gpu = Device::cuda(0);
+  Generator gen(14);
+  const Tensor x = Tensor::uniform({4099}, -1, 1, gen).to(gpu);
+  Tensor y = scale(x, 2.0);  // eager, outside any capture
+  {
+    CudaGraph graph;
+    graph.begin_capture(0);
+    y = scale(x, 3.0);  // releases the eager result inside the capture
+    graph.end_capture();
+    for (int i = 0; i < 3; ++i) {
+      graph.replay();
+      expect_match(host(y), host(scale(x, 3.0)), false, "replay " + std::to_string(i));
+    }
+    y = Tensor();  // graph memory, released before the graph
+  }
+  Tensor z = Tensor::ones({33}).to(gpu);
+  CHECK_NOTHROW(z.fill_(2.0));
+  CHECK(host(z) == std::vector<float>(33, 2.0f));
+}
+
 TEST_CASE("gpu graph: a captured whole training step replays like eager AdamW steps, and its gate skips a step") {
   RZ_SKIP_WITHOUT_GPU();
   ResNetConfig cfg = resnet_config("seresnet_tiny");
