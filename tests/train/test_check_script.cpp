@@ -2,11 +2,8 @@
 // second build: a rehearsed dry run must leave at most 8 plain, plainly named
 // files, the summary among them and printed last, with every GPU step skipped.
 #include <doctest/doctest.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <array>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -17,28 +14,15 @@
 
 #include "engine/device.h"
 #include "tests/data/temp_dir.h"
+#include "tests/run_command.h"
 #include "tests/skip.h"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-struct Run {
-  int status = -1;
-  std::string text;
-};
-
-// Runs a shell command line; its exit status and stdout+stderr.
-Run run_command(const std::string& cmd) {
-  Run out;
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::array<char, 4096> buf{};
-  while (size_t n = std::fread(buf.data(), 1, buf.size(), p)) out.text.append(buf.data(), n);
-  const int st = ::pclose(p);
-  out.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return out;
-}
+using Run = rz::test::CommandOutput;
+using rz::test::run_command;
 
 Run run_script(const std::string& args) {
   return run_command("bash " + std::string(RZ_SOURCE_DIR) + "/scripts/gpu_check.sh " + args);

@@ -11,25 +11,14 @@
 #include <sstream>
 #include <string>
 
+#include "tests/run_command.h"
+
 namespace fs = std::filesystem;
 
 namespace {
-struct Output {
-  int status = -1;
-  std::string text;  // stdout and stderr together
-};
+using Output = rz::test::CommandOutput;
 
-Output run(const std::string& args) {
-  const std::string cmd = std::string(RZ_CLI_PATH) + " " + args + " 2>&1";
-  Output out;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::array<char, 4096> buf{};
-  while (size_t n = std::fread(buf.data(), 1, buf.size(), p)) out.text.append(buf.data(), n);
-  const int st = ::pclose(p);
-  out.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return out;
-}
+Output run(const std::string& args) { return rz::test::run_command(std::string(RZ_CLI_PATH) + " " + args); }
 
 bool has(const Output& o, const std::string& s) { return o.text.find(s) != std::string::npos; }
 
