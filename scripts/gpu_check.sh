@@ -75,6 +75,8 @@ done
 [[ -n "$OUT" ]] || { echo "gpu_check: --out DIR is required (see --help)" >&2; exit 2; }
 [[ $OUT == /* ]] || OUT="$CALLER_PWD/$OUT"
 [[ -n "$BUDGET_S" ]] || BUDGET_S=$([[ $REHEARSE -eq 1 ]] && echo 3600 || echo 540)
+# --compile is a second call: after the build, only torch.compile and the engine beside it.
+[[ $COMPILE -eq 1 && -z $ONLY_STEPS ]] && ONLY_STEPS=",pytorch-compile,train_step-bf16,"
 
 HAVE_GPU=0
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then HAVE_GPU=1; fi
