@@ -23,7 +23,7 @@ void CudaGraph::reset() noexcept {
     cudaStreamEndCapture(cudaStreamPerThread, &g);  // abandon a capture cut short by an error
     if (g != nullptr) cudaGraphDestroy(g);
     cudaGetLastError();  // the abandoned capture's error was reported where it happened
-    std::vector<DeviceBlock> released = take_capture_releases();
+    std::vector<DeviceBlock> released = capture_ended();
     held_.insert(held_.end(), released.begin(), released.end());
     capturing_ = false;
   }
@@ -46,13 +46,14 @@ void CudaGraph::begin_capture(int device) {
   device_ = device;
   engine_cuda_context(device);  // creates the handles before capture (creation cannot be captured)
   RZ_CUDA_CHECK(cudaStreamBeginCapture(cudaStreamPerThread, cudaStreamCaptureModeThreadLocal));
+  capture_began();
   capturing_ = true;
 }
 
 void CudaGraph::end_capture() {
   RZ_CHECK(capturing_, "CudaGraph: end_capture without begin_capture");
   capturing_ = false;
-  held_ = take_capture_releases();  // before anything here can throw
+  held_ = capture_ended();  // before anything here can throw
   cudaGraph_t g = nullptr;
   RZ_CUDA_CHECK(cudaStreamEndCapture(cudaStreamPerThread, &g));
   graph_ = g;

@@ -16,7 +16,7 @@
 //
 // A tensor allocated before the capture and released during it (the previous
 // step's loss, say) is not freed there: the graph keeps its memory until the
-// graph is destroyed or recaptured (engine/storage.h, take_capture_releases).
+// graph is destroyed or recaptured (engine/storage.h, capture_began).
 //
 // Rules while capturing (CUDA enforces them; violations throw rz::Error at
 // end_capture or at the offending call): no host synchronisation (item(),

@@ -1,5 +1,6 @@
 #include "engine/device.h"
 
+#include <array>
 #include <charconv>
 #include <cstdint>
 #include <utility>
@@ -30,7 +31,12 @@ int cuda_device_count() {
 
 void keep_pool_memory(int device) {
 #if defined(RZ_HAVE_CUDA)
-  static PerDeviceMemo<bool> configured;
+  // Storage calls this before every allocation: after the first success on a
+  // device, a thread-local flag answers without the memo's lock.
+  thread_local std::array<bool, 64> done{};
+  const bool cacheable = device >= 0 && device < static_cast<int>(done.size());
+  if (cacheable && done[static_cast<size_t>(device)]) return;
+  static PerDeviceMemo<bool, 64> configured;
   configured.get(device, [device] {
     int supported = 0;
     RZ_CUDA_CHECK(cudaDeviceGetAttribute(&supported, cudaDevAttrMemoryPoolsSupported, device));
@@ -41,6 +47,7 @@ void keep_pool_memory(int device) {
     RZ_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
     return std::pair{true, true};
   });
+  if (cacheable) done[static_cast<size_t>(device)] = configured.kept(device);
 #else
   RZ_THROW("keep_pool_memory(", device, "): built without CUDA");
 #endif

@@ -59,9 +59,14 @@ PendingUploads& pending() {
   return p;
 }
 
-std::vector<DeviceBlock>& capture_releases() {
-  thread_local std::vector<DeviceBlock> blocks;
-  return blocks;
+struct CaptureState {
+  bool active = false;
+  std::vector<DeviceBlock> released;  // allocated before the capture, freed during it
+};
+
+CaptureState& capture_state() {
+  thread_local CaptureState c;
+  return c;
 }
 
 void free_device_block(const DeviceBlock& b) noexcept {
@@ -71,23 +76,21 @@ void free_device_block(const DeviceBlock& b) noexcept {
     cudaGetLastError();  // reported here; not left for the next launch check to find
   }
 }
-
-// Whether this thread's engine stream is capturing; false when it cannot tell.
-bool engine_stream_capturing() noexcept {
-  cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
-  if (cudaStreamIsCapturing(cudaStreamPerThread, &cap) != cudaSuccess) {
-    cudaGetLastError();
-    return false;
-  }
-  return cap == cudaStreamCaptureStatusActive;
-}
 #endif
 }  // namespace
 
-std::vector<DeviceBlock> take_capture_releases() {
+void capture_began() {
 #if defined(RZ_HAVE_CUDA)
+  capture_state().active = true;
+#endif
+}
+
+std::vector<DeviceBlock> capture_ended() {
+#if defined(RZ_HAVE_CUDA)
+  CaptureState& c = capture_state();
+  c.active = false;
   std::vector<DeviceBlock> out;
-  out.swap(capture_releases());
+  out.swap(c.released);
   return out;
 #else
   return {};
@@ -185,7 +188,7 @@ Storage::Storage(size_t bytes, Device device, bool pin_host) : bytes_(bytes), de
                         : std::string());
   }
   RZ_CUDA_CHECK(st);
-  graph_memory_ = engine_stream_capturing();
+  graph_memory_ = capture_state().active;
 #else
   RZ_THROW("cannot allocate on ", device.str(), ": this build has no CUDA backend");
 #endif
@@ -205,8 +208,8 @@ Storage::~Storage() {
   }
 #if defined(RZ_HAVE_CUDA)
   const DeviceBlock block{data_, device_.index};
-  if (!graph_memory_ && engine_stream_capturing()) {
-    capture_releases().push_back(block);  // CudaGraph frees it with the graph
+  if (CaptureState& c = capture_state(); c.active && !graph_memory_) {
+    c.released.push_back(block);  // CudaGraph frees it with the graph
     return;
   }
   free_device_block(block);  // destructors report instead of throwing

@@ -38,21 +38,24 @@ class Storage {
   size_t bytes_ = 0;
   Device device_;
   bool pinned_ = false;
-  bool graph_memory_ = false;  // allocated while this thread's engine stream was capturing
+  bool graph_memory_ = false;  // allocated while this thread was capturing (capture_began)
   uint64_t version_ = 0;
 };
 
 // Device memory allocated outside a CUDA graph capture and released while the
-// releasing thread's engine stream is capturing cannot be freed there (CUDA
-// refuses a captured free of memory the graph did not allocate), and the
-// captured work may read it on every replay. ~Storage hands such blocks to a
-// per-thread list instead; CudaGraph takes them at the end of its capture and
-// frees them, stream-ordered, when the graph is destroyed or recaptured.
+// releasing thread is capturing cannot be freed there (CUDA refuses a captured
+// free of memory the graph did not allocate), and the captured work may read
+// it on every replay. CudaGraph brackets its capture with capture_began() and
+// capture_ended() on the capturing thread; in between, ~Storage hands such
+// blocks to a per-thread list, which capture_ended() returns for the graph to
+// free, stream-ordered, when it is destroyed or recaptured. A thread-local
+// flag, not a runtime query, so allocations and frees stay as cheap as before.
 struct DeviceBlock {
   void* ptr = nullptr;
   int device = 0;
 };
-std::vector<DeviceBlock> take_capture_releases();
+void capture_began();
+std::vector<DeviceBlock> capture_ended();
 // Frees each block with cudaFreeAsync on the engine stream; reports failures
 // on stderr and never throws (destructors call it).
 void free_device_blocks(std::vector<DeviceBlock>& blocks) noexcept;

@@ -193,12 +193,11 @@ gpu_step() {
   if ! budget "$cap" "$min" "$reserve"; then skip "$name" "out of time"; return 1; fi
   CAP_OF_STEP=$cap step "$name" "$LIMIT" "$@"
 }
+# amend NAME RESULT: replaces the result just recorded for step NAME.
+amend() { sed -i '$d' "$RESULTS"; record "$1" "$2" 0; }
 # A benchmark that found no usable device exits 0; on a GPU machine that is a failure.
 fail_if_no_device() {
-  if grep -qE 'no (usable )?CUDA device' "$STEP_LOG"; then
-    sed -i '$d' "$RESULTS"
-    record "$1" "FAIL(no CUDA device seen)" 0
-  fi
+  if grep -qE 'no (usable )?CUDA device' "$STEP_LOG"; then amend "$1" "FAIL(no CUDA device seen)"; fi
 }
 
 # --- preflight ---------------------------------------------------------------------
@@ -405,8 +404,7 @@ if [[ -f "${STEP_LOG:-}" && $STEP_LOG == *gpu-tests.log ]]; then
   failed=$(grep -E '\*\*\*(Failed|Timeout|Exception|Skipped)' "$STEP_LOG" | sed -E 's/.*Test +#[0-9]+: //; s/ \.+.*//' | head -20 | tr '\n' ';')
   [[ -n "$failed" ]] && GPU_TESTS="$GPU_TESTS (not passed: $failed)"
   if [[ $GPU_TESTS =~ \ ([1-9][0-9]*)\ skipped ]]; then
-    sed -i '$d' "$RESULTS"
-    record gpu-tests "FAIL(${BASH_REMATCH[1]} skipped on a GPU machine)" 0
+    amend gpu-tests "FAIL(${BASH_REMATCH[1]} skipped on a GPU machine)"
   fi
 fi
 
@@ -515,7 +513,7 @@ if [[ $GPU_STEPS -eq 0 && $DRY_RUN -eq 0 && $BUILD_OK -eq 1 ]] && budget 300 10 
   STEP_NOTE="must all skip without a GPU" step gpu-tests-skip "$LIMIT" ctest --test-dir "$BUILD_DIR" -L gpu -j "$JOBS"
   GPU_TESTS="$(tally "$STEP_LOG") (no GPU: skips expected)"
   if grep -qE 'Test +#[0-9]+: .* Passed' "$STEP_LOG"; then
-    sed -i '$d' "$RESULTS"; record gpu-tests-skip "FAIL(a GPU test passed without a GPU)" 0
+    amend gpu-tests-skip "FAIL(a GPU test passed without a GPU)"
   fi
 fi
 
