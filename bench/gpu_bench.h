@@ -144,6 +144,18 @@ inline size_t pool_peak_bytes(int device = 0) {
       cudaMemPoolGetAttribute(default_mem_pool(device), cudaMemPoolAttrUsedMemHigh, &v));
   return static_cast<size_t>(v);
 }
+// The same high-water mark for the memory that CUDA graphs allocate inside a
+// capture (cudaMallocAsync nodes live in the device's graph memory, not in
+// the default pool): a captured step's activations are counted here.
+inline void reset_graph_mem_peak(int device = 0) {
+  uint64_t zero = 0;
+  RZ_CUDA_CHECK(cudaDeviceSetGraphMemAttribute(device, cudaGraphMemAttrUsedMemHigh, &zero));
+}
+inline size_t graph_mem_peak_bytes(int device = 0) {
+  uint64_t v = 0;
+  RZ_CUDA_CHECK(cudaDeviceGetGraphMemAttribute(device, cudaGraphMemAttrUsedMemHigh, &v));
+  return static_cast<size_t>(v);
+}
 inline size_t pool_used_bytes(int device = 0) {
   uint64_t v = 0;  // the attribute type, cuuint64_t, is a 64-bit unsigned
   RZ_CUDA_CHECK(

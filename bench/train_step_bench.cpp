@@ -289,6 +289,7 @@ int run(const Options& opt) {
 
   const size_t steady_bytes = rz::bench::pool_used_bytes(0);
   rz::bench::reset_pool_peak(0);
+  rz::bench::reset_graph_mem_peak(0);
   cudaEvent_t start = nullptr, stop = nullptr;
   RZ_CUDA_CHECK(cudaEventCreate(&start));
   RZ_CUDA_CHECK(cudaEventCreate(&stop));
@@ -308,7 +309,9 @@ int run(const Options& opt) {
   }
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
-  const size_t peak_bytes = rz::bench::pool_peak_bytes(0);
+  const size_t pool_peak = rz::bench::pool_peak_bytes(0);
+  const size_t graph_peak = rz::bench::graph_mem_peak_bytes(0);
+  const size_t peak_bytes = pool_peak + graph_peak;
   const double final_loss = loss.defined() ? loss.item() : 0.0;
 
   std::sort(ms.begin(), ms.end());
@@ -325,9 +328,11 @@ int run(const Options& opt) {
       "step: median %.2f ms (min %.2f, max %.2f; host wall median %.2f ms) = %.2f images/s\n", med,
       ms.front(), ms.back(), wall_med, ips);
   std::printf(
-      "memory: peak %.2f GiB in the default pool during the timed steps (%.2f GiB held "
-      "between steps: weights, optimizer state, input), device total %.1f GiB\n",
-      static_cast<double>(peak_bytes) / gib, static_cast<double>(steady_bytes) / gib,
+      "memory: peak %.2f GiB during the timed steps (default pool %.2f GiB + CUDA graph memory "
+      "%.2f GiB; %.2f GiB held between steps: weights, optimizer state, input), device total "
+      "%.1f GiB\n",
+      static_cast<double>(peak_bytes) / gib, static_cast<double>(pool_peak) / gib,
+      static_cast<double>(graph_peak) / gib, static_cast<double>(steady_bytes) / gib,
       static_cast<double>(prop.totalGlobalMem) / gib);
   if (peak_tflops > 0)
     std::printf(
