@@ -1,5 +1,7 @@
 #include "data/csv.h"
 
+#include "engine/atomic_file.h"
+
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -181,21 +183,7 @@ void write_csv_row(std::ostream& os, const std::vector<std::string>& fields) {
 }
 
 void write_text_file_atomic(const std::string& path, std::string_view text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) RZ_THROW(tmp, ": cannot open for writing: ", std::strerror(errno));
-    out.write(text.data(), static_cast<std::streamsize>(text.size()));
-    out.flush();
-    if (!out) RZ_THROW(tmp, ": write error: ", std::strerror(errno));
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    const std::string why = ec.message();
-    std::filesystem::remove(tmp, ec);
-    RZ_THROW("cannot rename ", tmp, " to ", path, ": ", why);
-  }
+  write_file_atomic(path, text);
 }
 
 }  // namespace rz

@@ -77,7 +77,7 @@ AtomicFile::~AtomicFile() {
 }
 
 void AtomicFile::fail(const std::string& step) const {
-  RZ_THROW("cannot write the ", what_, " '", path_, "': ", step);
+  RZ_THROW("cannot write ", what_, " '", path_, "': ", step);
 }
 
 void AtomicFile::write(const void* data, size_t n) {

@@ -1,5 +1,7 @@
 #include "engine/conv_autotune.h"
 
+#include "engine/atomic_file.h"
+
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -196,17 +198,11 @@ struct AutotuneCache {
     fs::create_directories(path.parent_path(), ec);
     nlohmann::json j = nlohmann::json::object();
     for (const auto& [k, v] : entries) j[k] = v;
-    const fs::path tmp = path.string() + ".tmp";
-    {
-      std::ofstream f(tmp);
-      f << j.dump(1) << "\n";
-      if (!f.good()) {
-        std::fprintf(stderr, "ranzcr: cannot write conv autotune cache %s\n", tmp.string().c_str());
-        return;
-      }
+    try {
+      write_file_atomic(path.string(), j.dump(1) + "\n", "conv autotune cache");
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "ranzcr: %s\n", e.what());  // a cache: losing it costs only time
     }
-    fs::rename(tmp, path, ec);
-    if (ec) std::fprintf(stderr, "ranzcr: cannot write conv autotune cache %s: %s\n", path.string().c_str(), ec.message().c_str());
   }
 };
 

@@ -14,6 +14,7 @@
 #include <type_traits>
 #include <unordered_set>
 
+#include "engine/atomic_file.h"
 #include "kernels/common/bf16.h"
 #include "kernels/common/f16.h"
 
@@ -93,18 +94,6 @@ void pread_all(int fd, void* dst, size_t bytes, uint64_t offset, const std::stri
     p += got;
     bytes -= static_cast<size_t>(got);
     offset += static_cast<uint64_t>(got);
-  }
-}
-
-void write_all(int fd, const void* src, size_t bytes, const std::string& path,
-               const std::string& tmp) {
-  const char* p = static_cast<const char*>(src);
-  while (bytes > 0) {
-    const ssize_t put = ::write(fd, p, std::min<size_t>(bytes, size_t{1} << 30));
-    if (put < 0 && errno == EINTR) continue;
-    if (put < 0) RZ_ST_WRITE_THROW(path, "write to '", tmp, "' failed: ", errno_str());
-    p += put;
-    bytes -= static_cast<size_t>(put);
   }
 }
 
@@ -514,50 +503,29 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
   unsigned char prefix[8];
   for (int i = 0; i < 8; ++i) prefix[i] = static_cast<unsigned char>(header.size() >> (8 * i));
 
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0)
-    RZ_ST_WRITE_THROW(path, "cannot create the temporary file '", tmp, "': ", errno_str());
-  FileHandle file(fd);
-  try {
-    write_all(fd, prefix, sizeof prefix, path, tmp);
-    write_all(fd, header.data(), header.size(), path, tmp);
-    std::vector<char> bounce;
-    for (const Item& it : items) {
-      const Tensor host = it.tensor->device().is_cpu() ? *it.tensor : it.tensor->to(Device::cpu());
-      if (it.dtype == file_dtype_name(host.dtype())) {
-        write_all(fd, host.raw_data(), host.nbytes(), path, tmp);
-        continue;
-      }
-      const size_t n = static_cast<size_t>(host.numel());
-      const size_t in_elem = dtype_size(host.dtype());
-      const size_t out_elem = it.elem_bytes;
-      bounce.resize(std::min(n, kChunkElems) * out_elem);
-      const char* src = static_cast<const char*>(host.raw_data());
-      for (size_t done = 0; done < n;) {
-        const size_t k = std::min(n - done, kChunkElems);
-        encode_floats(src + done * in_elem, host.dtype(), it.dtype, bounce.data(), k);
-        write_all(fd, bounce.data(), k * out_elem, path, tmp);
-        done += k;
-      }
+  AtomicFile file(path, "safetensors file");
+  file.write(prefix, sizeof prefix);
+  file.write(header.data(), header.size());
+  std::vector<char> bounce;
+  for (const Item& it : items) {
+    const Tensor host = it.tensor->device().is_cpu() ? *it.tensor : it.tensor->to(Device::cpu());
+    if (it.dtype == file_dtype_name(host.dtype())) {
+      file.write(host.raw_data(), host.nbytes());
+      continue;
     }
-    if (::fsync(fd) != 0) RZ_ST_WRITE_THROW(path, "fsync of '", tmp, "' failed: ", errno_str());
-    if (file.close() != 0) RZ_ST_WRITE_THROW(path, "close of '", tmp, "' failed: ", errno_str());
-    if (::rename(tmp.c_str(), path.c_str()) != 0)
-      RZ_ST_WRITE_THROW(path, "rename from '", tmp, "' failed: ", errno_str());
-  } catch (...) {
-    file.close();
-    ::unlink(tmp.c_str());
-    throw;
+    const size_t n = static_cast<size_t>(host.numel());
+    const size_t in_elem = dtype_size(host.dtype());
+    const size_t out_elem = it.elem_bytes;
+    bounce.resize(std::min(n, kChunkElems) * out_elem);
+    const char* src = static_cast<const char*>(host.raw_data());
+    for (size_t done = 0; done < n;) {
+      const size_t k = std::min(n - done, kChunkElems);
+      encode_floats(src + done * in_elem, host.dtype(), it.dtype, bounce.data(), k);
+      file.write(bounce.data(), k * out_elem);
+      done += k;
+    }
   }
-  // Make the rename itself durable; best effort (some filesystems refuse).
-  std::filesystem::path dir = std::filesystem::path(path).parent_path();
-  if (dir.empty()) dir = ".";
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  file.commit();
 }
 
 }  // namespace rz

@@ -65,10 +65,10 @@ enum class SafetensorsFloats { Keep, F32, F16, BF16 };
 // padded with spaces to a multiple of 8 bytes. Names must be unique, valid
 // UTF-8 and not "__metadata__"; metadata keys and values valid UTF-8.
 // F16 saves turn values beyond +-65504 into +-inf (round to nearest even).
-// The write is atomic: the bytes go to "<path>.tmp.<pid>", are flushed to disk
-// (fsync), and the temp file is renamed over `path`; on any error the temp file
-// is removed and `path` is left as it was. (One writer per path at a time: two
-// threads of one process saving the same path would share the temp name.)
+// The write is atomic (engine/atomic_file.h): the bytes go to a unique
+// temporary created exclusively beside `path`, are flushed to disk (fsync),
+// and the temporary is renamed over `path`; on any error it is removed and
+// `path` is left as it was.
 void save_safetensors(const std::string& path, const NamedTensors& tensors,
                       const std::map<std::string, std::string>& metadata = {},
                       SafetensorsFloats floats = SafetensorsFloats::Keep);
