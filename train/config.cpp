@@ -36,6 +36,8 @@ std::vector<Field> fields(TrainConfig& c) {
       {"run.allow_unvalidated_kernels", &c.run.allow_unvalidated_kernels,
        "CUDA: auto may pick native kernels not yet validated on a GPU"},
       {"run.threads", &c.run.threads, "CPU threads (0: all cores)"},
+      {"run.memory_check", &c.run.memory_check,
+       "estimate host and GPU memory before training and refuse a run that cannot fit"},
       {"model.name", &c.model.name, "model (seresnet152d, resnet200d, seresnet_tiny, ...)"},
       {"model.img_size", &c.model.img_size, "square input size in pixels"},
       {"model.in_chans", &c.model.in_chans, "input channels (3: gray replicated; 1)"},

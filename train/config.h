@@ -23,6 +23,7 @@ struct TrainConfig {
     std::string conv_impl = "cudnn";  // CUDA: cudnn | native | auto (per-layer autotune)
     bool allow_unvalidated_kernels = false;  // CUDA: auto may pick kernels no GPU run validated
     int64_t threads = 0;              // CPU threads, 0: all cores
+    bool memory_check = true;         // estimate memory first (train/memory_plan.h)
   } run;
   struct Model {
     std::string name = "seresnet152d";
