@@ -1,8 +1,11 @@
 #include "engine/device.h"
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <utility>
 
 #include "engine/cuda_check.h"
@@ -14,6 +17,68 @@ namespace rz {
 
 std::string Device::str() const {
   return is_cpu() ? std::string("cpu") : "cuda:" + std::to_string(index);
+}
+
+DeviceMemory cuda_memory_info(int device) {
+#if defined(RZ_HAVE_CUDA)
+  RZ_CHECK(device >= 0 && device < cuda_device_count(), "no such CUDA device: cuda:", device);
+  int previous = 0;
+  RZ_CUDA_CHECK(cudaGetDevice(&previous));
+  if (previous != device) RZ_CUDA_CHECK(cudaSetDevice(device));
+  DeviceMemory m;
+  const cudaError_t st = cudaMemGetInfo(&m.free_bytes, &m.total_bytes);
+  if (previous != device) cudaSetDevice(previous);
+  RZ_CUDA_CHECK(st);
+  return m;
+#else
+  RZ_THROW("cannot query cuda:", device, ": this build has no CUDA backend");
+#endif
+}
+
+namespace {
+// The first number of the line of /proc/meminfo starting with `key`, in bytes.
+size_t meminfo_bytes(const char* key) {
+  std::FILE* f = std::fopen("/proc/meminfo", "r");
+  if (f == nullptr) return 0;
+  char line[256];
+  size_t value = 0;
+  const size_t klen = std::strlen(key);
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    if (std::strncmp(line, key, klen) == 0) {
+      unsigned long long kb = 0;
+      if (std::sscanf(line + klen, " %llu", &kb) == 1) value = static_cast<size_t>(kb) * 1024;
+      break;
+    }
+  }
+  std::fclose(f);
+  return value;
+}
+
+// The cgroup v2 memory limit minus current use, or SIZE_MAX when unlimited or unknown.
+size_t cgroup_headroom() {
+  auto read_u64 = [](const char* path, size_t* out) {
+    std::FILE* f = std::fopen(path, "r");
+    if (f == nullptr) return false;
+    char buf[64] = {};
+    const bool ok = std::fgets(buf, sizeof buf, f) != nullptr;
+    std::fclose(f);
+    if (!ok || std::strncmp(buf, "max", 3) == 0) return false;
+    unsigned long long v = 0;
+    if (std::sscanf(buf, "%llu", &v) != 1) return false;
+    *out = static_cast<size_t>(v);
+    return true;
+  };
+  size_t limit = 0, current = 0;
+  if (!read_u64("/sys/fs/cgroup/memory.max", &limit)) return SIZE_MAX;
+  if (!read_u64("/sys/fs/cgroup/memory.current", &current)) return SIZE_MAX;
+  return limit > current ? limit - current : 0;
+}
+}  // namespace
+
+size_t host_available_memory() {
+  const size_t avail = meminfo_bytes("MemAvailable:");
+  if (avail == 0) return 0;
+  return std::min(avail, cgroup_headroom());
 }
 
 int cuda_device_count() {

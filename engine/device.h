@@ -29,6 +29,18 @@ Device parse_device(std::string_view s);
 // without a GPU (never throws).
 int cuda_device_count();
 
+// Free and total bytes of CUDA device `device` (cudaMemGetInfo; memory the
+// pool reserves counts as used). Throws rz::Error without CUDA.
+struct DeviceMemory {
+  size_t free_bytes = 0, total_bytes = 0;
+};
+DeviceMemory cuda_memory_info(int device);
+
+// Bytes of host memory available to a new allocation without swapping
+// (MemAvailable of /proc/meminfo, lowered to the cgroup's limit when the
+// process runs under one); 0 when unknown.
+size_t host_available_memory();
+
 // Makes the default memory pool of CUDA device `device` (the pool
 // cudaMallocAsync draws from: every Storage, workspace and kernel scratch
 // buffer) keep the memory freed into it: release threshold UINT64_MAX instead

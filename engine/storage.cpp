@@ -15,6 +15,14 @@ namespace rz {
 namespace {
 constexpr size_t kHostAlignment = 64;
 
+std::string format_gb(size_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f GB", static_cast<double>(bytes) / 1e9);
+  return buf;
+}
+
+thread_local const AllocationPurpose* t_purpose = nullptr;
+
 #if defined(RZ_HAVE_CUDA)
 struct DeviceGuard {
   int previous = 0;
@@ -159,7 +167,9 @@ Storage::Storage(size_t bytes, Device device, bool pin_host) : bytes_(bytes), de
   if (device.is_cpu()) {
     const size_t rounded = (alloc + kHostAlignment - 1) / kHostAlignment * kHostAlignment;
     data_ = std::aligned_alloc(kHostAlignment, rounded);
-    RZ_CHECK(data_ != nullptr, "out of host memory allocating ", bytes, " bytes");
+    RZ_CHECK(data_ != nullptr, "out of host memory allocating ", bytes, " bytes (",
+             format_gb(bytes), ") for ", AllocationPurpose::current_what(), "; ",
+             AllocationPurpose::current_advice());
     return;
   }
 #if defined(RZ_HAVE_CUDA)
@@ -181,11 +191,13 @@ Storage::Storage(size_t bytes, Device device, bool pin_host) : bytes_(bytes), de
             cudaSuccess &&
         cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &used) == cudaSuccess;
     cudaGetLastError();
-    RZ_THROW("out of GPU memory on ", device.str(), ": requested ", bytes, " bytes, ", free_b,
-             " of ", total_b, " bytes free",
+    RZ_THROW("out of GPU memory on ", device.str(), " allocating ", bytes, " bytes (",
+             format_gb(bytes), ") for ", AllocationPurpose::current_what(), " (", free_b, " of ",
+             total_b, " bytes free",
              pool_known ? "; the memory pool reserves " + std::to_string(reserved) + " bytes, " +
                               std::to_string(used) + " in use"
-                        : std::string());
+                        : std::string(),
+             "); ", AllocationPurpose::current_advice());
   }
   RZ_CUDA_CHECK(st);
   graph_memory_ = capture_state().active;
@@ -235,6 +247,23 @@ void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size
   RZ_THROW("cannot copy between ", src_dev.str(), " and ", dst_dev.str(),
            ": this build has no CUDA backend");
 #endif
+}
+
+AllocationPurpose::AllocationPurpose(std::string what, std::string advice)
+    : what_(std::move(what)), advice_(std::move(advice)), outer_(t_purpose) {
+  t_purpose = this;
+}
+
+AllocationPurpose::~AllocationPurpose() { t_purpose = outer_; }
+
+std::string AllocationPurpose::current_what() {
+  return t_purpose == nullptr ? std::string("a tensor") : t_purpose->what_;
+}
+
+std::string AllocationPurpose::current_advice() {
+  return t_purpose == nullptr ? std::string("lower the batch size (train.batch, --batch) or the "
+                                            "image size (model.img_size, --img-size)")
+                              : t_purpose->advice_;
 }
 
 }  // namespace rz

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "engine/device.h"
@@ -40,6 +41,26 @@ class Storage {
   bool pinned_ = false;
   bool graph_memory_ = false;  // allocated while this thread was capturing (capture_began)
   uint64_t version_ = 0;
+};
+
+// What this thread is allocating memory for, so that "out of memory" says
+// what was being allocated and which setting to lower. Scopes nest; the
+// innermost names the allocation. Without one, the error gives general advice.
+//   AllocationPurpose p("the training step's activations (batch 32, 512 px)",
+//                       "lower train.batch or model.img_size");
+class AllocationPurpose {
+ public:
+  AllocationPurpose(std::string what, std::string advice);
+  ~AllocationPurpose();
+  AllocationPurpose(const AllocationPurpose&) = delete;
+  AllocationPurpose& operator=(const AllocationPurpose&) = delete;
+  // The innermost scope's purpose and advice, or "a tensor" and general advice.
+  static std::string current_what();
+  static std::string current_advice();
+
+ private:
+  std::string what_, advice_;
+  const AllocationPurpose* outer_;
 };
 
 // Device memory allocated outside a CUDA graph capture and released while the

@@ -13,6 +13,7 @@
 #include "data/ranzcr_csv.h"
 #include "data/resize.h"
 #include "engine/autograd.h"
+#include "engine/parallel.h"
 #include "engine/safetensors.h"
 #include "models/seresnet.h"
 #include "models/timm_weights.h"
@@ -72,8 +73,9 @@ PredictReport run_predict(const PredictOptions& opt) {
     const int64_t bn = std::min(opt.batch, n - b0);
     Tensor x = Tensor::empty({bn, S, S, C});
     float* px = x.data<float>();
+    FirstError decode_error;  // an exception must not leave the parallel region
 #pragma omp parallel for schedule(dynamic)
-    for (int64_t i = 0; i < bn; ++i) {
+    for (int64_t i = 0; i < bn; ++i) decode_error.run(i, [&] {
       data::Image img = data::decode_image(find_image(opt.images_dir, uids[static_cast<size_t>(b0 + i)]), 1);
       if (opt.clahe) img = data::clahe(img, 2.0, 8, 8);
       img = data::resize_area(img, S, S);
@@ -83,7 +85,8 @@ PredictReport run_predict(const PredictOptions& opt) {
           out[p * C + c] = (static_cast<float>(img.pixels[static_cast<size_t>(p)]) / 255.0f -
                             data::kImageNetMean[static_cast<size_t>(c)]) /
                            data::kImageNetStd[static_cast<size_t>(c)];
-    }
+    });
+    decode_error.rethrow();
     std::vector<float> avg = host_floats(model->forward(to_compute(x, compute)));
     if (opt.tta_hflip) {
       Tensor flipped = Tensor::empty_like(x);
@@ -97,15 +100,29 @@ PredictReport run_predict(const PredictOptions& opt) {
       const auto lf = host_floats(model->forward(to_compute(flipped, compute)));
       for (size_t k = 0; k < avg.size(); ++k) avg[k] = 0.5f * (avg[k] + lf[k]);  // mean logit
     }
-    for (size_t k = 0; k < avg.size(); ++k)
+    for (size_t k = 0; k < avg.size(); ++k) {
+      // A NaN logit comes from the weights (or a broken input), never from the
+      // arithmetic here: say which, before a submission full of NaN is written.
+      if (!std::isfinite(avg[k])) {
+        const size_t image = static_cast<size_t>(b0) + k / kNumRanzcrLabels;
+        RZ_THROW("the model's output for image '", uids[image], "' (label '",
+                 kRanzcrLabels[k % kNumRanzcrLabels], "') is ", avg[k], ": the weights in ",
+                 opt.weights, " or this image produce non-finite logits; nothing was written to ",
+                 opt.out);
+      }
       probs[static_cast<size_t>(b0 * kNumRanzcrLabels) + k] = 1.0f / (1.0f + std::exp(-avg[k]));
+    }
   }
   write_ranzcr_submission(opt.out, uids, probs);
   return {n, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()};
 }
 
 AucReport score_submission(const std::string& pred, const std::string& truth) {
+  for (const std::string& f : {pred, truth})
+    RZ_CHECK(!fs::is_directory(f), f, " is a folder; score takes CSV files (--pred: a submission, "
+             "--truth: a train.csv)");
   const RanzcrTrainSet t = read_ranzcr_train(truth);
+  RZ_CHECK(!t.studies.empty(), truth, ": no studies to score against (header only)");
   const CsvTable p = read_csv(pred);
   const int uid_col = p.column("StudyInstanceUID");
   RZ_CHECK(uid_col >= 0, pred, ": no StudyInstanceUID column");
@@ -138,7 +155,11 @@ AucReport score_submission(const std::string& pred, const std::string& truth) {
   for (size_t i = 0; i < seen.size(); ++i)
     RZ_CHECK(seen[i], pred, ": no prediction for StudyInstanceUID '", t.studies[i].uid, "' of ",
              truth, " (line ", t.studies[i].csv_line, ")");
-  return auc_report(scores.data(), labels.data(), n);
+  RZ_CHECK(n > 0, pred, ": no predictions (header only)");
+  AucReport r = auc_report(scores.data(), labels.data(), n);
+  RZ_CHECK(r.defined_labels > 0, "no label of ", truth, " has both classes among its ", n,
+           " studies: every AUC is undefined, so there is no score");
+  return r;
 }
 
 std::string format_auc_table(const AucReport& r) {

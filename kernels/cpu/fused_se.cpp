@@ -16,6 +16,7 @@
 #include "kernels/common/activation_math.h"
 #include "kernels/common/bn_math.h"
 #include "kernels/common/se_math.h"
+#include "kernels/cpu/thread_scratch.h"
 
 namespace rz {
 
@@ -50,10 +51,11 @@ void fused_se_fwd_cpu(const T* t, const T* shortcut, const SeWeights<T>& w, T* o
   } else {
     for (int64_t c = 0; c < C; ++c) shift[c] = static_cast<double>(t[c]);
     const double* sh = shift.data();
+    ThreadScratch<double> scratch(2 * C);
 #pragma omp parallel for schedule(static) if (N * HW * C >= kParallelMin)
     for (int64_t n = 0; n < N; ++n) {
-      std::vector<double> acc(2 * uc, 0.0);
-      image_sums(n, HW, C, acc.data(), [=](int64_t i, int64_t c, double* a) {
+      double* acc = scratch.zeroed();
+      image_sums(n, HW, C, acc, [=](int64_t i, int64_t c, double* a) {
         const double v = static_cast<double>(t[i]) - sh[c];
         a[c] += v;
         a[C + c] += v * v;
@@ -98,9 +100,11 @@ void fused_se_fwd_cpu(const T* t, const T* shortcut, const SeWeights<T>& w, T* o
 
   // SE excitation per image: squeeze, fc1 + ReLU, fc2 + sigmoid.
   std::vector<double> gate(unc);
+  ThreadScratch<double> scratch(C + rd);
 #pragma omp parallel for schedule(static) if (N * C * rd >= kParallelMin)
   for (int64_t n = 0; n < N; ++n) {
-    std::vector<double> p(uc), z(static_cast<size_t>(rd));
+    double* const p = scratch.mine();
+    double* const z = p + C;
     for (int64_t c = 0; c < C; ++c) {
       p[c] = se_pooled(nc[seg_sum_index(0, n, c, N, C)], inv_hw, mean_minus_shift[c], scale[c],
                        static_cast<double>(w.beta[c]));
@@ -151,10 +155,11 @@ void fused_se_bwd_cpu(const T* t, const T* out, const T* dout, const SeWeights<T
   std::vector<double> nc(3 * unc, 0.0);
   {
     const double* mu = mean.data();
+    ThreadScratch<double> scratch(3 * C);
 #pragma omp parallel for schedule(static) if (N * HW * C >= kParallelMin)
     for (int64_t n = 0; n < N; ++n) {
-      std::vector<double> acc(3 * uc, 0.0);
-      image_sums(n, HW, C, acc.data(), [=](int64_t i, int64_t c, double* a) {
+      double* acc = scratch.zeroed();
+      image_sums(n, HW, C, acc, [=](int64_t i, int64_t c, double* a) {
         const double g =
             relu_grad_from_output(static_cast<double>(out[i]), static_cast<double>(dout[i]));
         dshortcut[i] = static_cast<T>(g);

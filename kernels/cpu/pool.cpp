@@ -9,6 +9,7 @@
 #include "kernels/cpu/pool.h"
 
 #include "kernels/common/pool_math.h"
+#include "kernels/cpu/thread_scratch.h"
 
 #include <algorithm>
 #include <cmath>
@@ -120,9 +121,10 @@ template <class T>
 void avg_pool2d_fwd_cpu(const T* x, T* y, const Pool2dGeom& g, bool count_include_pad) {
   const int64_t C = g.C;
   const int64_t rows = g.N * g.OH;
+  ThreadScratch<double> scratch(C);
 #pragma omp parallel if (rows * g.OW * C >= kParallelMin)
   {
-    std::vector<double> acc(static_cast<size_t>(C));
+    double* const acc = scratch.mine();
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t n = r / g.OH, oh = r % g.OH;
@@ -130,7 +132,7 @@ void avg_pool2d_fwd_cpu(const T* x, T* y, const Pool2dGeom& g, bool count_includ
       const T* xn = x + n * g.H * g.W * C;
       for (int64_t ow = 0; ow < g.OW; ++ow) {
         const Window1d ww = window1d(ow, g.kw, g.sw, g.pw, g.W);
-        std::fill(acc.begin(), acc.end(), 0.0);
+        std::fill(acc, acc + C, 0.0);
         for (int64_t h = wh.start; h < wh.end; ++h) {
           for (int64_t w = ww.start; w < ww.end; ++w) {
             const T* xp = xn + (h * g.W + w) * C;
@@ -156,9 +158,10 @@ void avg_pool2d_bwd_cpu(const T* dy, T* dx, const Pool2dGeom& g, bool count_incl
     const int64_t t = i + p - k;
     return t < 0 ? int64_t{0} : t / s + 1;
   };
+  ThreadScratch<double> scratch(C);
 #pragma omp parallel if (rows * g.W * C >= kParallelMin)
   {
-    std::vector<double> acc(static_cast<size_t>(C));
+    double* const acc = scratch.mine();
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t n = r / g.H, h = r % g.H;
@@ -168,7 +171,7 @@ void avg_pool2d_bwd_cpu(const T* dy, T* dx, const Pool2dGeom& g, bool count_incl
       for (int64_t w = 0; w < g.W; ++w) {
         const int64_t ow0 = first_out(w, g.kw, g.sw, g.pw);
         const int64_t ow1 = std::min(g.OW - 1, (w + g.pw) / g.sw);
-        std::fill(acc.begin(), acc.end(), 0.0);
+        std::fill(acc, acc + C, 0.0);
         for (int64_t oh = oh0; oh <= oh1; ++oh) {
           const Window1d wh = window1d(oh, g.kh, g.sh, g.ph, g.H);
           for (int64_t ow = ow0; ow <= ow1; ++ow) {

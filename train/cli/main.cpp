@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
+#include <new>
 #include <omp.h>
 
 #include "engine/device.h"
@@ -76,6 +77,11 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const rz::Error& e) {
     std::fprintf(stderr, "ranzcr: error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr,
+                 "ranzcr: error: out of host memory; lower the batch size (train.batch), the "
+                 "image size (model.img_size) or the loader workers (data.workers)\n");
     return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ranzcr: error: %s\n", e.what());
