@@ -27,6 +27,7 @@
 #include <exception>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -35,8 +36,10 @@
 
 #include "data/clahe.h"
 #include "data/csv.h"
+#include "data/paths.h"
 #include "data/ranzcr_csv.h"
 #include "data/resize.h"
+#include "engine/atomic_file.h"
 #include "engine/error.h"
 
 namespace rz::data {
@@ -135,8 +138,8 @@ void check_options(const PrepOptions& o) {
   RZ_CHECK(o.image_size >= 32 && o.image_size <= 4096,
            "prep: image_size must be in [32, 4096], got ", o.image_size);
   RZ_CHECK(!o.out_dir.empty(), "prep: no out_dir given");
-  RZ_CHECK(o.shard_images >= 0, "prep: shard_images must be >= 0 (0: automatic), got ",
-           o.shard_images);
+  RZ_CHECK(o.shard_images >= 0 && o.shard_images <= (int64_t{1} << 30),
+           "prep: shard_images must be in [0, 2^30] (0: automatic), got ", o.shard_images);
   RZ_CHECK(o.threads >= 0, "prep: threads must be >= 0 (0: all cores), got ", o.threads);
   RZ_CHECK(o.max_bad_fraction >= 0 && o.max_bad_fraction <= 1,
            "prep: max_bad_fraction must be in [0, 1], got ", o.max_bad_fraction);
@@ -188,23 +191,23 @@ std::string find_image_file(const std::string& image_dir, const std::string& uid
                             std::string* tried) {
   static constexpr const char* kExts[] = {".jpg", ".jpeg", ".png"};
   for (const char* ext : kExts) {
-    std::string p = (fs::path(image_dir) / (uid + ext)).string();
+    std::string p = path_in_folder(image_dir, uid, ext, "image");
     std::error_code ec;
     if (fs::is_regular_file(p, ec)) return p;
   }
-  *tried = (fs::path(image_dir) / (uid + ".jpg")).string() + " (also .jpeg, .png)";
+  *tried = path_in_folder(image_dir, uid, ".jpg", "image") + " (also .jpeg, .png)";
   return {};
 }
 
 RowResult process_row(const PrepOptions& o, const std::string& image_dir, const std::string& uid) {
   RowResult r;
-  std::string tried;
-  const std::string path = find_image_file(image_dir, uid, &tried);
-  if (path.empty()) {
-    r.reason = "not found: " + tried;
-    return r;
-  }
   try {
+    std::string tried;
+    const std::string path = find_image_file(image_dir, uid, &tried);
+    if (path.empty()) {
+      r.reason = "not found: " + tried;
+      return r;
+    }
     Image img = decode_image(path, 1);
     r.orig_h = img.height;
     r.orig_w = img.width;
@@ -250,11 +253,16 @@ class RowPipeline {
     RowResult& slot = slots_[static_cast<size_t>(consumed_ % window_)];
     if (!done_cv_.wait_for(lk, timeout, [&] { return slot.ready || fatal_; })) return false;
     if (fatal_) {
+      const std::string where =
+          fatal_row_ >= 0 ? "processing " + src_.uids[static_cast<size_t>(fatal_row_)] + " (row " +
+                                std::to_string(fatal_row_) + ")"
+                          : std::string("a decode worker");
       try {
         std::rethrow_exception(fatal_);
       } catch (const std::exception& e) {
-        RZ_THROW("prep: processing ", src_.uids[static_cast<size_t>(fatal_row_)], " (row ",
-                 fatal_row_, ") failed: ", e.what());
+        RZ_THROW("prep: ", where, " failed: ", e.what());
+      } catch (...) {
+        RZ_THROW("prep: ", where, " failed: unknown exception");
       }
     }
     *out = std::move(slot);
@@ -266,7 +274,24 @@ class RowPipeline {
   }
 
  private:
+  // Nothing may escape a worker thread (std::terminate): a failure outside
+  // process_row's own handling ends the run through fatal_, rethrown by take().
   void work() {
+    try {
+      work_loop();
+    } catch (...) {
+      std::lock_guard lk(mu_);
+      if (!fatal_) {
+        fatal_ = std::current_exception();
+        fatal_row_ = -1;
+      }
+      stop_ = true;
+      done_cv_.notify_all();
+      work_cv_.notify_all();
+    }
+  }
+
+  void work_loop() {
     for (;;) {
       int64_t row;
       {
@@ -323,50 +348,9 @@ class RowPipeline {
 };
 
 // ---- shard files ----
-
-// Writes <path>.tmp; commit() fsyncs and renames it to <path>. Destroyed
-// uncommitted (an exception), it removes the temp file.
-class ShardWriter {
- public:
-  explicit ShardWriter(std::string path) : path_(std::move(path)), tmp_(path_ + ".tmp") {
-    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd_ < 0) RZ_THROW("prep: cannot create ", tmp_, ": ", std::strerror(errno));
-  }
-  ~ShardWriter() {
-    if (fd_ >= 0) ::close(fd_);
-    if (!committed_) ::unlink(tmp_.c_str());
-  }
-  ShardWriter(const ShardWriter&) = delete;
-  ShardWriter& operator=(const ShardWriter&) = delete;
-
-  void write(const uint8_t* data, size_t n) {
-    while (n > 0) {
-      const ssize_t w = ::write(fd_, data, n);
-      if (w < 0 && errno == EINTR) continue;
-      if (w < 0) RZ_THROW("prep: write error on ", tmp_, ": ", std::strerror(errno));
-      data += w;
-      n -= static_cast<size_t>(w);
-      bytes_ += static_cast<int64_t>(w);
-    }
-  }
-  int64_t bytes() const { return bytes_; }
-
-  void commit() {
-    if (::fsync(fd_) != 0) RZ_THROW("prep: fsync failed on ", tmp_, ": ", std::strerror(errno));
-    const int fd = fd_;
-    fd_ = -1;
-    if (::close(fd) != 0) RZ_THROW("prep: close failed on ", tmp_, ": ", std::strerror(errno));
-    if (::rename(tmp_.c_str(), path_.c_str()) != 0)
-      RZ_THROW("prep: cannot rename ", tmp_, " to ", path_, ": ", std::strerror(errno));
-    committed_ = true;
-  }
-
- private:
-  std::string path_, tmp_;
-  int fd_ = -1;
-  int64_t bytes_ = 0;
-  bool committed_ = false;
-};
+// A shard is written through AtomicFile ("prep shard"): an exclusively
+// created temporary beside it, renamed when complete, so a half shard never
+// carries the final name and a link planted at any name is never followed.
 
 struct ShardMeta {
   json images = json::array();
@@ -384,7 +368,7 @@ json shard_meta_json(const std::string& split, int64_t k, int64_t begin, int64_t
 // A shard from an earlier run counts as complete when its metadata reads and
 // the shard file has exactly the bytes the metadata says.
 bool load_complete_shard(const std::string& dir, const std::string& split, int64_t k,
-                         ShardMeta* m) {
+                         int64_t per_shard, int64_t image_bytes, ShardMeta* m) {
   const std::string meta_path = (fs::path(dir) / shard_meta_name(split, k)).string();
   const std::string shard_path = (fs::path(dir) / shard_file_name(split, k)).string();
   std::error_code ec;
@@ -398,6 +382,30 @@ bool load_complete_shard(const std::string& dir, const std::string& split, int64
   } catch (const std::exception&) {
     return false;
   }
+  // Anything unexpected in the metadata (a type, a row outside the shard, an
+  // offset that is not the next image) makes the shard incomplete: it is
+  // rewritten rather than trusted.
+  const int64_t begin = k * per_shard, end = begin + per_shard;
+  auto row_ok = [&](const json& e) {
+    return e.is_object() && e.contains("uid") && e["uid"].is_string() &&
+           is_valid_uid(e["uid"].get_ref<const std::string&>()) && e.contains("row") &&
+           e["row"].is_number_integer() && e["row"].get<int64_t>() >= begin &&
+           e["row"].get<int64_t>() < end;
+  };
+  if (!loaded.images.is_array() || !loaded.skipped.is_array()) return false;
+  int64_t offset = 0;
+  for (const json& e : loaded.images) {
+    if (!row_ok(e)) return false;
+    for (const char* key : {"offset", "orig_h", "orig_w"})
+      if (!e.contains(key) || !e[key].is_number_integer()) return false;
+    if (e["offset"].get<int64_t>() != offset) return false;
+    for (const char* key : {"orig_h", "orig_w"})
+      if (e[key].get<int64_t>() < 1 || e[key].get<int64_t>() > kMaxImageSide) return false;
+    offset += image_bytes;
+  }
+  for (const json& e : loaded.skipped)
+    if (!row_ok(e) || !e.contains("reason") || !e["reason"].is_string()) return false;
+  if (loaded.bytes != offset) return false;
   const auto size = fs::file_size(shard_path, ec);
   if (ec || static_cast<int64_t>(size) != loaded.bytes) return false;
   *m = std::move(loaded);
@@ -439,7 +447,7 @@ PrepReport run_prep(const PrepOptions& o, const PrepProgress& progress,
   const std::string fingerprint = hex16(fnv1a(params.dump()));
   const int64_t rows = static_cast<int64_t>(src.uids.size());
   const int64_t per_shard = params["shard_images"].get<int64_t>();
-  const int64_t n_shards = (rows + per_shard - 1) / per_shard;
+  const int64_t n_shards = rows / per_shard + (rows % per_shard != 0);
   const int64_t S = o.image_size;
   const int64_t image_bytes = S * S;
 
@@ -449,20 +457,28 @@ PrepReport run_prep(const PrepOptions& o, const PrepProgress& progress,
            ec.message());
   const std::string index_path = cache_index_path(o.out_dir, o.split);
   const std::string prog_path = progress_path(o.out_dir, o.split);
+  // The temporaries a killed run left behind (this folder is ours: it holds
+  // our cache or nothing, which the checks below make sure of).
+  remove_stale_temporaries(o.out_dir);
 
   // ---- resume: which shards are already complete? ----
   int64_t complete = 0;
   std::vector<ShardMeta> metas(static_cast<size_t>(n_shards));
   if (fs::exists(prog_path)) {
     const json prev = read_json(prog_path);
-    const json old_params = prev.value("params", json::object());
+    const json old_params = prev.is_object() ? prev.value("params", json::object()) : json();
     if (old_params != params)
       RZ_THROW("prep: ", o.out_dir, " already holds a '", o.split,
                "' cache made with other parameters (", describe_param_change(old_params, params),
                "); pick another out_dir or delete this one");
-    const int64_t claimed = std::min(prev.value("complete_shards", int64_t{0}), n_shards);
+    const json claimed_j = prev.value("complete_shards", json(0));
+    if (!claimed_j.is_number_integer() || claimed_j.get<int64_t>() < 0)
+      RZ_THROW(prog_path, ": field 'complete_shards' is ", csv_excerpt(claimed_j.dump()),
+               ", expected a non-negative integer (pick another out_dir or delete this one)");
+    const int64_t claimed = std::min(claimed_j.get<int64_t>(), n_shards);
     while (complete < claimed &&
-           load_complete_shard(o.out_dir, o.split, complete, &metas[static_cast<size_t>(complete)]))
+           load_complete_shard(o.out_dir, o.split, complete, per_shard, image_bytes,
+                               &metas[static_cast<size_t>(complete)]))
       ++complete;
   } else if (fs::exists(index_path) ||
              fs::exists(fs::path(o.out_dir) / shard_file_name(o.split, 0))) {
@@ -521,7 +537,7 @@ PrepReport run_prep(const PrepOptions& o, const PrepProgress& progress,
       const int64_t begin = k * per_shard, end = std::min(rows, begin + per_shard);
       ShardMeta& meta = metas[static_cast<size_t>(k)];
       const std::string shard_path = (fs::path(o.out_dir) / shard_file_name(o.split, k)).string();
-      ShardWriter out(shard_path);
+      AtomicFile out(shard_path, "prep shard");
       for (int64_t row = begin; row < end; ++row) {
         RowResult r;
         while (!pipe.take(&r, kProgressInterval)) report_progress(row);
@@ -625,50 +641,158 @@ void ImageCache::release() {
   shards_.clear();
 }
 
+namespace {
+
+// Every value of the index is checked for its type and range where it is
+// read; errors name the file, the field ("images[3].offset") and the value.
+class IndexFields {
+ public:
+  explicit IndexFields(const std::string& path) : path_(path) {}
+
+  [[noreturn]] void fail(const std::string& field, const std::string& problem) const {
+    RZ_THROW(path_, ": field '", field, "' ", problem,
+             " (a damaged or foreign cache index: re-run prep into a fresh out_dir)");
+  }
+  static std::string join(const std::string& where, const char* key) {
+    return where.empty() ? std::string(key) : where + "." + key;
+  }
+  static std::string show(const json& v) { return csv_excerpt(v.dump(), 60); }
+
+  const json& at(const json& obj, const std::string& where, const char* key) const {
+    if (!obj.is_object())
+      fail(where.empty() ? "(top level)" : where, std::string("is a JSON ") + obj.type_name() +
+                                                      ", expected an object");
+    const auto it = obj.find(key);
+    if (it == obj.end()) fail(join(where, key), "is missing");
+    return *it;
+  }
+  int64_t integer(const json& obj, const std::string& where, const char* key, int64_t lo,
+                  int64_t hi) const {
+    const json& v = at(obj, where, key);
+    if (!v.is_number_integer()) fail(join(where, key), "is " + show(v) + ", expected an integer");
+    if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(hi))
+      fail(join(where, key), "is " + show(v) + ", expected " + std::to_string(lo) + ".." +
+                                 std::to_string(hi));
+    const int64_t x = v.get<int64_t>();
+    if (x < lo || x > hi)
+      fail(join(where, key), "is " + std::to_string(x) + ", expected " + std::to_string(lo) +
+                                 ".." + std::to_string(hi));
+    return x;
+  }
+  std::string string(const json& obj, const std::string& where, const char* key) const {
+    const json& v = at(obj, where, key);
+    if (!v.is_string()) fail(join(where, key), "is " + show(v) + ", expected a string");
+    return v.get<std::string>();
+  }
+  std::string uid(const json& obj, const std::string& where) const {
+    const std::string u = string(obj, where, "uid");
+    const std::string problem = uid_problem(u);
+    if (!problem.empty()) fail(join(where, "uid"), "'" + csv_excerpt(u) + "' " + problem);
+    return u;
+  }
+  bool boolean(const json& obj, const std::string& where, const char* key) const {
+    const json& v = at(obj, where, key);
+    if (!v.is_boolean()) fail(join(where, key), "is " + show(v) + ", expected true or false");
+    return v.get<bool>();
+  }
+  double number(const json& obj, const std::string& where, const char* key) const {
+    const json& v = at(obj, where, key);
+    if (!v.is_number()) fail(join(where, key), "is " + show(v) + ", expected a number");
+    return v.get<double>();
+  }
+  const json& array(const json& obj, const std::string& where, const char* key) const {
+    const json& v = at(obj, where, key);
+    if (!v.is_array()) fail(join(where, key), "is " + show(v) + ", expected an array");
+    return v;
+  }
+  // a * b, or an error naming the field when it overflows 64 bits.
+  int64_t product(int64_t a, int64_t b, const std::string& field, const std::string& what) const {
+    int64_t r = 0;
+    if (__builtin_mul_overflow(a, b, &r))
+      fail(field, "is " + std::to_string(a) + ": " + what + " overflows 64 bits (" +
+                      std::to_string(a) + " x " + std::to_string(b) + ")");
+    return r;
+  }
+
+ private:
+  const std::string& path_;
+};
+
+constexpr int64_t kMaxRows = int64_t{1} << 40;
+constexpr int64_t kI64Max = std::numeric_limits<int64_t>::max();
+
+}  // namespace
+
 ImageCache ImageCache::open(const std::string& dir, const std::string& split) {
   const std::string index_path = cache_index_path(dir, split);
   RZ_CHECK(fs::is_regular_file(index_path), "image cache: ", index_path,
            " not found (run `ranzcr prep` for split '", split, "' first)");
   const json j = read_json(index_path);
+  const IndexFields f(index_path);
   ImageCache c;
   c.dir_ = dir;
   try {
-    RZ_CHECK(j.at("format").get<std::string>() == kIndexFormat, index_path,
+    RZ_CHECK(f.string(j, "", "format") == kIndexFormat, index_path,
              ": not an image cache index");
-    const int version = j.at("version").get<int>();
+    const int64_t version = f.integer(j, "", "version", 0, kI64Max);
     RZ_CHECK(version == kCacheFormatVersion, index_path, ": cache format version ", version,
              ", this build reads version ", kCacheFormatVersion, " (re-run prep)");
     CacheInfo& info = c.info_;
-    info.split = j.at("split").get<std::string>();
-    info.data_dir = j.at("source").at("data_dir").get<std::string>();
-    info.image_size = j.at("image_size").get<int64_t>();
-    const json& cl = j.at("clahe");
-    info.clahe = cl.at("enabled").get<bool>();
-    info.clahe_clip = cl.at("clip_limit").get<double>();
-    info.clahe_tiles_x = cl.at("tiles_x").get<int>();
-    info.clahe_tiles_y = cl.at("tiles_y").get<int>();
-    info.rows = j.at("rows").get<int64_t>();
-    info.fingerprint = j.at("fingerprint").get<std::string>();
-    for (const json& s : j.at("skipped"))
-      info.skipped.push_back({s.at("uid").get<std::string>(), s.at("row").get<int64_t>(),
-                              s.at("reason").get<std::string>()});
-    RZ_CHECK(info.image_size >= 1, index_path, ": bad image_size ", info.image_size);
-    const int64_t image_bytes = info.image_size * info.image_size;
+    info.split = f.string(j, "", "split");
+    if (info.split != split)
+      f.fail("split", "is '" + csv_excerpt(info.split) + "', expected '" + split + "'");
+    info.data_dir = f.string(f.at(j, "", "source"), "source", "data_dir");
+    info.image_size = f.integer(j, "", "image_size", 1, kMaxImageSide);
+    if (j.contains("channels")) f.integer(j, "", "channels", 1, 1);
+    const json& cl = f.at(j, "", "clahe");
+    info.clahe = f.boolean(cl, "clahe", "enabled");
+    info.clahe_clip = f.number(cl, "clahe", "clip_limit");
+    info.clahe_tiles_x = static_cast<int>(f.integer(cl, "clahe", "tiles_x", 0, 256));
+    info.clahe_tiles_y = static_cast<int>(f.integer(cl, "clahe", "tiles_y", 0, 256));
+    info.rows = f.integer(j, "", "rows", 0, kMaxRows);
+    info.fingerprint = f.string(j, "", "fingerprint");
+    const json& skipped = f.array(j, "", "skipped");
+    for (size_t i = 0; i < skipped.size(); ++i) {
+      const std::string w = "skipped[" + std::to_string(i) + "]";
+      PrepSkipped sk;
+      sk.uid = f.uid(skipped[i], w);
+      sk.row = f.integer(skipped[i], w, "row", 0, info.rows - 1);
+      sk.reason = f.string(skipped[i], w, "reason");
+      info.skipped.push_back(std::move(sk));
+    }
+    const int64_t image_bytes = f.product(info.image_size, info.image_size, "image_size",
+                                          "image_size x image_size");
 
-    for (const json& s : j.at("shards")) {
+    const json& shards = f.array(j, "", "shards");
+    for (size_t k = 0; k < shards.size(); ++k) {
+      const std::string w = "shards[" + std::to_string(k) + "]";
+      const std::string file = f.string(shards[k], w, "file");
+      const std::string problem = file_name_problem(file);
+      if (!problem.empty())
+        f.fail(w + ".file", "'" + csv_excerpt(file) + "' " + problem +
+                                " (a shard must be a file of the cache folder)");
       Mapping m;
-      m.file = (fs::path(dir) / s.at("file").get<std::string>()).string();
-      const int64_t expected = s.at("bytes").get<int64_t>();
-      RZ_CHECK(expected == s.at("images").get<int64_t>() * image_bytes, index_path, ": shard ",
-               m.file, " lists ", s.at("images").get<int64_t>(), " images but ", expected,
-               " bytes");
-      const int fd = ::open(m.file.c_str(), O_RDONLY | O_CLOEXEC);
+      m.file = path_in_folder(dir, file, "", "cache shard");
+      const int64_t n_images = f.integer(shards[k], w, "images", 0, info.rows);
+      const int64_t expected = f.integer(shards[k], w, "bytes", 0, kI64Max);
+      const int64_t needed =
+          f.product(n_images, image_bytes, w + ".images", "images x image_size^2 bytes");
+      if (expected != needed)
+        f.fail(w + ".bytes", "is " + std::to_string(expected) + ", but " +
+                                 std::to_string(n_images) + " images of " +
+                                 std::to_string(image_bytes) + " bytes need " +
+                                 std::to_string(needed));
+      const int fd = ::open(m.file.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
       if (fd < 0) RZ_THROW("image cache: cannot open shard ", m.file, ": ", std::strerror(errno));
       struct stat st {};
       if (::fstat(fd, &st) != 0) {
         const int err = errno;
         ::close(fd);
         RZ_THROW("image cache: cannot stat shard ", m.file, ": ", std::strerror(err));
+      }
+      if (!S_ISREG(st.st_mode)) {
+        ::close(fd);
+        RZ_THROW("image cache: shard ", m.file, " is not a regular file");
       }
       if (st.st_size != expected) {
         ::close(fd);
@@ -690,32 +814,80 @@ ImageCache ImageCache::open(const std::string& dir, const std::string& split) {
       c.shards_.push_back(std::move(m));
     }
 
-    const json& images = j.at("images");
+    const json& images = f.array(j, "", "images");
+    std::vector<int64_t> per_shard(c.shards_.size(), 0);
     c.entries_.reserve(images.size());
-    for (const json& e : images) {
+    for (size_t i = 0; i < images.size(); ++i) {
+      const std::string w = "images[" + std::to_string(i) + "]";
+      const json& e = images[i];
       CacheEntry ce;
-      ce.uid = e.at("uid").get<std::string>();
-      ce.row = e.at("row").get<int64_t>();
-      ce.shard = e.at("shard").get<int64_t>();
-      ce.offset = e.at("offset").get<int64_t>();
-      ce.orig_h = e.at("orig_h").get<int64_t>();
-      ce.orig_w = e.at("orig_w").get<int64_t>();
-      RZ_CHECK(ce.shard >= 0 && ce.shard < static_cast<int64_t>(c.shards_.size()), index_path,
-               ": image ", ce.uid, " names shard ", ce.shard, " of ", c.shards_.size());
+      ce.uid = f.uid(e, w);
+      ce.row = f.integer(e, w, "row", 0, info.rows - 1);
+      ce.shard = f.integer(e, w, "shard", 0, static_cast<int64_t>(c.shards_.size()) - 1);
       const Mapping& m = c.shards_[static_cast<size_t>(ce.shard)];
-      RZ_CHECK(ce.offset >= 0 && ce.offset % image_bytes == 0 &&
-                   ce.offset + image_bytes <= static_cast<int64_t>(m.bytes),
-               index_path, ": image ", ce.uid, " at offset ", ce.offset, " is outside ", m.file,
-               " (", m.bytes, " bytes)");
+      // The last offset an image fits at (-1: none); m.bytes is a real file size.
+      const int64_t last = static_cast<int64_t>(m.bytes) - image_bytes;
+      ce.offset = f.integer(e, w, "offset", 0, std::max<int64_t>(last, 0));
+      if (last < 0 || ce.offset % image_bytes != 0)
+        f.fail(w + ".offset", "is " + std::to_string(ce.offset) + ": not the start of an image of " +
+                                  std::to_string(image_bytes) + " bytes inside " + m.file + " (" +
+                                  std::to_string(m.bytes) + " bytes)");
+      ce.orig_h = f.integer(e, w, "orig_h", 1, kMaxImageSide);
+      ce.orig_w = f.integer(e, w, "orig_w", 1, kMaxImageSide);
+      ++per_shard[static_cast<size_t>(ce.shard)];
       const auto [it, inserted] =
           c.by_uid_.emplace(ce.uid, static_cast<int64_t>(c.entries_.size()));
-      RZ_CHECK(inserted, index_path, ": duplicate uid ", ce.uid);
+      if (!inserted)
+        f.fail(w + ".uid", "'" + ce.uid + "' is listed twice (also images[" +
+                               std::to_string(it->second) + "])");
       c.entries_.push_back(std::move(ce));
+    }
+    for (size_t k = 0; k < per_shard.size(); ++k) {
+      const int64_t listed = shards[k]["images"].get<int64_t>();
+      if (per_shard[k] != listed)
+        f.fail("shards[" + std::to_string(k) + "].images",
+               "is " + std::to_string(listed) + ", but " + std::to_string(per_shard[k]) +
+                   " entries of 'images' name this shard");
     }
   } catch (const json::exception& e) {
     RZ_THROW(index_path, ": malformed cache index: ", e.what());
   }
   return c;
+}
+
+int64_t ImageCache::check_covers(const std::vector<std::string>& uids, const std::string& csv_path,
+                                 const CacheOpenOptions& options,
+                                 std::span<const int64_t> csv_lines) const {
+  std::unordered_map<std::string_view, int64_t> skipped;
+  for (const PrepSkipped& s : info_.skipped) skipped.emplace(s.uid, s.row);
+  int64_t missing = 0;
+  size_t first = 0;
+  for (size_t i = 0; i < uids.size(); ++i) {
+    if (find(uids[i]) >= 0 || skipped.count(uids[i])) continue;
+    if (missing++ == 0) first = i;
+  }
+  if (missing > 0 && !options.allow_missing_studies)
+    RZ_THROW("image cache ", dir_, " lacks ", missing, " of the ", uids.size(), " studies of ",
+             csv_path, " (first: '", uids[first], "', ",
+             first < csv_lines.size() ? "line " + std::to_string(csv_lines[first])
+                                      : "row " + std::to_string(first + 1),
+             "): it was built from an older or different CSV. Rebuild it with `ranzcr prep "
+             "--data-dir <data folder> --out-dir <a new folder>` (or delete ",
+             dir_, " first), or set allow_missing_studies to go on without them");
+  return missing;
+}
+
+int64_t ImageCache::check_covers(const RanzcrTrainSet& train,
+                                 const CacheOpenOptions& options) const {
+  std::vector<std::string> uids;
+  std::vector<int64_t> lines;
+  uids.reserve(train.studies.size());
+  lines.reserve(train.studies.size());
+  for (const RanzcrStudy& s : train.studies) {
+    uids.push_back(s.uid);
+    lines.push_back(s.csv_line);
+  }
+  return check_covers(uids, train.path, options, lines);
 }
 
 std::span<const uint8_t> ImageCache::image(int64_t i) const {

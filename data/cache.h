@@ -33,7 +33,14 @@
 //       "shards": [{"file", "images", "bytes"}],
 //       "images": [{"uid", "row", "shard", "offset", "orig_h", "orig_w"}],
 //       "skipped": [{"uid", "row", "reason"}] }
-// Shards are written to "<name>.tmp", fsync'ed and renamed when complete.
+// Shards are written through AtomicFile (an exclusively created temporary
+// ".<name>.tmp-XXXXXX" beside them, fsync'ed and renamed when complete); a
+// run removes the temporaries a killed run left in out_dir.
+//
+// Untrusted input: every field of the index is checked where it is read
+// (type, range, offsets inside their shard, sizes in checked 64-bit
+// arithmetic, UIDs and shard names that cannot leave the folder); errors name
+// the index file, the field ("images[3].offset") and the value.
 #pragma once
 
 #include <cstdint>
@@ -45,6 +52,7 @@
 #include <vector>
 
 #include "data/image.h"
+#include "data/ranzcr_csv.h"
 
 namespace rz::data {
 
@@ -128,6 +136,13 @@ struct CacheInfo {
   std::vector<PrepSkipped> skipped;
 };
 
+struct CacheOpenOptions {
+  // A CSV listing studies the cache has neither cached nor skipped (a cache
+  // built from an older train.csv) is an error unless this is set; then those
+  // studies are left out (ImageCache::find returns -1 for them).
+  bool allow_missing_studies = false;
+};
+
 // Read-only view of a finished cache: the shards are mmap'ed (PROT_READ,
 // MAP_SHARED), so opening is cheap, pages come from the OS page cache on
 // demand, and several loader threads (or processes) share them. Move-only.
@@ -139,6 +154,18 @@ class ImageCache {
   // shard, or a shard whose size disagrees with the index ("<file>: expected
   // N bytes, found M").
   static ImageCache open(const std::string& dir, const std::string& split = "train");
+
+  // Checks that the cache covers every study of a CSV (`uids` in its order,
+  // read from `csv_path`; csv_lines, when given, their lines): a study that
+  // is neither cached nor skipped by prep (a bad image) means the cache was
+  // built from an older or different CSV. Throws rz::Error naming the cache,
+  // the CSV, the count and the first such UID with its line, and how to
+  // rebuild, unless options.allow_missing_studies. Returns the count.
+  int64_t check_covers(const std::vector<std::string>& uids, const std::string& csv_path,
+                       const CacheOpenOptions& options = {},
+                       std::span<const int64_t> csv_lines = {}) const;
+  // The same for train.csv as read (its path, UIDs and lines).
+  int64_t check_covers(const RanzcrTrainSet& train, const CacheOpenOptions& options = {}) const;
 
   ImageCache() = default;
   ImageCache(ImageCache&& other) noexcept;

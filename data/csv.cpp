@@ -1,12 +1,14 @@
 #include "data/csv.h"
 
-#include "engine/atomic_file.h"
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
-#include <sstream>
+#include <unordered_map>
+
+#include "engine/atomic_file.h"
 
 #include "engine/error.h"
 
@@ -145,18 +147,42 @@ CsvTable parse_csv(std::string_view text, std::string path_for_errors) {
   if (records.empty()) RZ_THROW(path, ": empty file: no header line");
   table.header_line = records.front().line;
   table.header = std::move(records.front().fields);
+  // Two columns of one name: a lookup by name would silently pick one of them.
+  std::unordered_map<std::string_view, size_t> seen;
+  for (size_t c = 0; c < table.header.size(); ++c) {
+    const auto [it, inserted] = seen.emplace(table.header[c], c);
+    if (!inserted)
+      RZ_THROW(path, ":", table.header_line, ": duplicate column name '",
+               csv_excerpt(table.header[c]), "' in columns ", it->second + 1, " and ", c + 1);
+  }
   table.rows.assign(std::make_move_iterator(records.begin() + 1),
                     std::make_move_iterator(records.end()));
   return table;
 }
 
 CsvTable read_csv(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) RZ_THROW(path, ": cannot open for reading: ", std::strerror(errno));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) RZ_THROW(path, ": read error: ", std::strerror(errno));
-  return parse_csv(ss.str(), path);
+  // O_NONBLOCK: a FIFO planted at the path must not block the open; only
+  // regular files are read (a folder, a device or a FIFO is an error).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) RZ_THROW(path, ": cannot open for reading: ", std::strerror(errno));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) RZ_THROW(path, ": cannot stat: ", std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) RZ_THROW(path, ": cannot read: not a regular file");
+  std::string text;
+  text.reserve(static_cast<size_t>(st.st_size));
+  char buf[1 << 16];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) RZ_THROW(path, ": read error: ", std::strerror(errno));
+    if (n == 0) break;
+    text.append(buf, static_cast<size_t>(n));
+  }
+  return parse_csv(text, path);
 }
 
 std::string csv_escape(std::string_view field) {

@@ -10,7 +10,9 @@
 //   - a UTF-8 byte order mark at the very start is skipped;
 //   - empty lines (no characters at all) are skipped, a final line break is
 //     optional;
-//   - the first record is the header; every other record must have exactly as
+//   - the first record is the header; its names must be unique (a column name
+//     twice is an error naming both positions: a lookup by name would
+//     silently pick one of them); every other record must have exactly as
 //     many fields as the header.
 // Every record remembers the 1-based physical line where it starts, so errors
 // further up ("train.csv:1234: label 'x' ...") point at the right line even
@@ -45,7 +47,8 @@ struct CsvTable {
 // in error messages.
 CsvTable parse_csv(std::string_view text, std::string path_for_errors);
 
-// Reads and parses the file at `path`; throws when it cannot be read.
+// Reads and parses the file at `path`; throws when it cannot be read or is
+// not a regular file (a folder, a FIFO, a device).
 CsvTable read_csv(const std::string& path);
 
 // Shortens `value` for an error message: at most `max_chars` characters

@@ -12,12 +12,18 @@
 #include <stb/stb_image.h>
 #include <stb/stb_image_write.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <cerrno>
 #include <climits>
 #include <cstdio>
 #include <cstring>
 #include <memory>
 
+#include "engine/atomic_file.h"
 #include "engine/error.h"
 
 namespace rz::data {
@@ -46,6 +52,21 @@ template struct ImageT<float>;
 template void check_image(const ImageT<uint8_t>&, const char*);
 template void check_image(const ImageT<float>&, const char*);
 
+// ---- the decode budget ----
+
+namespace {
+std::atomic<int64_t> g_max_image_pixels{kDefaultMaxImagePixels};
+}  // namespace
+
+void set_max_image_pixels(int64_t pixels) {
+  RZ_CHECK(pixels >= 1, "max_image_pixels must be >= 1, got ", pixels);
+  g_max_image_pixels.store(pixels, std::memory_order_relaxed);
+}
+
+int64_t max_image_pixels() {
+  return g_max_image_pixels.load(std::memory_order_relaxed);
+}
+
 namespace {
 
 const char* stb_reason() {
@@ -53,47 +74,179 @@ const char* stb_reason() {
   return r ? r : "unknown error";
 }
 
-// Reads a whole file; errors name the path and the OS reason.
-std::vector<uint8_t> read_file_bytes(const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) RZ_THROW("decode_image: cannot open '", path, "': ", std::strerror(errno));
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> guard(f, std::fclose);
-  std::vector<uint8_t> bytes;
-  if (std::fseek(f, 0, SEEK_END) == 0) {
-    long size = std::ftell(f);
-    if (size > 0) bytes.reserve(static_cast<size_t>(size));
-    std::rewind(f);
+std::string hex_bytes(std::span<const uint8_t> bytes, size_t max) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < bytes.size() && i < max; ++i) {
+    if (i) out += ' ';
+    out += kHex[bytes[i] >> 4];
+    out += kHex[bytes[i] & 15];
   }
-  uint8_t chunk[1 << 16];
-  size_t n;
-  while ((n = std::fread(chunk, 1, sizeof(chunk), f)) > 0)
-    bytes.insert(bytes.end(), chunk, chunk + n);
-  if (std::ferror(f)) RZ_THROW("decode_image: read error on '", path, "': ", std::strerror(errno));
+  return out;
+}
+
+uint32_t be16(const uint8_t* p) { return (uint32_t{p[0]} << 8) | p[1]; }
+uint32_t be32(const uint8_t* p) { return (be16(p) << 16) | be16(p + 2); }
+
+constexpr uint8_t kPngSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+
+[[noreturn]] void fail_decode(const std::string& name, const std::string& reason) {
+  RZ_THROW("decode_image: cannot decode '", name, "': ", reason);
+}
+
+// The JPEG frame header (SOFn): walks the marker segments from the start of
+// the file as stb does, without decoding anything.
+ImageHeader jpeg_header(std::span<const uint8_t> b, const std::string& name) {
+  const size_t n = b.size();
+  auto truncated = [&](const std::string& what) {
+    fail_decode(name, "truncated or corrupt JPEG (" + what + "; the file has " +
+                          std::to_string(n) + " bytes)");
+  };
+  size_t pos = 2;  // after SOI (FF D8)
+  for (;;) {
+    if (pos >= n) truncated("it ends before the frame header (SOF)");
+    if (b[pos] != 0xFF)
+      fail_decode(name, "truncated or corrupt JPEG (expected a marker at byte " +
+                            std::to_string(pos) + ", found " + hex_bytes(b.subspan(pos), 1) + ")");
+    while (pos < n && b[pos] == 0xFF) ++pos;  // fill bytes
+    if (pos >= n) truncated("it ends before the frame header (SOF)");
+    const uint8_t m = b[pos++];
+    if (m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue;  // markers without a segment
+    if (m == 0xD8 || m == 0xD9 || m == 0xDA)
+      fail_decode(name, std::string("truncated or corrupt JPEG (") +
+                            (m == 0xDA ? "scan data" : m == 0xD9 ? "end of image" : "a second start of image") +
+                            " before the frame header (SOF), at byte " + std::to_string(pos - 2) +
+                            ")");
+    if (pos + 2 > n) truncated("a marker segment is cut off at byte " + std::to_string(pos));
+    const uint32_t len = be16(&b[pos]);
+    if (len < 2)
+      fail_decode(name, "truncated or corrupt JPEG (marker segment of length " +
+                            std::to_string(len) + " at byte " + std::to_string(pos) + ")");
+    const bool sof = m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC;
+    if (sof) {
+      if (len < 8 || pos + 8 > n) truncated("the frame header (SOF) is cut off");
+      ImageHeader h;
+      h.format = ImageFormat::jpeg;
+      h.height = be16(&b[pos + 3]);
+      h.width = be16(&b[pos + 5]);
+      h.channels = b[pos + 7];
+      if (h.channels != 1 && h.channels != 3 && h.channels != 4)
+        fail_decode(name, "corrupt JPEG (" + std::to_string(h.channels) + " colour components)");
+      if (h.channels == 4) h.channels = 3;  // CMYK / YCCK: stb converts to RGB
+      return h;
+    }
+    pos += len;
+  }
+}
+
+// The PNG IHDR chunk: the signature, then a 13-byte IHDR first.
+ImageHeader png_header(std::span<const uint8_t> b, const std::string& name) {
+  constexpr size_t kIhdrEnd = 8 + 8 + 13;
+  if (b.size() < kIhdrEnd)
+    fail_decode(name, "truncated PNG (" + std::to_string(b.size()) +
+                          " bytes; the header (IHDR) alone needs " + std::to_string(kIhdrEnd) + ")");
+  if (be32(&b[8]) != 13 || std::memcmp(&b[12], "IHDR", 4) != 0)
+    fail_decode(name, "corrupt PNG (the first chunk is not a 13-byte IHDR)");
+  ImageHeader h;
+  h.format = ImageFormat::png;
+  const uint32_t w = be32(&b[16]), hh = be32(&b[20]);
+  h.width = w;
+  h.height = hh;
+  switch (b[25]) {  // colour type
+    case 0: h.channels = 1; break;
+    case 4: h.channels = 2; break;
+    case 2: case 3: h.channels = 3; break;
+    case 6: h.channels = 4; break;
+    default:
+      fail_decode(name, "corrupt PNG (colour type " + std::to_string(b[25]) + ")");
+  }
+  return h;
+}
+
+// Opens only regular files (O_NONBLOCK: a FIFO at the path must not block),
+// refuses files stb cannot take (over INT_MAX bytes) before reading them.
+std::vector<uint8_t> read_file_bytes(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) RZ_THROW("decode_image: cannot open '", path, "': ", std::strerror(errno));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0)
+    RZ_THROW("decode_image: cannot stat '", path, "': ", std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) RZ_THROW("decode_image: cannot read '", path, "': not a regular file");
+  if (st.st_size > INT_MAX)
+    RZ_THROW("decode_image: '", path, "' is ", static_cast<int64_t>(st.st_size),
+             " bytes, larger than an image file can be (", INT_MAX, ")");
+  std::vector<uint8_t> bytes(static_cast<size_t>(st.st_size));
+  size_t got = 0;
+  while (got < bytes.size()) {
+    const ssize_t r = ::read(fd, bytes.data() + got, bytes.size() - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) RZ_THROW("decode_image: read error on '", path, "': ", std::strerror(errno));
+    if (r == 0) break;  // the file shrank: decode what is there
+    got += static_cast<size_t>(r);
+  }
+  bytes.resize(got);
   return bytes;
 }
 
 }  // namespace
+
+ImageHeader read_image_header(std::span<const uint8_t> bytes, const std::string& name) {
+  if (bytes.empty()) fail_decode(name, "empty file (0 bytes)");
+  if (bytes.size() >= 3 && bytes[0] == 0xFF && bytes[1] == 0xD8 && bytes[2] == 0xFF)
+    return jpeg_header(bytes, name);
+  if (bytes.size() >= 8 && std::memcmp(bytes.data(), kPngSignature, 8) == 0)
+    return png_header(bytes, name);
+  if (bytes.size() >= 2 && bytes[0] == 0xFF && bytes[1] == 0xD8)
+    fail_decode(name, "truncated or corrupt JPEG (" + std::to_string(bytes.size()) + " bytes)");
+  if (bytes.size() < 8 && std::memcmp(bytes.data(), kPngSignature, bytes.size()) == 0)
+    fail_decode(name, "truncated PNG (" + std::to_string(bytes.size()) + " bytes)");
+  fail_decode(name, "not a JPEG or PNG image (first bytes " + hex_bytes(bytes, 8) + ")");
+}
+
+void check_image_budget(const ImageHeader& h, const std::string& name) {
+  if (h.width < 1 || h.height < 1 || h.width > kMaxImageSide || h.height > kMaxImageSide)
+    RZ_THROW("decode_image: refusing '", name, "': its header claims ", h.width, "x", h.height,
+             " pixels (each side must be 1..", kMaxImageSide, ")");
+  const int64_t pixels = h.width * h.height;  // both <= 65535: no overflow
+  const int64_t budget = max_image_pixels();
+  if (pixels > budget)
+    RZ_THROW("decode_image: refusing '", name, "': ", h.width, "x", h.height, " = ", pixels,
+             " pixels is over the decode budget of ", budget,
+             " pixels (max_image_pixels; raise it if the image is genuine)");
+}
 
 Image decode_image_memory(std::span<const uint8_t> bytes, const std::string& name,
                           int desired_channels) {
   RZ_CHECK(desired_channels == 0 || desired_channels == 1 || desired_channels == 3,
            "decode_image: desired_channels must be 0, 1 or 3 for '", name, "', got ",
            desired_channels);
-  if (bytes.empty()) RZ_THROW("decode_image: '", name, "' is empty (0 bytes)");
   if (bytes.size() > static_cast<size_t>(INT_MAX))
     RZ_THROW("decode_image: '", name, "' is too large for stb (", bytes.size(), " bytes)");
+  // The header decides the format and the size before stb allocates anything.
+  const ImageHeader header = read_image_header(bytes, name);
+  check_image_budget(header, name);
+  const char* kind = header.format == ImageFormat::jpeg ? "JPEG" : "PNG";
   const auto* data = reinterpret_cast<const stbi_uc*>(bytes.data());
   const int len = static_cast<int>(bytes.size());
 
-  int w = 0, h = 0, file_channels = 0;
-  if (!stbi_info_from_memory(data, len, &w, &h, &file_channels))
-    RZ_THROW("decode_image: cannot decode '", name, "': ", stb_reason());
   // Ask stb for gray or RGB only: it drops alpha (GA -> G, RGBA -> RGB) and
-  // reduces 16-bit samples to their high byte.
-  const int load_channels = file_channels >= 3 ? 3 : 1;
+  // reduces 16-bit samples to their high byte. stb picks its decoder from
+  // the same magic bytes, so its failure reason is the JPEG's or the PNG's.
+  const int load_channels = header.channels >= 3 ? 3 : 1;
+  int w = 0, h = 0, file_channels = 0;
   stbi_uc* decoded = stbi_load_from_memory(data, len, &w, &h, &file_channels, load_channels);
-  if (!decoded) RZ_THROW("decode_image: cannot decode '", name, "': ", stb_reason());
+  if (!decoded)
+    fail_decode(name, std::string("truncated, corrupt or unsupported ") + kind + " (" +
+                          stb_reason() + ")");
   std::unique_ptr<stbi_uc, void (*)(void*)> guard(decoded, stbi_image_free);
+  if (w != header.width || h != header.height)
+    fail_decode(name, std::string("corrupt ") + kind + " (the header says " +
+                          std::to_string(header.width) + "x" + std::to_string(header.height) +
+                          ", the decoder found " + std::to_string(w) + "x" + std::to_string(h) + ")");
 
   Image img(h, w, load_channels);
   std::memcpy(img.pixels.data(), decoded, img.pixels.size());
@@ -116,14 +269,23 @@ void check_writable(const Image& img, const std::string& path, const char* what)
   RZ_CHECK(img.width <= INT_MAX / 4 && img.height <= INT_MAX / 4, what, ": '", path,
            "': image too large (", img.height, "x", img.width, ")");
 }
+
+// stb encodes into memory; the file is then written through AtomicFile, so a
+// link planted at the destination or a temporary name is never followed.
+void append_bytes(void* context, void* data, int size) {
+  static_cast<std::string*>(context)->append(static_cast<const char*>(data),
+                                             static_cast<size_t>(size));
+}
 }  // namespace
 
 void write_png(const std::string& path, const Image& img) {
   check_writable(img, path, "write_png");
   const int w = static_cast<int>(img.width), h = static_cast<int>(img.height);
   const int c = static_cast<int>(img.channels);
-  if (!stbi_write_png(path.c_str(), w, h, c, img.pixels.data(), w * c))
-    RZ_THROW("write_png: cannot write '", path, "': ", std::strerror(errno));
+  std::string bytes;
+  if (!stbi_write_png_to_func(append_bytes, &bytes, w, h, c, img.pixels.data(), w * c))
+    RZ_THROW("write_png: cannot encode '", path, "'");
+  write_file_atomic(path, bytes, "PNG image");
 }
 
 void write_jpeg(const std::string& path, const Image& img, int quality) {
@@ -131,8 +293,10 @@ void write_jpeg(const std::string& path, const Image& img, int quality) {
   RZ_CHECK(quality >= 1 && quality <= 100, "write_jpeg: quality must be 1..100, got ", quality);
   const int w = static_cast<int>(img.width), h = static_cast<int>(img.height);
   const int c = static_cast<int>(img.channels);
-  if (!stbi_write_jpg(path.c_str(), w, h, c, img.pixels.data(), quality))
-    RZ_THROW("write_jpeg: cannot write '", path, "': ", std::strerror(errno));
+  std::string bytes;
+  if (!stbi_write_jpg_to_func(append_bytes, &bytes, w, h, c, img.pixels.data(), quality))
+    RZ_THROW("write_jpeg: cannot encode '", path, "'");
+  write_file_atomic(path, bytes, "JPEG image");
 }
 
 Image rgb_to_gray(const Image& rgb) {

@@ -56,6 +56,41 @@ void check_image(const ImageT<T>& img, const char* what);
 
 // ---- decode / encode (stb_image, stb_image_write) ----
 
+// The decode budget. A file's header is read before anything is decoded, and
+// an image whose header claims more than max_image_pixels() pixels (width x
+// height), or a side of 0 or over kMaxImageSide, is refused with an error
+// naming the file, its dimensions and the budget: a 5 KB JPEG can claim
+// 20000 x 20000 and would otherwise cost 1.2 GB per channel and many seconds.
+// The default, 50 megapixels, is about 7000 x 7000: real chest radiographs
+// are 2000-3000 px a side (RANZCR: at most about 3500), so it is several
+// times what real data needs and far below what would exhaust memory. The
+// setting is process-wide (an atomic, read at every decode); change it before
+// starting decode threads (config key / CLI flag max_image_pixels).
+inline constexpr int64_t kDefaultMaxImagePixels = 50'000'000;
+inline constexpr int64_t kMaxImageSide = 65535;  // JPEG's own limit; PNG allows more
+void set_max_image_pixels(int64_t pixels);       // >= 1
+int64_t max_image_pixels();
+
+enum class ImageFormat { jpeg, png };
+
+// What a file's header says, read without decoding.
+struct ImageHeader {
+  ImageFormat format = ImageFormat::jpeg;
+  int64_t width = 0;
+  int64_t height = 0;
+  int channels = 0;  // colour components in the file (PNG: with alpha; JPEG CMYK counts 3)
+};
+
+// The format comes from the magic bytes (JPEG FF D8 FF, the PNG signature),
+// the size from the JPEG frame header (SOFn) or the PNG IHDR. Throws
+// rz::Error "decode_image: cannot decode '<name>': <reason>": "empty file",
+// "truncated or corrupt JPEG (...)", "truncated PNG (...)", "not a JPEG or
+// PNG image (first bytes ...)". Does not check the budget.
+ImageHeader read_image_header(std::span<const uint8_t> bytes, const std::string& name);
+// Throws rz::Error naming `name`, the dimensions and the budget when the
+// header's size is outside [1, kMaxImageSide] a side or over max_image_pixels().
+void check_image_budget(const ImageHeader& header, const std::string& name);
+
 // Decodes a JPEG or PNG file. desired_channels: 0 keeps the file's colour
 // type (gray -> 1 channel, RGB -> 3), 1 forces gray, 3 forces RGB.
 //   * alpha is dropped (gray+alpha -> gray, RGBA -> RGB), not composited,
@@ -66,16 +101,23 @@ void check_image(const ImageT<T>& img, const char* what);
 //     not stb's own weights; gray -> RGB replicates.
 // JPEG pixels come from stb's decoder, which differs slightly from libjpeg
 // (IDCT and chroma upsampling): a few grey levels on some pixels.
-// Missing, empty, truncated or corrupt files throw rz::Error naming the path
-// and stb's failure reason.
+// Only JPEG and PNG are decoded (other formats stb knows are refused), and
+// only after read_image_header and check_image_budget passed. Errors name the
+// path and a reason that fits the file: "cannot open '<path>': <strerror>",
+// "not a regular file", "empty file", "truncated, corrupt or unsupported JPEG
+// (<stb's JPEG reason>)", the budget.
 Image decode_image(const std::string& path, int desired_channels = 0);
 // Same for an encoded image already in memory; `name` is used in error messages.
 Image decode_image_memory(std::span<const uint8_t> bytes, const std::string& name,
                           int desired_channels = 0);
 
-// Lossless PNG (1 or 3 channels). Throws rz::Error if the file cannot be written.
+// Lossless PNG (1 or 3 channels). The bytes are encoded in memory and written
+// through AtomicFile (engine/atomic_file.h): an exclusively created temporary
+// renamed over `path`, so a link planted at the path is replaced, never
+// followed. Throws rz::Error if the file cannot be written.
 void write_png(const std::string& path, const Image& img);
-// Baseline JPEG, quality 1..100 (stb's encoder; 4:2:0 chroma at quality <= 90).
+// Baseline JPEG, quality 1..100 (stb's encoder; 4:2:0 chroma at quality <= 90),
+// written like write_png.
 void write_jpeg(const std::string& path, const Image& img, int quality = 95);
 
 // ---- colour ----

@@ -139,9 +139,21 @@ std::optional<Batch> Loader::next() {
   const int64_t b = next_batch_;
   ready_cv_.wait(lk, [&] {
     const auto it = in_flight_.find(b);
-    return stop_ || (it != in_flight_.end() && it->second.remaining == 0);
+    return stop_ || fatal_ || (it != in_flight_.end() && it->second.remaining == 0);
   });
   RZ_CHECK(!stop_, "Loader::next: the loader is shutting down");
+  if (fatal_) {
+    const std::exception_ptr e = fatal_;
+    active_ = false;
+    lk.unlock();
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      RZ_THROW("loader: a worker thread failed: ", x.what());
+    } catch (...) {
+      RZ_THROW("loader: a worker thread failed: unknown exception");
+    }
+  }
   InFlight f = std::move(in_flight_.at(b));
   in_flight_.erase(b);
   if (f.error) {
@@ -214,7 +226,23 @@ Tensor Loader::take_buffer(const Shape& shape) {
   return Tensor(std::move(impl));
 }
 
+// A worker thread must not let an exception escape (std::terminate): what
+// the per-sample handling below does not catch (an allocation failing in the
+// bookkeeping) stops this worker and is rethrown by next() on the consumer's
+// thread.
 void Loader::work() {
+  try {
+    work_loop();
+  } catch (...) {
+    {
+      std::lock_guard lk(mu_);
+      if (!fatal_) fatal_ = std::current_exception();
+    }
+    ready_cv_.notify_all();
+  }
+}
+
+void Loader::work_loop() {
   const int64_t B = opts_.batch;
   for (;;) {
     int64_t pos, b, sample, epoch;

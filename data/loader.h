@@ -122,6 +122,7 @@ class Loader {
     std::string error_context;
   };
   void work();
+  void work_loop();
   int64_t batch_rows(int64_t b) const;
   Tensor take_buffer(const Shape& shape);  // under mu_
 
@@ -147,6 +148,7 @@ class Loader {
   std::vector<std::shared_ptr<Storage>> pool_;
   size_t pool_evict_ = 0;  // next pool slot to replace when the pool is full
   std::atomic<int64_t> buffers_allocated_{0};
+  std::exception_ptr fatal_;  // a worker's failure outside any sample; next() rethrows it
   std::vector<std::thread> workers_;
 };
 

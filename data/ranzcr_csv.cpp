@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "data/csv.h"
+#include "data/paths.h"
 #include "engine/error.h"
 
 namespace rz {
@@ -73,6 +74,14 @@ int parse_fold(const CsvTable& t, const CsvRecord& r, int col) {
 void check_not_empty(const CsvTable& t, const CsvRecord& r, int col) {
   if (r.fields[static_cast<size_t>(col)].empty())
     RZ_THROW(t.path, ":", r.line, ": column '", t.header[static_cast<size_t>(col)], "' is empty");
+}
+
+// The UID of a row names a file (train/<uid>.jpg): it must be one (see data/paths.h).
+const std::string& checked_uid(const CsvTable& t, const CsvRecord& r) {
+  check_not_empty(t, r, 0);
+  const std::string& uid = r.fields[0];
+  data::check_uid(uid, t.path + ":" + std::to_string(r.line));
+  return uid;
 }
 
 // A small recursive-descent reader for "[[x, y], [x, y], ...]".
@@ -179,10 +188,7 @@ RanzcrTrainSet train_from_table(const CsvTable& t) {
   for (size_t c = kPatientCol + 1; c < t.header.size(); ++c) {
     const std::string& name = t.header[c];
     if (name.empty()) RZ_THROW(path, ":", t.header_line, ": header column ", c + 1, " is empty");
-    for (size_t d = 0; d < c; ++d)
-      if (t.header[d] == name)
-        RZ_THROW(path, ":", t.header_line, ": header column ", c + 1, " '", csv_excerpt(name),
-                 "' repeats column ", d + 1);
+    // (a name repeating an earlier column is refused by parse_csv)
     if (name == "fold") fold_col = static_cast<int>(c);
     set.extra_columns.push_back(name);
   }
@@ -191,10 +197,9 @@ RanzcrTrainSet train_from_table(const CsvTable& t) {
   set.studies.reserve(t.rows.size());
   set.index_by_uid.reserve(t.rows.size());
   for (const CsvRecord& r : t.rows) {
-    check_not_empty(t, r, 0);
-    check_not_empty(t, r, kPatientCol);
     RanzcrStudy s;
-    s.uid = r.fields[0];
+    s.uid = checked_uid(t, r);
+    check_not_empty(t, r, kPatientCol);
     s.patient_id = r.fields[kPatientCol];
     for (int j = 0; j < kNumRanzcrLabels; ++j)
       s.labels[static_cast<size_t>(j)] = parse_label(t, r, j + 1);
@@ -237,7 +242,7 @@ RanzcrAnnotations annotations_from_table(const CsvTable& t, const RanzcrTrainSet
   out.path = path;
   out.by_study.resize(train.studies.size());
   for (const CsvRecord& r : t.rows) {
-    const std::string& uid = r.fields[0];
+    const std::string& uid = checked_uid(t, r);
     const int64_t study = train.find(uid);
     if (study < 0)
       RZ_THROW(path, ":", r.line, ": StudyInstanceUID '", csv_excerpt(uid), "' is not in ",
@@ -279,7 +284,7 @@ std::vector<std::string> sample_submission_from_table(const CsvTable& t) {
   uids.reserve(t.rows.size());
   std::unordered_map<std::string, int64_t> line_by_uid;
   for (const CsvRecord& r : t.rows) {
-    check_not_empty(t, r, 0);
+    checked_uid(t, r);
     const auto [it, inserted] = line_by_uid.emplace(r.fields[0], r.line);
     if (!inserted)
       RZ_THROW(path, ":", r.line, ": duplicate StudyInstanceUID '", csv_excerpt(r.fields[0]),
@@ -309,6 +314,7 @@ std::string format_ranzcr_submission(const std::vector<std::string>& uids,
   char buf[32];
   for (size_t i = 0; i < uids.size(); ++i) {
     if (uids[i].empty()) RZ_THROW("submission: row ", i, ": empty StudyInstanceUID");
+    data::check_uid(uids[i], "submission: row " + std::to_string(i));
     out += csv_escape(uids[i]);
     for (size_t j = 0; j < kNumRanzcrLabels; ++j) {
       const float p = probs[i * kNumRanzcrLabels + j];

@@ -5,6 +5,12 @@
 // value ("train.csv:17: column 'ETT - Normal': label must be 0 or 1, got '2'").
 //
 // Choices where the competition files leave room:
+//   - every StudyInstanceUID (train.csv, train_annotations.csv,
+//     sample_submission.csv, and the UIDs a submission is written for) must be
+//     a valid UID in the sense of data/paths.h (letters, digits, '.', '_',
+//     '-'; no separators, no leading '.', no "..", 1..255 characters): it
+//     names a file in the data folder, so "../x" or "/etc/passwd" is an
+//     error naming the file, the line and the value;
 //   - labels: "0", "1" and also "0.0", "1.0" (what pandas writes once a label
 //     column has become float, e.g. after a merge) are accepted; anything else
 //     (including spaces, "2", "yes", "") is an error;

@@ -19,7 +19,9 @@
 #include <unordered_set>
 
 #include "data/csv.h"
+#include "data/paths.h"
 #include "engine/error.h"
+#include "engine/parallel.h"
 
 namespace rz::data {
 
@@ -439,6 +441,27 @@ std::string labels_csv(const std::vector<StudyRecord>& studies, bool with_patien
   return os.str();
 }
 
+// What of a RANZCR data set `dir` already holds ("train.csv, 12 images in
+// train/"), or "" when nothing: the files run_synth would replace.
+std::string existing_data_set(const std::filesystem::path& dir) {
+  namespace fs = std::filesystem;
+  std::string found;
+  auto add = [&](const std::string& what) { found += (found.empty() ? "" : ", ") + what; };
+  std::error_code ec;
+  for (const char* f : {"train.csv", "train_annotations.csv", "sample_submission.csv",
+                        "test_labels.csv"})
+    if (fs::exists(fs::symlink_status(dir / f, ec))) add(f);
+  for (const char* sub : {"train", "test"}) {
+    int64_t images = 0;
+    for (fs::directory_iterator it(dir / sub, ec), end; !ec && it != end; it.increment(ec)) {
+      const std::string ext = it->path().extension().string();
+      images += ext == ".jpg" || ext == ".jpeg" || ext == ".png";
+    }
+    if (images > 0) add(std::to_string(images) + " images in " + sub + "/");
+  }
+  return found;
+}
+
 void validate_written(const std::string& dir, const std::vector<StudyRecord>& train,
                       const std::vector<StudyRecord>& test, int64_t annotations) {
   namespace fs = std::filesystem;
@@ -482,7 +505,7 @@ void validate_written(const std::string& dir, const std::vector<StudyRecord>& tr
            " rows");
   for (const auto& [name, split] : {std::pair{"train", &train}, std::pair{"test", &test}}) {
     for (const StudyRecord& s : *split) {
-      const fs::path p = fs::path(dir) / name / (s.uid + ".jpg");
+      const fs::path p = path_in_folder((fs::path(dir) / name).string(), s.uid, ".jpg", "image");
       std::error_code ec;
       const auto bytes = fs::file_size(p, ec);
       RZ_CHECK(!ec && bytes > 0, "synth: image not written: ", p.string());
@@ -514,6 +537,13 @@ SynthReport run_synth(const SynthOptions& o,
   RZ_CHECK(!o.out_dir.empty(), "synth: out_dir is empty");
   const auto t0 = std::chrono::steady_clock::now();
   const fs::path dir(o.out_dir);
+  if (!o.overwrite) {
+    const std::string found = existing_data_set(dir);
+    if (!found.empty())
+      RZ_THROW("synth: '", o.out_dir, "' already holds a data set (", found,
+               "); writing would replace it. Pick another folder, or overwrite it on purpose "
+               "(ranzcr synth --force)");
+  }
   for (const fs::path& p : {dir, dir / "train", dir / "test"}) {
     std::error_code ec;
     fs::create_directories(p, ec);
@@ -532,27 +562,25 @@ SynthReport run_synth(const SynthOptions& o,
   int64_t done = 0;
   for (int64_t start = 0; start < total; start += batch) {
     const int64_t end = std::min(total, start + batch);
-    std::vector<std::string> errors(static_cast<size_t>(end - start));
+    FirstError errors;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
     for (int64_t i = start; i < end; ++i) {
-      try {
+      errors.run(i, [&] {
         const bool is_train = i < o.n;
         const SynthSplit split = is_train ? SynthSplit::train : SynthSplit::test;
         const int64_t index = is_train ? i : i - o.n;
         const Slot& slot = is_train ? train_plan[static_cast<size_t>(index)]
                                     : test_plan[static_cast<size_t>(index)];
         SynthSample s = render_slot(o, split, index, slot);
-        write_jpeg((dir / (is_train ? "train" : "test") / (s.uid + ".jpg")).string(), s.image,
-                   o.jpeg_quality);
+        write_jpeg(path_in_folder((dir / (is_train ? "train" : "test")).string(), s.uid, ".jpg",
+                                  "image"),
+                   s.image, o.jpeg_quality);
         StudyRecord& r = (is_train ? train : test)[static_cast<size_t>(index)];
         r.uid = std::move(s.uid), r.patient_id = std::move(s.patient_id);
         r.labels = s.labels, r.devices = std::move(s.devices), r.annotated = s.annotated;
-      } catch (const std::exception& e) {
-        errors[static_cast<size_t>(i - start)] = e.what();
-      }
+      });
     }
-    for (const std::string& e : errors)
-      if (!e.empty()) throw Error(e);  // the first failure, in image order
+    errors.rethrow();  // the first failure, in image order
     done = end;
     if (progress) progress(done, total);
   }

@@ -41,8 +41,12 @@
 namespace rz::data {
 
 struct SynthOptions {
-  std::string out_dir;   // created if missing; our files in it are overwritten (images of an
-                         // earlier, larger run are left in place)
+  std::string out_dir;   // created if missing; must not hold a data set already (see overwrite)
+  // A folder that already holds a data set (train.csv, train_annotations.csv,
+  // sample_submission.csv, test_labels.csv, or images in train/ or test/) is
+  // refused unless this is set; then our files in it are replaced (images of
+  // an earlier, larger run are left in place). The CLI's `synth --force`.
+  bool overwrite = false;
   int64_t n = 400;       // train images (train.csv rows)
   int64_t n_test = 100;  // test images (sample_submission.csv rows)
   int64_t size = 256;    // side of the square images in pixels, 32..8192

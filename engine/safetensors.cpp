@@ -101,6 +101,14 @@ const char* json_type(const nlohmann::ordered_json& j) {
   return j.type_name();
 }
 
+// A JSON value for an error message, cut to 120 characters (a header may
+// hold a megabyte-long array).
+std::string excerpt(const nlohmann::ordered_json& j) {
+  std::string s = j.dump();
+  if (s.size() > 120) s = s.substr(0, 120) + "... (" + std::to_string(s.size()) + " chars)";
+  return s;
+}
+
 // A shape entry or offset: a JSON integer >= 0 (not 2.0, not -1, not "2").
 // nlohmann stores non-negative integers as unsigned; "-0" arrives signed.
 bool json_to_u64(const nlohmann::ordered_json& j, uint64_t& out) {
@@ -199,7 +207,7 @@ Header read_header(int fd, const std::string& path, uint64_t file_bytes) {
       for (auto m = v.begin(); m != v.end(); ++m) {
         if (!m.value().is_string())
           RZ_ST_THROW(path, "__metadata__ value of '", m.key(), "' is a JSON ",
-                      json_type(m.value()), " (", m.value().dump(), "), not a string");
+                      json_type(m.value()), " (", excerpt(m.value()), "), not a string");
         h.metadata[m.key()] = m.value().get<std::string>();
       }
       continue;
@@ -212,7 +220,7 @@ Header read_header(int fd, const std::string& path, uint64_t file_bytes) {
       if (!v.contains(key)) RZ_ST_THROW(path, "tensor '", name, "' has no \"", key, "\"");
     const auto& dt = v.at("dtype");
     if (!dt.is_string())
-      RZ_ST_THROW(path, "tensor '", name, "': dtype is a JSON ", json_type(dt), " (", dt.dump(),
+      RZ_ST_THROW(path, "tensor '", name, "': dtype is a JSON ", json_type(dt), " (", excerpt(dt),
                   "), not a string");
     e.dtype = dt.get<std::string>();
     const FileDType* fdt = find_file_dtype(e.dtype);
@@ -221,33 +229,37 @@ Header read_header(int fd, const std::string& path, uint64_t file_bytes) {
     const auto& shape = v.at("shape");
     if (!shape.is_array())
       RZ_ST_THROW(path, "tensor '", name, "': shape is a JSON ", json_type(shape), " (",
-                  shape.dump(), "), not an array");
-    uint64_t numel = 1;
-    bool overflow = false;
+                  excerpt(shape), "), not an array");
+    // The element count in checked int64 arithmetic (what Tensor uses): the
+    // product of the non-zero sizes must fit even when a zero size makes the
+    // count 0, so [2^32, 2^32, 0] is refused like [2^40, 2^40].
+    int64_t nonzero_product = 1;
+    bool overflow = false, has_zero = false;
     for (const auto& d : shape) {
       uint64_t size = 0;
       if (!json_to_u64(d, size) ||
           size > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
-        RZ_ST_THROW(path, "tensor '", name, "': shape ", shape.dump(),
-                    " has an entry that is not a non-negative integer: ", d.dump());
+        RZ_ST_THROW(path, "tensor '", name, "': shape ", excerpt(shape),
+                    " has an entry that is not a non-negative integer: ", excerpt(d));
       e.shape.push_back(static_cast<int64_t>(size));
-      if (size != 0 && numel > std::numeric_limits<uint64_t>::max() / size) overflow = true;
-      numel *= size;
+      if (size == 0)
+        has_zero = true;
+      else if (__builtin_mul_overflow(nonzero_product, static_cast<int64_t>(size), &nonzero_product))
+        overflow = true;
     }
 
     const auto& off = v.at("data_offsets");
     if (!off.is_array() || off.size() != 2 || !json_to_u64(off[0], e.begin) ||
         !json_to_u64(off[1], e.end))
-      RZ_ST_THROW(path, "tensor '", name, "': data_offsets ", off.dump(),
+      RZ_ST_THROW(path, "tensor '", name, "': data_offsets ", excerpt(off),
                   " is not a pair of non-negative integers [begin, end]");
     if (e.end < e.begin)
       RZ_ST_THROW(path, "tensor '", name, "': data_offsets [", e.begin, ", ", e.end,
                   "] end before they begin");
-    const bool has_zero = std::find(e.shape.begin(), e.shape.end(), 0) != e.shape.end();
-    if (overflow && !has_zero)
+    if (overflow)
       RZ_ST_THROW(path, "tensor '", name, "': shape ", shape_str(e.shape),
                   " has more elements than fit in 64 bits");
-    if (has_zero) numel = 0;
+    const uint64_t numel = has_zero ? 0 : static_cast<uint64_t>(nonzero_product);
     if (numel > std::numeric_limits<uint64_t>::max() / fdt->bits)
       RZ_ST_THROW(path, "tensor '", name, "': shape ", shape_str(e.shape), " of ", e.dtype,
                   " has a byte size that does not fit in 64 bits");

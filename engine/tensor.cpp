@@ -21,10 +21,21 @@ std::string shape_str(const Shape& s) {
   return os.str();
 }
 
+// Checked: a shape read from a file ([2^32, 2^32, 0], [2^40, 2^40]) must not
+// overflow. The product of the non-zero sizes has to fit in int64 even when a
+// zero makes the count 0, so no later arithmetic on the sizes can overflow.
 int64_t shape_numel(const Shape& s) {
   int64_t n = 1;
-  for (int64_t d : s) n *= d;
-  return n;
+  bool zero = false;
+  for (const int64_t d : s) {
+    if (d < 0) RZ_THROW("shape ", shape_str(s), " has a negative size");
+    if (d == 0) {
+      zero = true;
+    } else if (__builtin_mul_overflow(n, d, &n)) {
+      RZ_THROW("shape ", shape_str(s), " has more elements than fit in 64 bits");
+    }
+  }
+  return zero ? 0 : n;
 }
 
 TensorImpl& Tensor::impl() const {
@@ -62,7 +73,11 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   auto impl = std::make_shared<TensorImpl>();
   impl->shape = shape;
   impl->dtype = dtype;
-  impl->storage = std::make_shared<Storage>(static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype), device);
+  int64_t bytes = 0;
+  if (__builtin_mul_overflow(shape_numel(shape), static_cast<int64_t>(dtype_size(dtype)), &bytes))
+    RZ_THROW("Tensor::empty: shape ", shape_str(shape), " of ", dtype_name(dtype),
+             " has a byte size that does not fit in 64 bits");
+  impl->storage = std::make_shared<Storage>(static_cast<size_t>(bytes), device);
   return Tensor(std::move(impl));
 }
 
