@@ -163,6 +163,48 @@ ImageHeader png_header(std::span<const uint8_t> b, const std::string& name) {
   return h;
 }
 
+// What stb's (thread-local) failure reason reads after reset_stb_reason():
+// a failed load of one zero byte ends with this reason.
+constexpr const char* kStbResetReason = "unknown image type";
+void reset_stb_reason() {
+  const stbi_uc zero = 0;
+  int w, h, c;
+  if (stbi_uc* p = stbi_load_from_memory(&zero, 1, &w, &h, &c, 0)) stbi_image_free(p);
+}
+
+// Where a JPEG's marker structure ends before its image data (the start of
+// scan), as "it ends at byte N inside a <what> segment, before the image
+// data", or "" when the scan is reached (then truncation of the entropy-coded
+// data is the decoder's to report).
+std::string jpeg_structure_problem(std::span<const uint8_t> b) {
+  const size_t n = b.size();
+  size_t pos = 2;
+  while (pos < n) {
+    if (b[pos] != 0xFF) return "expected a marker at byte " + std::to_string(pos);
+    while (pos < n && b[pos] == 0xFF) ++pos;
+    if (pos >= n) break;
+    const uint8_t m = b[pos++];
+    if (m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue;
+    if (m == 0xD9) return "an end-of-image marker at byte " + std::to_string(pos - 2) +
+                          " before any image data";
+    if (pos + 2 > n) break;
+    const uint32_t len = be16(&b[pos]);
+    if (pos + len > n) {
+      const char* what = m == 0xC4 ? "Huffman table (DHT)"
+                         : m == 0xDB ? "quantization table (DQT)"
+                         : m == 0xDA ? "scan header (SOS)"
+                         : (m >= 0xE0 && m <= 0xEF) ? "application (APPn)"
+                                                    : "marker";
+      return "it ends at byte " + std::to_string(n) + " inside a " + what +
+             " segment that needs " + std::to_string(pos + len) + ", before the image data";
+    }
+    if (m == 0xDA) return {};
+    if (len < 2) return "a marker segment of length " + std::to_string(len);
+    pos += len;
+  }
+  return "it ends at byte " + std::to_string(n) + ", before the image data";
+}
+
 // Opens only regular files (O_NONBLOCK: a FIFO at the path must not block),
 // refuses files stb cannot take (over INT_MAX bytes) before reading them.
 std::vector<uint8_t> read_file_bytes(const std::string& path) {
@@ -235,13 +277,28 @@ Image decode_image_memory(std::span<const uint8_t> bytes, const std::string& nam
 
   // Ask stb for gray or RGB only: it drops alpha (GA -> G, RGBA -> RGB) and
   // reduces 16-bit samples to their high byte. stb picks its decoder from
-  // the same magic bytes, so its failure reason is the JPEG's or the PNG's.
+  // the same magic bytes as read_image_header.
   const int load_channels = header.channels >= 3 ? 3 : 1;
   int w = 0, h = 0, file_channels = 0;
+  reset_stb_reason();
   stbi_uc* decoded = stbi_load_from_memory(data, len, &w, &h, &file_channels, load_channels);
-  if (!decoded)
+  if (!decoded) {
+    // stb probes PNG (and BMP, GIF, ...) before JPEG and its JPEG decoder
+    // fails on some truncations without a reason of its own, leaving "bad png
+    // sig": such a reason is no reason. The file's own structure says more.
+    const std::string reason = stb_reason();
+    const bool stale = reason == "bad png sig" || reason == kStbResetReason;
+    const std::string structure =
+        header.format == ImageFormat::jpeg ? jpeg_structure_problem(bytes) : std::string();
+    if (!structure.empty())
+      fail_decode(name, "truncated or corrupt JPEG (" + structure +
+                            (stale ? "" : "; the decoder says: " + reason) + ")");
     fail_decode(name, std::string("truncated, corrupt or unsupported ") + kind + " (" +
-                          stb_reason() + ")");
+                          (stale ? "the decoder gives no reason; " + std::to_string(bytes.size()) +
+                                       " bytes"
+                                 : reason) +
+                          ")");
+  }
   std::unique_ptr<stbi_uc, void (*)(void*)> guard(decoded, stbi_image_free);
   if (w != header.width || h != header.height)
     fail_decode(name, std::string("corrupt ") + kind + " (the header says " +
