@@ -10,6 +10,7 @@
 #include "data/clahe.h"
 #include "data/csv.h"
 #include "data/image.h"
+#include "data/paths.h"
 #include "data/ranzcr_csv.h"
 #include "data/resize.h"
 #include "engine/autograd.h"
@@ -33,7 +34,7 @@ NamedTensors weights_from(const std::string& path) {
 
 std::string find_image(const fs::path& dir, const std::string& uid) {
   for (const char* ext : {".jpg", ".jpeg", ".png"}) {
-    const fs::path p = dir / (uid + ext);
+    const fs::path p = data::path_in_folder(dir.string(), uid, ext, "image");
     if (fs::exists(p)) return p.string();
   }
   RZ_THROW("no image for '", uid, "' in ", dir.string(), " (looked for .jpg, .jpeg, .png)");
