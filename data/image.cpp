@@ -85,8 +85,12 @@ std::string hex_bytes(std::span<const uint8_t> bytes, size_t max) {
   return out;
 }
 
-uint32_t be16(const uint8_t* p) { return (uint32_t{p[0]} << 8) | p[1]; }
-uint32_t be32(const uint8_t* p) { return (be16(p) << 16) | be16(p + 2); }
+uint32_t be16(const uint8_t* p) {
+  return (uint32_t{p[0]} << 8) | p[1];
+}
+uint32_t be32(const uint8_t* p) {
+  return (be16(p) << 16) | be16(p + 2);
+}
 
 constexpr uint8_t kPngSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
 
@@ -99,8 +103,8 @@ constexpr uint8_t kPngSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n
 ImageHeader jpeg_header(std::span<const uint8_t> b, const std::string& name) {
   const size_t n = b.size();
   auto truncated = [&](const std::string& what) {
-    fail_decode(name, "truncated or corrupt JPEG (" + what + "; the file has " +
-                          std::to_string(n) + " bytes)");
+    fail_decode(name, "truncated or corrupt JPEG (" + what + "; the file has " + std::to_string(n) +
+                          " bytes)");
   };
   size_t pos = 2;  // after SOI (FF D8)
   for (;;) {
@@ -114,7 +118,9 @@ ImageHeader jpeg_header(std::span<const uint8_t> b, const std::string& name) {
     if (m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue;  // markers without a segment
     if (m == 0xD8 || m == 0xD9 || m == 0xDA)
       fail_decode(name, std::string("truncated or corrupt JPEG (") +
-                            (m == 0xDA ? "scan data" : m == 0xD9 ? "end of image" : "a second start of image") +
+                            (m == 0xDA   ? "scan data"
+                             : m == 0xD9 ? "end of image"
+                                         : "a second start of image") +
                             " before the frame header (SOF), at byte " + std::to_string(pos - 2) +
                             ")");
     if (pos + 2 > n) truncated("a marker segment is cut off at byte " + std::to_string(pos));
@@ -144,7 +150,8 @@ ImageHeader png_header(std::span<const uint8_t> b, const std::string& name) {
   constexpr size_t kIhdrEnd = 8 + 8 + 13;
   if (b.size() < kIhdrEnd)
     fail_decode(name, "truncated PNG (" + std::to_string(b.size()) +
-                          " bytes; the header (IHDR) alone needs " + std::to_string(kIhdrEnd) + ")");
+                          " bytes; the header (IHDR) alone needs " + std::to_string(kIhdrEnd) +
+                          ")");
   if (be32(&b[8]) != 13 || std::memcmp(&b[12], "IHDR", 4) != 0)
     fail_decode(name, "corrupt PNG (the first chunk is not a 13-byte IHDR)");
   ImageHeader h;
@@ -153,10 +160,19 @@ ImageHeader png_header(std::span<const uint8_t> b, const std::string& name) {
   h.width = w;
   h.height = hh;
   switch (b[25]) {  // colour type
-    case 0: h.channels = 1; break;
-    case 4: h.channels = 2; break;
-    case 2: case 3: h.channels = 3; break;
-    case 6: h.channels = 4; break;
+    case 0:
+      h.channels = 1;
+      break;
+    case 4:
+      h.channels = 2;
+      break;
+    case 2:
+    case 3:
+      h.channels = 3;
+      break;
+    case 6:
+      h.channels = 4;
+      break;
     default:
       fail_decode(name, "corrupt PNG (colour type " + std::to_string(b[25]) + ")");
   }
@@ -185,18 +201,18 @@ std::string jpeg_structure_problem(std::span<const uint8_t> b) {
     if (pos >= n) break;
     const uint8_t m = b[pos++];
     if (m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue;
-    if (m == 0xD9) return "an end-of-image marker at byte " + std::to_string(pos - 2) +
-                          " before any image data";
+    if (m == 0xD9)
+      return "an end-of-image marker at byte " + std::to_string(pos - 2) + " before any image data";
     if (pos + 2 > n) break;
     const uint32_t len = be16(&b[pos]);
     if (pos + len > n) {
-      const char* what = m == 0xC4 ? "Huffman table (DHT)"
-                         : m == 0xDB ? "quantization table (DQT)"
-                         : m == 0xDA ? "scan header (SOS)"
+      const char* what = m == 0xC4                  ? "Huffman table (DHT)"
+                         : m == 0xDB                ? "quantization table (DQT)"
+                         : m == 0xDA                ? "scan header (SOS)"
                          : (m >= 0xE0 && m <= 0xEF) ? "application (APPn)"
                                                     : "marker";
-      return "it ends at byte " + std::to_string(n) + " inside a " + what +
-             " segment that needs " + std::to_string(pos + len) + ", before the image data";
+      return "it ends at byte " + std::to_string(n) + " inside a " + what + " segment that needs " +
+             std::to_string(pos + len) + ", before the image data";
     }
     if (m == 0xDA) return {};
     if (len < 2) return "a marker segment of length " + std::to_string(len);
@@ -293,17 +309,18 @@ Image decode_image_memory(std::span<const uint8_t> bytes, const std::string& nam
     if (!structure.empty())
       fail_decode(name, "truncated or corrupt JPEG (" + structure +
                             (stale ? "" : "; the decoder says: " + reason) + ")");
-    fail_decode(name, std::string("truncated, corrupt or unsupported ") + kind + " (" +
-                          (stale ? "the decoder gives no reason; " + std::to_string(bytes.size()) +
-                                       " bytes"
-                                 : reason) +
-                          ")");
+    fail_decode(
+        name, std::string("truncated, corrupt or unsupported ") + kind + " (" +
+                  (stale ? "the decoder gives no reason; " + std::to_string(bytes.size()) + " bytes"
+                         : reason) +
+                  ")");
   }
   std::unique_ptr<stbi_uc, void (*)(void*)> guard(decoded, stbi_image_free);
   if (w != header.width || h != header.height)
     fail_decode(name, std::string("corrupt ") + kind + " (the header says " +
                           std::to_string(header.width) + "x" + std::to_string(header.height) +
-                          ", the decoder found " + std::to_string(w) + "x" + std::to_string(h) + ")");
+                          ", the decoder found " + std::to_string(w) + "x" + std::to_string(h) +
+                          ")");
 
   Image img(h, w, load_channels);
   std::memcpy(img.pixels.data(), decoded, img.pixels.size());

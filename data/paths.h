@@ -26,7 +26,9 @@ inline constexpr size_t kMaxNameLength = 255;  // a file name's limit on every c
 
 // Why `name` cannot be a UID ("contains '/'", "is empty", ...), or "" if it can.
 std::string uid_problem(std::string_view name);
-inline bool is_valid_uid(std::string_view name) { return uid_problem(name).empty(); }
+inline bool is_valid_uid(std::string_view name) {
+  return uid_problem(name).empty();
+}
 
 // Throws rz::Error "<where>: StudyInstanceUID '<name>' <problem>" unless
 // is_valid_uid(name). `where` names the source: "train.csv:17".

@@ -50,7 +50,9 @@ void write_file(const fs::path& p, std::string_view bytes) {
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
-std::vector<uint8_t> as_bytes(const std::string& s) { return {s.begin(), s.end()}; }
+std::vector<uint8_t> as_bytes(const std::string& s) {
+  return {s.begin(), s.end()};
+}
 
 // Every path under `dir`, relative, sorted: to show that nothing else appeared.
 std::vector<std::string> listing(const fs::path& dir) {
@@ -106,7 +108,9 @@ struct BudgetGuard {
 
 // ---- a small RANZCR folder ----
 
-std::string uid_of(int i) { return "1.2.826.0.1.3680043.8.498." + std::to_string(7000 + i); }
+std::string uid_of(int i) {
+  return "1.2.826.0.1.3680043.8.498." + std::to_string(7000 + i);
+}
 
 std::string train_header() {
   std::string h = "StudyInstanceUID";
@@ -179,8 +183,8 @@ TEST_CASE("reliability data: UIDs that would leave the data folder are refused i
   };
   for (const Bad& bad : cases) {
     CAPTURE(bad.uid);
-    const std::string path = tmp.write("train.csv", train_header() + train_row("1.2.3", 0) +
-                                                        train_row(bad.uid, 1));
+    const std::string path =
+        tmp.write("train.csv", train_header() + train_row("1.2.3", 0) + train_row(bad.uid, 1));
     const std::string msg = error_message([&] { rz::read_ranzcr_train(path); });
     CHECK(contains(msg, path + ":3:"));
     CHECK(contains(msg, bad.shown));
@@ -188,24 +192,28 @@ TEST_CASE("reliability data: UIDs that would leave the data folder are refused i
   }
   // Empty, and a NUL byte inside a field.
   std::string path = tmp.write("train.csv", train_header() + train_row("", 0));
-  CHECK(contains(error_message([&] { rz::read_ranzcr_train(path); }), ":2: column 'StudyInstanceUID' is empty"));
+  CHECK(contains(error_message([&] { rz::read_ranzcr_train(path); }),
+                 ":2: column 'StudyInstanceUID' is empty"));
   path = tmp.write("train.csv", train_header() + train_row(std::string("1.2\0.3", 6), 0));
   const std::string msg = error_message([&] { rz::read_ranzcr_train(path); });
   CHECK(contains(msg, ":2:"));
   CHECK(contains(msg, "\\x00"));
   // A real UID is fine.
-  path = tmp.write("train.csv", train_header() +
-                                    train_row("1.2.826.0.1.3680043.8.498.46923145579096002617106567297135160932", 0));
+  path = tmp.write(
+      "train.csv",
+      train_header() +
+          train_row("1.2.826.0.1.3680043.8.498.46923145579096002617106567297135160932", 0));
   CHECK(rz::read_ranzcr_train(path).studies.size() == 1);
 }
 
-TEST_CASE("reliability data: traversal UIDs are refused in the annotations CSV and sample_submission") {
+TEST_CASE(
+    "reliability data: traversal UIDs are refused in the annotations CSV and sample_submission") {
   const TempDir tmp("rel_uid_other");
   const rz::RanzcrTrainSet train =
       rz::parse_ranzcr_train(train_header() + train_row("1.2.3", 0), "train.csv");
-  const std::string ann = tmp.write(
-      "train_annotations.csv", "StudyInstanceUID,label,data\n1.2.3,ETT - Normal,\"[[1, 2]]\"\n"
-                               "../../etc/passwd,ETT - Normal,\"[[1, 2]]\"\n");
+  const std::string ann = tmp.write("train_annotations.csv",
+                                    "StudyInstanceUID,label,data\n1.2.3,ETT - Normal,\"[[1, 2]]\"\n"
+                                    "../../etc/passwd,ETT - Normal,\"[[1, 2]]\"\n");
   std::string msg = error_message([&] { rz::read_ranzcr_annotations(ann, train); });
   CHECK(contains(msg, ann + ":3:"));
   CHECK(contains(msg, "'../../etc/passwd'"));
@@ -228,10 +236,11 @@ TEST_CASE("reliability data: traversal UIDs are refused in the annotations CSV a
 TEST_CASE("reliability data: path_in_folder keeps a name from a file inside its folder") {
   using rz::data::path_in_folder;
   CHECK(path_in_folder("/data/train", "1.2.3", ".jpg") == "/data/train/1.2.3.jpg");
-  for (const std::string& name :
-       std::vector<std::string>{"..", "/etc/passwd", "a/b", "", ".", "a\\b", std::string("x\0y", 3)}) {
+  for (const std::string& name : std::vector<std::string>{"..", "/etc/passwd", "a/b", "", ".",
+                                                          "a\\b", std::string("x\0y", 3)}) {
     CAPTURE(name);
-    const std::string msg = error_message([&] { path_in_folder("/data/train", name, "", "image"); });
+    const std::string msg =
+        error_message([&] { path_in_folder("/data/train", name, "", "image"); });
     CHECK(contains(msg, "refusing the image name"));
     CHECK(contains(msg, "/data/train"));
   }
@@ -241,13 +250,15 @@ TEST_CASE("reliability data: path_in_folder keeps a name from a file inside its 
   CHECK(contains(error_message([&] { path_in_folder("/d", "../x", ".jpg"); }), "'../x.jpg'"));
 }
 
-TEST_CASE("reliability data: prep (CLI) refuses a traversal UID and reads nothing outside the folder") {
+TEST_CASE(
+    "reliability data: prep (CLI) refuses a traversal UID and reads nothing outside the folder") {
   const TempDir tmp("rel_prep_uid");
   const fs::path data = tmp.path() / "data";
   make_data(data, 2);
   // A secret image beside the data folder: "../secret" would reach it.
   rz::data::write_png((tmp.path() / "secret.png").string(), test_image(40, 40));
-  write_file(data / "train.csv", train_header() + train_row(uid_of(0), 0) + train_row("../secret", 1));
+  write_file(data / "train.csv",
+             train_header() + train_row(uid_of(0), 0) + train_row("../secret", 1));
   const auto before = listing(tmp.path());
   const auto o = cli("prep --data-dir " + data.string() + " --out-dir " +
                      (tmp.path() / "cache").string() + " --size 32");
@@ -264,12 +275,12 @@ TEST_CASE("reliability data: predict (CLI) refuses a traversal UID in the sample
   fs::create_directories(tmp.path() / "test");
   std::string sample = "StudyInstanceUID";
   for (auto name : rz::kRanzcrLabels) sample += "," + std::string(name);
-  write_file(tmp.path() / "sample_submission.csv",
-             sample + "\n../../x,0,0,0,0,0,0,0,0,0,0,0\n");
-  const auto o = cli("predict --weights " + (tmp.path() / "none.ckpt").string() +
-                     " --model seresnet_tiny --img-size 64 --images " + (tmp.path() / "test").string() +
-                     " --sample-submission " + (tmp.path() / "sample_submission.csv").string() +
-                     " --out " + (tmp.path() / "sub.csv").string());
+  write_file(tmp.path() / "sample_submission.csv", sample + "\n../../x,0,0,0,0,0,0,0,0,0,0,0\n");
+  const auto o =
+      cli("predict --weights " + (tmp.path() / "none.ckpt").string() +
+          " --model seresnet_tiny --img-size 64 --images " + (tmp.path() / "test").string() +
+          " --sample-submission " + (tmp.path() / "sample_submission.csv").string() + " --out " +
+          (tmp.path() / "sub.csv").string());
   INFO(o.text);
   CHECK(o.status == 1);
   CHECK(contains(o.text, "sample_submission.csv:2:"));
@@ -301,8 +312,8 @@ TEST_CASE("reliability data: a PNG whose header claims 20000x20000 is refused be
 }
 
 TEST_CASE("reliability data: absurd dimensions (0, over 65535 a side) are refused") {
-  std::string msg =
-      error_message([&] { rz::data::decode_image_memory(as_bytes(jpeg_claiming(0, 16)), "zero.jpg"); });
+  std::string msg = error_message(
+      [&] { rz::data::decode_image_memory(as_bytes(jpeg_claiming(0, 16)), "zero.jpg"); });
   CHECK(contains(msg, "'zero.jpg'"));
   CHECK(contains(msg, "16x0"));
   CHECK(contains(msg, "1..65535"));
@@ -467,7 +478,8 @@ TEST_CASE("reliability data: a cache built from an older train.csv is refused fo
   CHECK(cache.check_covers(rz::read_ranzcr_train((data / "train.csv").string())) == 0);
 }
 
-TEST_CASE("reliability data: overflowing or out-of-range cache index fields name the field and value") {
+TEST_CASE(
+    "reliability data: overflowing or out-of-range cache index fields name the field and value") {
   const TempDir tmp("rel_index");
   const fs::path data = tmp.path() / "data", out = tmp.path() / "cache";
   make_data(data, 4);
@@ -491,8 +503,7 @@ TEST_CASE("reliability data: overflowing or out-of-range cache index fields name
          j["shards"][0]["images"] = int64_t{1} << 40;
        },
        {"field 'shards[0].images' is 1099511627776", "overflows 64 bits"}},
-      {[](json& j) { j["rows"] = int64_t{1} << 62; },
-       {"field 'rows' is 4611686018427387904"}},
+      {[](json& j) { j["rows"] = int64_t{1} << 62; }, {"field 'rows' is 4611686018427387904"}},
       {[](json& j) { j["shards"][0]["bytes"] = "2048"; },
        {"field 'shards[0].bytes' is \"2048\", expected an integer"}},
       {[](json& j) { j["shards"][0]["bytes"] = 4096; }, {"shards[0].bytes' is 4096", "need 2048"}},
@@ -501,7 +512,8 @@ TEST_CASE("reliability data: overflowing or out-of-range cache index fields name
       {[](json& j) { j["images"][0]["offset"] = -1024; }, {"field 'images[0].offset' is -1024"}},
       {[](json& j) { j["images"][1]["offset"] = 1; },
        {"field 'images[1].offset' is 1: not the start of an image"}},
-      {[](json& j) { j["images"][0]["shard"] = 7; }, {"field 'images[0].shard' is 7, expected 0..1"}},
+      {[](json& j) { j["images"][0]["shard"] = 7; },
+       {"field 'images[0].shard' is 7, expected 0..1"}},
       {[](json& j) { j["images"][0]["orig_h"] = 0; }, {"field 'images[0].orig_h' is 0"}},
       {[](json& j) { j["images"][0]["uid"] = "../x"; },
        {"field 'images[0].uid'", "'../x' starts with '.'"}},
@@ -551,7 +563,8 @@ TEST_CASE("reliability data: prep never follows a link planted at a shard or tem
 
 // ================================================================ synth ====
 
-TEST_CASE("reliability data: synth refuses a folder that holds a data set unless told to overwrite") {
+TEST_CASE(
+    "reliability data: synth refuses a folder that holds a data set unless told to overwrite") {
   const TempDir tmp("rel_synth");
   rz::data::SynthOptions o;
   o.out_dir = (tmp.path() / "data").string();
@@ -599,7 +612,9 @@ TEST_CASE("reliability data: synth (CLI) onto an existing data folder exits 1 an
 
 TEST_CASE("reliability data: shape_numel refuses overflowing and negative shapes") {
   const int64_t big32 = int64_t{1} << 32, big40 = int64_t{1} << 40;
-  CHECK(contains(error_message([&] { rz::shape_numel({big32, big32, 0}); }),
+  CHECK(contains(error_message([&] {
+                   rz::shape_numel({big32, big32, 0});
+                 }),
                  "[4294967296, 4294967296, 0] has more elements than fit in 64 bits"));
   CHECK(contains(error_message([&] { rz::shape_numel({big40, big40}); }), "fit in 64 bits"));
   CHECK(contains(error_message([&] { rz::shape_numel({3, -1}); }), "negative size"));
@@ -610,7 +625,8 @@ TEST_CASE("reliability data: shape_numel refuses overflowing and negative shapes
                  "does not fit in 64 bits"));
 }
 
-TEST_CASE("reliability data: safetensors headers with overflowing or inconsistent numbers are refused") {
+TEST_CASE(
+    "reliability data: safetensors headers with overflowing or inconsistent numbers are refused") {
   const TempDir tmp("rel_st");
   struct Bad {
     std::string name, file;
@@ -618,13 +634,17 @@ TEST_CASE("reliability data: safetensors headers with overflowing or inconsisten
   };
   const std::vector<Bad> cases = {
       {"zero.safetensors",
-       safetensors_file(R"({"w":{"dtype":"F32","shape":[4294967296,4294967296,0],"data_offsets":[0,0]}})", 0),
+       safetensors_file(
+           R"({"w":{"dtype":"F32","shape":[4294967296,4294967296,0],"data_offsets":[0,0]}})", 0),
        {"tensor 'w'", "[4294967296, 4294967296, 0]", "more elements than fit in 64 bits"}},
       {"big.safetensors",
-       safetensors_file(R"({"w":{"dtype":"F32","shape":[1099511627776,1099511627776],"data_offsets":[0,16]}})", 16),
+       safetensors_file(
+           R"({"w":{"dtype":"F32","shape":[1099511627776,1099511627776],"data_offsets":[0,16]}})",
+           16),
        {"tensor 'w'", "fit in 64 bits"}},
       {"bytes.safetensors",
-       safetensors_file(R"({"w":{"dtype":"F64","shape":[4611686018427387904],"data_offsets":[0,8]}})", 8),
+       safetensors_file(
+           R"({"w":{"dtype":"F64","shape":[4611686018427387904],"data_offsets":[0,8]}})", 8),
        {"tensor 'w'", "byte size that does not fit in 64 bits"}},
       {"negative.safetensors",
        safetensors_file(R"({"w":{"dtype":"F32","shape":[-4],"data_offsets":[0,16]}})", 16),
@@ -635,9 +655,11 @@ TEST_CASE("reliability data: safetensors headers with overflowing or inconsisten
       {"offsets.safetensors",
        safetensors_file(R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", 4),
        {"truncated", "should be"}},
-      {"header.safetensors", safetensors_file(R"({})", 0, 1000),
+      {"header.safetensors",
+       safetensors_file(R"({})", 0, 1000),
        {"header size 1000 bytes is larger than the rest of the file"}},
-      {"hugeheader.safetensors", safetensors_file(R"({})", 0, uint64_t{1} << 62),
+      {"hugeheader.safetensors",
+       safetensors_file(R"({})", 0, uint64_t{1} << 62),
        {"4611686018427387904", "limit"}},
   };
   for (const Bad& bad : cases) {
