@@ -457,9 +457,6 @@ PrepReport run_prep(const PrepOptions& o, const PrepProgress& progress,
            ec.message());
   const std::string index_path = cache_index_path(o.out_dir, o.split);
   const std::string prog_path = progress_path(o.out_dir, o.split);
-  // The temporaries a killed run left behind (this folder is ours: it holds
-  // our cache or nothing, which the checks below make sure of).
-  remove_stale_temporaries(o.out_dir);
 
   // ---- resume: which shards are already complete? ----
   int64_t complete = 0;
@@ -471,6 +468,9 @@ PrepReport run_prep(const PrepOptions& o, const PrepProgress& progress,
       RZ_THROW("prep: ", o.out_dir, " already holds a '", o.split,
                "' cache made with other parameters (", describe_param_change(old_params, params),
                "); pick another out_dir or delete this one");
+    // The folder holds our own cache of these parameters: clear the
+    // temporaries a killed run left behind (shards, metadata, progress).
+    remove_stale_temporaries(o.out_dir);
     const json claimed_j = prev.value("complete_shards", json(0));
     if (!claimed_j.is_number_integer() || claimed_j.get<int64_t>() < 0)
       RZ_THROW(prog_path, ": field 'complete_shards' is ", csv_excerpt(claimed_j.dump()),

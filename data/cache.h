@@ -35,7 +35,7 @@
 //       "skipped": [{"uid", "row", "reason"}] }
 // Shards are written through AtomicFile (an exclusively created temporary
 // ".<name>.tmp-XXXXXX" beside them, fsync'ed and renamed when complete); a
-// run removes the temporaries a killed run left in out_dir.
+// run that resumes its own cache removes the temporaries a killed run left.
 //
 // Untrusted input: every field of the index is checked where it is read
 // (type, range, offsets inside their shard, sizes in checked 64-bit

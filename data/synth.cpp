@@ -20,6 +20,7 @@
 
 #include "data/csv.h"
 #include "data/paths.h"
+#include "engine/atomic_file.h"
 #include "engine/error.h"
 #include "engine/parallel.h"
 
@@ -549,6 +550,9 @@ SynthReport run_synth(const SynthOptions& o,
     fs::create_directories(p, ec);
     RZ_CHECK(!ec && fs::is_directory(p), "synth: cannot create directory '", p.string(),
              "': ", ec.message());
+    // The folder is ours now (new, or overwritten on purpose): clear what a
+    // killed run's AtomicFile writes left behind.
+    remove_stale_temporaries(p.string());
   }
 
   const int64_t total = o.n + o.n_test;

@@ -545,20 +545,25 @@ TEST_CASE("reliability data: prep never follows a link planted at a shard or tem
   const fs::path victim1 = tmp.path() / "victim1", victim2 = tmp.path() / "victim2";
   write_file(victim1, "one");
   write_file(victim2, "two");
-  // The old fixed temporary name, the final name of shard 1, and a stale
-  // AtomicFile temporary (a regular file, to be cleared) and one that is a link.
+  // The old fixed temporary name and the final name of shard 1.
   fs::create_symlink(victim1, out / "train-00000.u8.tmp");
   fs::create_symlink(victim2, out / "train-00001.u8");
-  write_file(out / ".train-00000.u8.tmp-AbC123", "stale");
-  fs::create_symlink(victim1, out / ".train-00001.u8.tmp-XyZ789");
   const auto rep = rz::data::run_prep(prep_options(data, out), {}, kQuiet);
   CHECK(rep.images == 4);
   CHECK(read_file(victim1) == "one");
   CHECK(read_file(victim2) == "two");
   CHECK(fs::is_regular_file(fs::symlink_status(out / "train-00001.u8")));
   CHECK(fs::file_size(out / "train-00001.u8") == 2 * 32 * 32);
-  CHECK(!fs::exists(fs::symlink_status(out / ".train-00000.u8.tmp-AbC123")));
   CHECK(rz::data::ImageCache::open(out.string()).size() == 4);
+
+  // A resumed run clears the temporaries a killed one left in its own cache
+  // folder: regular files only, never what a link points to.
+  write_file(out / ".train-00000.u8.tmp-AbC123", "stale");
+  fs::create_symlink(victim1, out / ".train-00001.u8.tmp-XyZ789");
+  const auto again = rz::data::run_prep(prep_options(data, out), {}, kQuiet);
+  CHECK(again.shards_resumed == 2);
+  CHECK(!fs::exists(fs::symlink_status(out / ".train-00000.u8.tmp-AbC123")));
+  CHECK(read_file(victim1) == "one");
 }
 
 // ================================================================ synth ====
