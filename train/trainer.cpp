@@ -3,6 +3,7 @@
 #include <omp.h>
 #include <unistd.h>
 
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -18,9 +19,11 @@
 #include "data/folds.h"
 #include "data/loader.h"
 #include "data/ranzcr_csv.h"
+#include "engine/atomic_file.h"
 #include "engine/autograd.h"
 #include "engine/cuda_context.h"
 #include "engine/cuda_graph.h"
+#include "engine/fault.h"
 #include "engine/lr_schedule.h"
 #include "engine/optim.h"
 #include "engine/safetensors.h"
@@ -29,6 +32,7 @@
 #include "train/checkpoint.h"
 #include "train/compute.h"
 #include "train/metrics.h"
+#include "train/run_folder.h"
 
 namespace fs = std::filesystem;
 
@@ -201,14 +205,6 @@ std::shared_ptr<ResNet> build_model(const TrainConfig& cfg, uint64_t seed) {
   return create_resnet(m, seed);
 }
 
-// Weights from a ranzcr checkpoint or a timm-format safetensors file.
-NamedTensors read_weights(const std::string& path) {
-  std::map<std::string, std::string> meta;
-  read_safetensors_header(path, &meta);
-  if (meta.count("format")) return checkpoint_weights(path);
-  return load_safetensors(path).tensors;
-}
-
 std::unique_ptr<Optimizer> build_optimizer(const TrainConfig& cfg, std::vector<Tensor> params) {
   if (cfg.optim.name == "sgd")
     return std::make_unique<Sgd>(std::move(params),
@@ -304,31 +300,178 @@ EpochRecord validate(const Dataset& data, ResNet& model, data::Loader& loader,
 
 // ---- the run ----
 
+// run.threads for one run or evaluation: the process's OpenMP thread count
+// comes back when it returns (a library call leaves no global changed).
+class OmpThreadsScope {
+ public:
+  explicit OmpThreadsScope(int64_t threads) : saved_(omp_get_max_threads()) {
+    if (threads > 0) omp_set_num_threads(static_cast<int>(threads));
+  }
+  ~OmpThreadsScope() { omp_set_num_threads(saved_); }
+  OmpThreadsScope(const OmpThreadsScope&) = delete;
+  OmpThreadsScope& operator=(const OmpThreadsScope&) = delete;
+
+ private:
+  int saved_;
+};
+
+TrainHooks with_default_log(TrainHooks hooks) {
+  if (!hooks.log) hooks.log = [](const std::string& s) { std::printf("%s\n", s.c_str()); std::fflush(stdout); };
+  return hooks;
+}
+
+// best.ckpt and best.safetensors of `epoch`, from the weights that are the
+// best (the EMA's when EMA is on). `state` is the run's state at that epoch.
+void write_best_files(const fs::path& dir, const Module& best, const TrainState& state, const std::string& stage) {
+  fault_point("epoch files", "best.ckpt");
+  save_checkpoint((dir / "best.ckpt").string(), best, nullptr, nullptr, state);
+  fault_point("epoch files", "best.safetensors");
+  save_safetensors((dir / "best.safetensors").string(), timm_state_dict(best),
+                   {{"ranzcr_stage", stage},
+                    {"mean_auc", std::to_string(state.best_metric)},
+                    {"epoch", std::to_string(state.best_epoch)}});
+}
+
+// The epoch best.safetensors says it holds (its "epoch" metadata), -1 when
+// it is missing, unreadable or does not say.
+int64_t best_safetensors_epoch(const fs::path& path) {
+  if (!fs::exists(path)) return -1;
+  try {
+    std::map<std::string, std::string> meta;
+    read_safetensors_header(path.string(), &meta);
+    const auto it = meta.find("epoch");
+    int64_t e = -1;
+    if (it == meta.end()) return -1;
+    const auto [p, ec] = std::from_chars(it->second.data(), it->second.data() + it->second.size(), e);
+    return ec == std::errc() && p == it->second.data() + it->second.size() ? e : -1;
+  } catch (const Error&) {
+    return -1;
+  }
+}
+
+// Checks config.toml (`cfg`) against the configuration stored in last.ckpt
+// and last.ckpt's state against it, before a resume touches anything.
+void check_resume(const fs::path& dir, const TrainConfig& cfg, const TrainState& saved, const TrainHooks& hooks) {
+  const std::string ckpt = (dir / "last.ckpt").string(), toml = (dir / "config.toml").string();
+  const std::string how = "restore config.toml, or resume with allow_config_change "
+                          "(ranzcr train --resume " + dir.string() + " --allow-config-change) to continue "
+                          "with the new values from epoch " + std::to_string(saved.epoch + 1);
+  std::vector<ConfigChange> changes;
+  try {
+    changes = config_changes(saved.config_toml, ckpt + " (stored configuration)", config_to_toml(cfg), toml);
+  } catch (const Error& e) {
+    if (!hooks.allow_config_change)
+      RZ_THROW("cannot resume ", dir.string(), ": the configuration stored in ", ckpt,
+               " cannot be compared with config.toml: ", e.what(), "; ", how);
+    hooks.log("resume: the stored configuration could not be read (" + std::string(e.what()) +
+              "); continuing with config.toml (allow_config_change)");
+  }
+  std::string refused;
+  for (const auto& c : changes) {
+    const std::string what = c.key + " (" + c.before + " in last.ckpt, " + c.after + " in config.toml)";
+    if (c.safe || hooks.allow_config_change) {
+      hooks.log("resume: " + c.key + " changed from " + c.before + " to " + c.after +
+                (c.safe ? "" : " (allowed by allow_config_change)"));
+    } else {
+      refused += (refused.empty() ? "" : ", ") + what;
+    }
+  }
+  if (!refused.empty())
+    RZ_THROW("cannot resume ", dir.string(), ": ", toml, " differs from the configuration stored in ", ckpt,
+             " in ", refused, "; ", how);
+  RZ_CHECK(saved.epoch <= cfg.train.epochs, "cannot resume ", dir.string(), ": ", ckpt, " has epoch = ",
+           saved.epoch, " but train.epochs = ", cfg.train.epochs, " in ", toml,
+           ": the run is past its end (set train.epochs >= ", saved.epoch, " to extend it)");
+  RZ_CHECK(saved.batch_in_epoch == 0, "cannot resume ", dir.string(), ": ", ckpt, " has batch_in_epoch = ",
+           saved.batch_in_epoch, " (this trainer saves and resumes at epoch ends only)");
+}
+
 class Run {
  public:
   Run(TrainConfig cfg, std::string run_dir, const TrainHooks& hooks)
-      : cfg_(std::move(cfg)), dir_(std::move(run_dir)), hooks_(hooks) {
-    if (!hooks_.log) hooks_.log = [](const std::string& s) { std::printf("%s\n", s.c_str()); std::fflush(stdout); };
-  }
+      : cfg_(std::move(cfg)), dir_(std::move(run_dir)), hooks_(with_default_log(hooks)) {}
 
   TrainResult execute(bool resuming);
 
  private:
   void log(const std::string& s) { hooks_.log(s); }
-  void write_jsonl(const nlohmann::json& j) {
-    std::ofstream f(fs::path(dir_) / "metrics.jsonl", std::ios::app);
-    f << j.dump() << "\n";
-    RZ_CHECK(f.good(), "cannot append to ", (fs::path(dir_) / "metrics.jsonl").string());
-  }
+  void write_jsonl(const nlohmann::json& j) { append_line((fs::path(dir_) / "metrics.jsonl").string(), j.dump()); }
+  void check_best_files(const TrainState& state, const Module& best);
+  void append_summary(const EpochRecord& rec);
   TrainConfig cfg_;
   std::string dir_;
   TrainHooks hooks_;
   Dataset data_;
 };
 
+// On resume: best.ckpt and best.safetensors must hold the best epoch that
+// last.ckpt records. When that epoch is last.ckpt's own, a kill may have
+// come between last.ckpt and them: they are rewritten from its weights
+// (`best`, as loaded). An older best epoch lives only in best.ckpt, so a
+// missing or different one is an error; best.safetensors is rederived from it.
+void Run::check_best_files(const TrainState& state, const Module& best) {
+  if (state.best_epoch < 1) return;
+  const fs::path dir(dir_), ckpt = dir / "best.ckpt", weights = dir / "best.safetensors";
+  auto ckpt_epoch = [&]() -> int64_t {
+    const TrainState b = read_checkpoint_state(ckpt.string());
+    return b.best_epoch == b.epoch ? b.best_epoch : -1;
+  };
+  if (state.best_epoch == state.epoch) {
+    bool current = false;
+    try {
+      current = fs::exists(ckpt) && ckpt_epoch() == state.best_epoch &&
+                best_safetensors_epoch(weights) == state.best_epoch;
+    } catch (const Error&) {
+    }
+    if (!current) {
+      write_best_files(dir, best, state, cfg_.stage.kind);
+      log("resume: best.ckpt and best.safetensors rewritten from last.ckpt (best epoch " +
+          std::to_string(state.best_epoch) + ")");
+    }
+    return;
+  }
+  RZ_CHECK(fs::exists(ckpt), "cannot resume ", dir_, ": ", ckpt.string(), " is missing, but last.ckpt records ",
+           "best_epoch = ", state.best_epoch, " (those weights were only there); restore it, or start a new run");
+  int64_t recorded = -1;
+  try {
+    recorded = ckpt_epoch();
+  } catch (const Error& e) {
+    RZ_THROW("cannot resume ", dir_, ": ", e.what());
+  }
+  RZ_CHECK(recorded == state.best_epoch, "cannot resume ", dir_, ": ", ckpt.string(), " holds epoch ", recorded,
+           " but last.ckpt records best_epoch = ", state.best_epoch);
+  if (best_safetensors_epoch(weights) != state.best_epoch) {
+    const TrainState b = read_checkpoint_state(ckpt.string());
+    fault_point("epoch files", "best.safetensors");
+    save_safetensors(weights.string(), checkpoint_weights(ckpt.string()),
+                     {{"ranzcr_stage", cfg_.stage.kind},
+                      {"mean_auc", std::to_string(b.best_metric)},
+                      {"epoch", std::to_string(b.best_epoch)}});
+    log("resume: best.safetensors rewritten from best.ckpt (epoch " + std::to_string(b.best_epoch) + ")");
+  }
+}
+
+void Run::append_summary(const EpochRecord& rec) {
+  std::string header = "epoch,train_loss,val_loss,mean_auc,lr,seconds";
+  for (const auto& name : kRanzcrLabels) header += ",auc " + std::string(name);
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "%lld,%.6f,%.6f,%.6f,%.6g,%.2f", static_cast<long long>(rec.epoch),
+                rec.train_loss, rec.val_loss, rec.mean_auc, rec.lr, rec.seconds);
+  std::string row = buf;
+  for (const auto& a : rec.auc) {
+    if (a) {
+      std::snprintf(buf, sizeof buf, ",%.6f", *a);
+      row += buf;
+    } else {
+      row += ",";
+    }
+  }
+  append_line((fs::path(dir_) / "summary.csv").string(), row, header);
+}
+
 TrainResult Run::execute(bool resuming) {
   validate_config(cfg_);
-  if (cfg_.run.threads > 0) omp_set_num_threads(static_cast<int>(cfg_.run.threads));
+  const OmpThreadsScope threads(cfg_.run.threads);
   const Compute compute = resolve_compute(cfg_.run.device, cfg_.run.precision, cuda_settings(cfg_));
   const auto [profile_first, profile_last] = parse_profile_steps(cfg_.train.profile_steps);
   const bool graphed = cfg_.train.cuda_graph;
@@ -355,13 +498,13 @@ TrainResult Run::execute(bool resuming) {
   auto model = build_model(cfg_, cfg_.run.seed);
   if (!resuming) {
     if (!cfg_.model.pretrained.empty()) {
-      const auto rep = load_timm_state_dict(*model, load_safetensors(cfg_.model.pretrained).tensors, false);
+      const auto rep = load_timm_state_dict(*model, read_model_weights(cfg_.model.pretrained), false);
       log("pretrained " + cfg_.model.pretrained + ": " + std::to_string(rep.missing.size()) +
           " missing, " + std::to_string(rep.unexpected.size()) + " unexpected, " +
           std::to_string(rep.dropped.size()) + " dropped (classifier)");
     }
     if (!cfg_.stage.init.empty()) {
-      load_timm_state_dict(*model, read_weights(cfg_.stage.init));
+      load_timm_state_dict(*model, read_model_weights(cfg_.stage.init));
       log("initialized from " + cfg_.stage.init);
     }
   }
@@ -376,7 +519,7 @@ TrainResult Run::execute(bool resuming) {
   std::shared_ptr<ResNet> teacher;
   if (kd) {
     teacher = build_model(cfg_, 0);
-    load_timm_state_dict(*teacher, read_weights(cfg_.stage.teacher));
+    load_timm_state_dict(*teacher, read_model_weights(cfg_.stage.teacher));
     teacher->eval();
     teacher->set_requires_grad("", false);
     teacher->to(compute.device);
@@ -408,29 +551,27 @@ TrainResult Run::execute(bool resuming) {
   TrainState state;
   std::vector<EpochRecord> history;
   const fs::path last_ckpt = fs::path(dir_) / "last.ckpt", best_ckpt = fs::path(dir_) / "best.ckpt";
+  state.config_toml = config_to_toml(cfg_);
   if (resuming) {
     state = load_checkpoint(last_ckpt.string(), *model, ema.get(), optim.get());
+    RZ_CHECK(state.epoch <= cfg_.train.epochs && state.batch_in_epoch == 0, "cannot resume ", dir_,
+             ": last.ckpt changed while it was being read (epoch ", state.epoch, ")");
     if (state.rng.count("dropout")) model->dropout_generator().set_state(state.rng.at("dropout"));
-    // The epoch history for the report comes back from summary.csv's twin, metrics.jsonl.
-    std::ifstream f(fs::path(dir_) / "metrics.jsonl");
-    for (std::string line; std::getline(f, line);) {
-      const auto j = nlohmann::json::parse(line, nullptr, false);
-      if (j.is_discarded() || !j.contains("type") || j["type"] != "epoch") continue;
-      if (j["epoch"].get<int64_t>() > state.epoch) continue;
-      EpochRecord r;
-      r.epoch = j["epoch"];
-      r.train_loss = j["train_loss"];
-      r.val_loss = j["val_loss"];
-      r.mean_auc = j["mean_auc"].is_null() ? std::nan("") : j["mean_auc"].get<double>();
-      r.lr = j["lr"];
-      r.seconds = j["seconds"];
-      for (size_t k = 0; k < kNumRanzcrLabels; ++k)
-        if (!j["auc"][k].is_null()) r.auc[k] = j["auc"][k].get<double>();
-      history.push_back(r);
-    }
+    state.config_toml = config_to_toml(cfg_);
+    check_best_files(state, ema ? *ema : *model);
+    // The logs keep exactly the committed epochs; the history for the report
+    // comes back from metrics.jsonl.
+    RunLogRepair logs = repair_run_logs(dir_, state.epoch);
+    if (logs.dropped_metrics_lines + logs.dropped_summary_lines > 0)
+      log("resume: dropped " + std::to_string(logs.dropped_metrics_lines) + " metrics.jsonl and " +
+          std::to_string(logs.dropped_summary_lines) + " summary.csv lines written after last.ckpt (epoch " +
+          std::to_string(state.epoch) + ")");
+    if (!logs.missing_epochs.empty())
+      log("warning: metrics.jsonl has no line for " + std::to_string(logs.missing_epochs.size()) +
+          " committed epoch(s), the first " + std::to_string(logs.missing_epochs.front()));
+    history = std::move(logs.history);
     log("resuming " + dir_ + " after epoch " + std::to_string(state.epoch));
   }
-  state.config_toml = config_to_toml(cfg_);
 
   // The loss of one batch: BCE (scaled by w_bce), plus w_feat * MSE between the
   // student's and the frozen teacher's final feature maps for student-kd
@@ -586,6 +727,7 @@ TrainResult Run::execute(bool resuming) {
       }
       if (compute.device.is_cuda() && state.step == profile_last) profile_stop();
       ++state.step;
+      fault_point("train step");
       if (state.step % cfg_.train.log_every == 0 || hooks_.progress_bar) {
         const double dt = seconds_since(t_log);
         const double ips = static_cast<double>(images_since_log) / std::max(dt, 1e-9);
@@ -627,13 +769,9 @@ TrainResult Run::execute(bool resuming) {
       state.best_metric = rec.mean_auc;
       state.best_epoch = rec.epoch;
     }
-    save_checkpoint(last_ckpt.string(), *model, ema.get(), optim.get(), state);
-    if (best) {
-      save_checkpoint(best_ckpt.string(), ema ? *ema : *model, nullptr, nullptr, state);
-      save_safetensors((fs::path(dir_) / "best.safetensors").string(), timm_state_dict(ema ? *ema : *model),
-                       {{"ranzcr_stage", cfg_.stage.kind}, {"mean_auc", std::to_string(rec.mean_auc)}});
-      result.best_roc = roc;
-    }
+    // The epoch's files, last.ckpt the commit point (train/trainer.h): its log
+    // lines before it (a resume drops them if it never came), best.* after
+    // it (a resume rewrites them from it if they lag).
     nlohmann::json j{{"type", "epoch"}, {"epoch", rec.epoch}, {"step", state.step},
                      {"train_loss", rec.train_loss}, {"val_loss", rec.val_loss},
                      {"lr", rec.lr}, {"seconds", rec.seconds}, {"images", images}};
@@ -641,27 +779,15 @@ TrainResult Run::execute(bool resuming) {
     nlohmann::json aucs = nlohmann::json::array();
     for (const auto& a : rec.auc) aucs.push_back(a ? nlohmann::json(*a) : nlohmann::json());
     j["auc"] = aucs;
+    fault_point("epoch files", "metrics.jsonl");
     write_jsonl(j);
-    {
-      std::ofstream f(fs::path(dir_) / "summary.csv", std::ios::app);
-      if (fs::file_size(fs::path(dir_) / "summary.csv") == 0) {
-        f << "epoch,train_loss,val_loss,mean_auc,lr,seconds";
-        for (const auto& name : kRanzcrLabels) f << ",auc " << name;
-        f << "\n";
-      }
-      char buf[160];
-      std::snprintf(buf, sizeof buf, "%lld,%.6f,%.6f,%.6f,%.6g,%.2f", static_cast<long long>(rec.epoch),
-                    rec.train_loss, rec.val_loss, rec.mean_auc, rec.lr, rec.seconds);
-      f << buf;
-      for (const auto& a : rec.auc) {
-        if (a) {
-          std::snprintf(buf, sizeof buf, ",%.6f", *a);
-          f << buf;
-        } else {
-          f << ",";
-        }
-      }
-      f << "\n";
+    fault_point("epoch files", "summary.csv");
+    append_summary(rec);
+    fault_point("epoch files", "last.ckpt");
+    save_checkpoint(last_ckpt.string(), *model, ema.get(), optim.get(), state);
+    if (best) {
+      write_best_files(fs::path(dir_), ema ? *ema : *model, state, cfg_.stage.kind);
+      result.best_roc = roc;
     }
     char line[220];
     std::snprintf(line, sizeof line, "epoch %lld/%lld: train loss %.4f  val loss %.4f  val mean AUC %.4f%s  (%.1fs)",
@@ -674,6 +800,7 @@ TrainResult Run::execute(bool resuming) {
     rin.epochs = history;
     rin.best_epoch = state.best_epoch;
     rin.roc = result.best_roc;
+    fault_point("epoch files", "report.html");
     write_report((fs::path(dir_) / "report.html").string(), rin);
     result.last = rec;
     ++result.epochs_run;
@@ -690,12 +817,12 @@ EvalResult evaluate(const TrainConfig& cfg_in, const std::string& weights, int64
   TrainConfig cfg = cfg_in;
   if (fold >= 0) cfg.data.fold = fold;
   validate_config(cfg);
-  if (cfg.run.threads > 0) omp_set_num_threads(static_cast<int>(cfg.run.threads));
+  const OmpThreadsScope threads(cfg.run.threads);
   const Dataset d = load_dataset(cfg);
   const Split split = make_split(d, cfg);
   const Compute compute = resolve_compute(cfg.run.device, cfg.run.precision, cuda_settings(cfg));
   auto model = build_model(cfg, 0);
-  load_timm_state_dict(*model, read_weights(weights));
+  load_timm_state_dict(*model, read_model_weights(weights));
   model->to(compute.device);
   const bool teacher_input = cfg.stage.kind == "teacher";
   data::LoaderOptions vo{.batch = cfg.train.batch, .shuffle = false, .drop_last = false,
@@ -708,23 +835,48 @@ EvalResult evaluate(const TrainConfig& cfg_in, const std::string& weights, int64
   return r;
 }
 
-TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
+TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks_in) {
+  const TrainHooks hooks = with_default_log(hooks_in);
   validate_config(cfg);
   const fs::path dir = fs::path(cfg.run.out_dir) / cfg.run.name;
   RZ_CHECK(!fs::exists(dir / "last.ckpt"), "run folder ", dir.string(),
            " already holds a checkpoint: resume it (ranzcr train --resume ", dir.string(),
            ") or choose another run.name");
   fs::create_directories(dir);
+  if (const int n = remove_run_temporaries(dir.string()))
+    hooks.log("removed " + std::to_string(n) + " temporary file(s) of interrupted writes in " + dir.string());
+  // best.* are written after last.ckpt: without it they are not leftovers of
+  // this run's first epoch, and are nobody's to overwrite.
+  for (const char* f : {"best.ckpt", "best.safetensors"})
+    RZ_CHECK(!fs::exists(fs::symlink_status(dir / f)), "run folder ", dir.string(), " holds ", f,
+             " but no last.ckpt: move it away or choose another run.name");
+  // The logs of a first epoch that never reached its last.ckpt start over.
+  for (const char* f : {"metrics.jsonl", "summary.csv", "report.html"}) {
+    const fs::path p = dir / f;
+    if (fs::exists(fs::symlink_status(p))) {
+      RZ_CHECK(fs::is_regular_file(fs::symlink_status(p)), p.string(),
+               " is not a regular file (a link or a folder): the run writes only inside its folder");
+      fs::remove(p);
+      hooks.log("removed " + p.string() + " of an interrupted first epoch");
+    }
+  }
   write_text_file_atomic((dir / "config.toml").string(), config_to_toml(cfg));
   Run run(cfg, dir.string(), hooks);
   return run.execute(false);
 }
 
-TrainResult resume(const std::string& run_dir, const TrainHooks& hooks) {
+TrainResult resume(const std::string& run_dir, const TrainHooks& hooks_in) {
+  const TrainHooks hooks = with_default_log(hooks_in);
   const fs::path dir(run_dir);
-  RZ_CHECK(fs::exists(dir / "config.toml") && fs::exists(dir / "last.ckpt"), "cannot resume ",
-           run_dir, ": it needs config.toml and last.ckpt");
+  RZ_CHECK(fs::is_directory(dir), "cannot resume ", run_dir, ": not a folder");
+  for (const char* f : {"config.toml", "last.ckpt"})
+    RZ_CHECK(fs::is_regular_file(dir / f), "cannot resume ", run_dir, ": ", (dir / f).string(),
+             " is missing (a run folder that never finished an epoch has nothing to resume: start it again)");
+  if (const int n = remove_run_temporaries(run_dir))
+    hooks.log("removed " + std::to_string(n) + " temporary file(s) of interrupted writes in " + run_dir);
   const TrainConfig cfg = load_config((dir / "config.toml").string());
+  validate_config(cfg);
+  check_resume(dir, cfg, read_checkpoint_state((dir / "last.ckpt").string()), hooks);
   Run run(cfg, run_dir, hooks);
   return run.execute(true);
 }

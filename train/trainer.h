@@ -8,10 +8,22 @@
 //                    best.ckpt        best validation mean AUC so far
 //                    best.safetensors the best weights in timm's layout
 //                    report.html      AUC table, ROC curves, loss/AUC curves
+//
+// The folder is consistent under a kill at any instant. Every file is
+// written atomically (engine/atomic_file.h), and an epoch ends in this order:
+// its metrics.jsonl and summary.csv lines, last.ckpt (the commit point), then
+// best.ckpt and best.safetensors when the epoch is the best, then the report.
+// A resume keeps exactly what last.ckpt committed: log lines of later epochs
+// (an interrupted one) are dropped and that epoch runs again; best.* lagging
+// behind a last.ckpt whose epoch is the best are rewritten from it; a stale
+// temporary of an interrupted write is removed. Each step of the sequence
+// passes a fault point (engine/fault.h: "epoch files <next file>", and
+// "train step" after every optimizer step) for the kill tests.
 #pragma once
 
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "train/config.h"
 #include "train/report.h"
@@ -32,6 +44,13 @@ struct TrainHooks {
   std::function<void(const std::string&)> log;  // human-readable lines (default: stdout)
   bool progress_bar = false;                    // redraw one line on a terminal
   int64_t stop_after_epochs = 0;                // stop early after this many epochs (tests)
+  // resume(): accept a config.toml that differs from the configuration stored
+  // in last.ckpt in keys that change what the run computes (model, data,
+  // optimizer, schedule, ...); the new values apply from the next epoch.
+  // Without it such a resume is refused, listing every differing key. Keys
+  // that are safe to change (resume_safe_config_keys(), train/run_folder.h)
+  // never need it.
+  bool allow_config_change = false;
 };
 
 // Trains from scratch (or from stage.init / model.pretrained) into
@@ -50,7 +69,11 @@ struct EvalResult {
 // with the stage's input (annotated images for a teacher, plain otherwise).
 EvalResult evaluate(const TrainConfig& cfg, const std::string& weights, int64_t fold = -1);
 
-// Continues the run in `run_dir` from its last.ckpt with its saved config.
+// Continues the run in `run_dir` from its last.ckpt with its config.toml.
+// Before anything else it checks, with errors naming the file, key and
+// values: config.toml against the configuration stored in last.ckpt (see
+// TrainHooks::allow_config_change), last.ckpt's state against train.epochs,
+// and that best.ckpt holds the best epoch last.ckpt records.
 TrainResult resume(const std::string& run_dir, const TrainHooks& hooks = {});
 
 }  // namespace rz
