@@ -15,8 +15,12 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "data/ranzcr_csv.h"
 #include "engine/atomic_file.h"
 #include "engine/error.h"
+#include "engine/fault.h"
+#include "engine/safetensors.h"
+#include "models/timm_weights.h"
 #include "train/config.h"
 
 namespace fs = std::filesystem;
@@ -130,6 +134,29 @@ std::map<std::string, std::string> config_values(const std::string& toml) {
     }
   }
   return out;
+}
+
+// The epoch best.safetensors says it holds (its "epoch" metadata), -1 when
+// it is missing, unreadable or does not say.
+int64_t best_safetensors_epoch(const fs::path& path) {
+  if (!fs::exists(path)) return -1;
+  try {
+    std::map<std::string, std::string> meta;
+    read_safetensors_header(path.string(), &meta);
+    const auto it = meta.find("epoch");
+    int64_t e = -1;
+    if (it == meta.end()) return -1;
+    const auto [p, ec] = std::from_chars(it->second.data(), it->second.data() + it->second.size(), e);
+    return ec == std::errc() && p == it->second.data() + it->second.size() ? e : -1;
+  } catch (const Error&) {
+    return -1;
+  }
+}
+
+// The epoch a best.ckpt holds (its epoch, which must be its best_epoch), -1 otherwise.
+int64_t best_ckpt_epoch(const fs::path& path) {
+  const TrainState b = read_checkpoint_state(path.string());
+  return b.best_epoch == b.epoch ? b.best_epoch : -1;
 }
 
 }  // namespace
@@ -261,6 +288,109 @@ std::vector<ConfigChange> config_changes(const std::string& before_toml, const s
   for (const auto& [key, value] : after)
     if (!before.count(key)) note(key, "(absent)", value);
   return out;
+}
+
+void append_summary_row(const std::string& dir, const EpochRecord& rec) {
+  std::string header = "epoch,train_loss,val_loss,mean_auc,lr,seconds";
+  for (const auto& name : kRanzcrLabels) header += ",auc " + std::string(name);
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "%lld,%.6f,%.6f,%.6f,%.6g,%.2f", static_cast<long long>(rec.epoch),
+                rec.train_loss, rec.val_loss, rec.mean_auc, rec.lr, rec.seconds);
+  std::string row = buf;
+  for (const auto& a : rec.auc) {
+    if (a) {
+      std::snprintf(buf, sizeof buf, ",%.6f", *a);
+      row += buf;
+    } else {
+      row += ",";
+    }
+  }
+  append_line((fs::path(dir) / "summary.csv").string(), row, header);
+}
+
+void write_best_files(const std::string& dir, const Module& best, const TrainState& state, const std::string& stage) {
+  fault_point("epoch files", "best.ckpt");
+  save_checkpoint((fs::path(dir) / "best.ckpt").string(), best, nullptr, nullptr, state);
+  fault_point("epoch files", "best.safetensors");
+  save_safetensors((fs::path(dir) / "best.safetensors").string(), timm_state_dict(best),
+                   {{"ranzcr_stage", stage},
+                    {"mean_auc", std::to_string(state.best_metric)},
+                    {"epoch", std::to_string(state.best_epoch)}});
+}
+
+void check_best_files(const std::string& dir, const TrainState& state, const Module& best, const std::string& stage,
+                      const RunLog& log) {
+  if (state.best_epoch < 1) return;
+  const fs::path ckpt = fs::path(dir) / "best.ckpt", weights = fs::path(dir) / "best.safetensors";
+  if (state.best_epoch == state.epoch) {
+    bool current = false;
+    try {
+      current = fs::exists(ckpt) && best_ckpt_epoch(ckpt) == state.best_epoch &&
+                best_safetensors_epoch(weights) == state.best_epoch;
+    } catch (const Error&) {  // unreadable: rewritten below
+    }
+    if (!current) {
+      write_best_files(dir, best, state, stage);
+      log("resume: best.ckpt and best.safetensors rewritten from last.ckpt (best epoch " +
+          std::to_string(state.best_epoch) + ")");
+    }
+    return;
+  }
+  RZ_CHECK(fs::exists(ckpt), "cannot resume ", dir, ": ", ckpt.string(), " is missing, but last.ckpt records ",
+           "best_epoch = ", state.best_epoch, " (those weights were only there); restore it, or start a new run");
+  int64_t recorded = -1;
+  try {
+    recorded = best_ckpt_epoch(ckpt);
+  } catch (const Error& e) {
+    RZ_THROW("cannot resume ", dir, ": ", e.what());
+  }
+  RZ_CHECK(recorded == state.best_epoch, "cannot resume ", dir, ": ", ckpt.string(), " holds epoch ", recorded,
+           " but last.ckpt records best_epoch = ", state.best_epoch);
+  if (best_safetensors_epoch(weights) != state.best_epoch) {
+    const TrainState b = read_checkpoint_state(ckpt.string());
+    fault_point("epoch files", "best.safetensors");
+    save_safetensors(weights.string(), checkpoint_weights(ckpt.string()),
+                     {{"ranzcr_stage", stage},
+                      {"mean_auc", std::to_string(b.best_metric)},
+                      {"epoch", std::to_string(b.best_epoch)}});
+    log("resume: best.safetensors rewritten from best.ckpt (epoch " + std::to_string(b.best_epoch) + ")");
+  }
+}
+
+void check_resume(const std::string& dir, const TrainConfig& cfg, const TrainState& saved, bool allow_config_change,
+                  const RunLog& log) {
+  const std::string ckpt = (fs::path(dir) / "last.ckpt").string(), toml = (fs::path(dir) / "config.toml").string();
+  const std::string how = "restore config.toml, or resume with allow_config_change "
+                          "(ranzcr train --resume " + dir + " --allow-config-change) to continue "
+                          "with the new values from epoch " + std::to_string(saved.epoch + 1);
+  std::vector<ConfigChange> changes;
+  try {
+    changes = config_changes(saved.config_toml, ckpt + " (stored configuration)", config_to_toml(cfg), toml);
+  } catch (const Error& e) {
+    if (!allow_config_change)
+      RZ_THROW("cannot resume ", dir, ": the configuration stored in ", ckpt,
+               " cannot be compared with config.toml: ", e.what(), "; ", how);
+    log("resume: the stored configuration could not be read (" + std::string(e.what()) +
+        "); continuing with config.toml (allow_config_change)");
+  }
+  std::string refused;
+  for (const auto& c : changes) {
+    if (c.safe || allow_config_change) {
+      log("resume: " + c.key + " changed from " + c.before + " to " + c.after +
+          (c.safe ? "" : " (allowed by allow_config_change)"));
+    } else {
+      refused += (refused.empty() ? "" : ", ") + c.key + " (" + c.before + " in last.ckpt, " + c.after +
+                 " in config.toml)";
+    }
+  }
+  if (!refused.empty())
+    RZ_THROW("cannot resume ", dir, ": ", toml, " differs from the configuration stored in ", ckpt, " in ", refused,
+             "; ", how);
+  RZ_CHECK(saved.epoch <= cfg.train.epochs, "cannot resume ", dir, ": ", ckpt, " has epoch = ", saved.epoch,
+           " but train.epochs = ", cfg.train.epochs, " in ", toml, ": the run is past its end (set train.epochs >= ",
+           saved.epoch, " to extend it)");
+  RZ_CHECK(saved.batch_in_epoch == 0, "cannot resume ", dir, ": ", ckpt, " has batch_in_epoch = ",
+           saved.batch_in_epoch, " (this trainer saves and resumes at epoch ends only)");
 }
 
 }  // namespace rz

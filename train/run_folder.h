@@ -11,12 +11,18 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
+#include "engine/module.h"
+#include "train/checkpoint.h"
+#include "train/config.h"
 #include "train/report.h"
 
 namespace rz {
+
+using RunLog = std::function<void(const std::string&)>;
 
 // The files of a run folder, by name.
 inline constexpr const char* kRunFiles[] = {"config.toml", "metrics.jsonl", "summary.csv", "last.ckpt",
@@ -63,5 +69,29 @@ const std::vector<std::string>& resume_safe_config_keys();
 // defaults); errors name `before_source` or `after_source`.
 std::vector<ConfigChange> config_changes(const std::string& before_toml, const std::string& before_source,
                                          const std::string& after_toml, const std::string& after_source);
+
+// The epoch's row of summary.csv (its header first when the file is new).
+void append_summary_row(const std::string& dir, const EpochRecord& rec);
+
+// best.ckpt and best.safetensors of the state's best epoch (the state's own
+// epoch), from `best`: the weights that scored best (the EMA's when EMA is on).
+void write_best_files(const std::string& dir, const Module& best, const TrainState& state, const std::string& stage);
+
+// On resume, after last.ckpt is loaded: best.ckpt and best.safetensors must
+// hold the best epoch last.ckpt records. When that is last.ckpt's own epoch,
+// a kill may have come between last.ckpt and them: they are rewritten from
+// `best` (as loaded from last.ckpt). An older best epoch lives only in
+// best.ckpt, so a missing or different best.ckpt is an error naming it;
+// best.safetensors is rederived from best.ckpt.
+void check_best_files(const std::string& dir, const TrainState& state, const Module& best, const std::string& stage,
+                      const RunLog& log);
+
+// Before a resume touches anything: config.toml (`cfg`) against the
+// configuration stored in last.ckpt (`saved`), key by key (safe keys logged,
+// others refused with every key and both values unless
+// `allow_config_change`), and the saved state against cfg (epoch <=
+// train.epochs, an epoch-end checkpoint).
+void check_resume(const std::string& dir, const TrainConfig& cfg, const TrainState& saved, bool allow_config_change,
+                  const RunLog& log);
 
 }  // namespace rz

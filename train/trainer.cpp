@@ -3,7 +3,6 @@
 #include <omp.h>
 #include <unistd.h>
 
-#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -320,72 +319,6 @@ TrainHooks with_default_log(TrainHooks hooks) {
   return hooks;
 }
 
-// best.ckpt and best.safetensors of `epoch`, from the weights that are the
-// best (the EMA's when EMA is on). `state` is the run's state at that epoch.
-void write_best_files(const fs::path& dir, const Module& best, const TrainState& state, const std::string& stage) {
-  fault_point("epoch files", "best.ckpt");
-  save_checkpoint((dir / "best.ckpt").string(), best, nullptr, nullptr, state);
-  fault_point("epoch files", "best.safetensors");
-  save_safetensors((dir / "best.safetensors").string(), timm_state_dict(best),
-                   {{"ranzcr_stage", stage},
-                    {"mean_auc", std::to_string(state.best_metric)},
-                    {"epoch", std::to_string(state.best_epoch)}});
-}
-
-// The epoch best.safetensors says it holds (its "epoch" metadata), -1 when
-// it is missing, unreadable or does not say.
-int64_t best_safetensors_epoch(const fs::path& path) {
-  if (!fs::exists(path)) return -1;
-  try {
-    std::map<std::string, std::string> meta;
-    read_safetensors_header(path.string(), &meta);
-    const auto it = meta.find("epoch");
-    int64_t e = -1;
-    if (it == meta.end()) return -1;
-    const auto [p, ec] = std::from_chars(it->second.data(), it->second.data() + it->second.size(), e);
-    return ec == std::errc() && p == it->second.data() + it->second.size() ? e : -1;
-  } catch (const Error&) {
-    return -1;
-  }
-}
-
-// Checks config.toml (`cfg`) against the configuration stored in last.ckpt
-// and last.ckpt's state against it, before a resume touches anything.
-void check_resume(const fs::path& dir, const TrainConfig& cfg, const TrainState& saved, const TrainHooks& hooks) {
-  const std::string ckpt = (dir / "last.ckpt").string(), toml = (dir / "config.toml").string();
-  const std::string how = "restore config.toml, or resume with allow_config_change "
-                          "(ranzcr train --resume " + dir.string() + " --allow-config-change) to continue "
-                          "with the new values from epoch " + std::to_string(saved.epoch + 1);
-  std::vector<ConfigChange> changes;
-  try {
-    changes = config_changes(saved.config_toml, ckpt + " (stored configuration)", config_to_toml(cfg), toml);
-  } catch (const Error& e) {
-    if (!hooks.allow_config_change)
-      RZ_THROW("cannot resume ", dir.string(), ": the configuration stored in ", ckpt,
-               " cannot be compared with config.toml: ", e.what(), "; ", how);
-    hooks.log("resume: the stored configuration could not be read (" + std::string(e.what()) +
-              "); continuing with config.toml (allow_config_change)");
-  }
-  std::string refused;
-  for (const auto& c : changes) {
-    const std::string what = c.key + " (" + c.before + " in last.ckpt, " + c.after + " in config.toml)";
-    if (c.safe || hooks.allow_config_change) {
-      hooks.log("resume: " + c.key + " changed from " + c.before + " to " + c.after +
-                (c.safe ? "" : " (allowed by allow_config_change)"));
-    } else {
-      refused += (refused.empty() ? "" : ", ") + what;
-    }
-  }
-  if (!refused.empty())
-    RZ_THROW("cannot resume ", dir.string(), ": ", toml, " differs from the configuration stored in ", ckpt,
-             " in ", refused, "; ", how);
-  RZ_CHECK(saved.epoch <= cfg.train.epochs, "cannot resume ", dir.string(), ": ", ckpt, " has epoch = ",
-           saved.epoch, " but train.epochs = ", cfg.train.epochs, " in ", toml,
-           ": the run is past its end (set train.epochs >= ", saved.epoch, " to extend it)");
-  RZ_CHECK(saved.batch_in_epoch == 0, "cannot resume ", dir.string(), ": ", ckpt, " has batch_in_epoch = ",
-           saved.batch_in_epoch, " (this trainer saves and resumes at epoch ends only)");
-}
-
 class Run {
  public:
   Run(TrainConfig cfg, std::string run_dir, const TrainHooks& hooks)
@@ -396,78 +329,11 @@ class Run {
  private:
   void log(const std::string& s) { hooks_.log(s); }
   void write_jsonl(const nlohmann::json& j) { append_line((fs::path(dir_) / "metrics.jsonl").string(), j.dump()); }
-  void check_best_files(const TrainState& state, const Module& best);
-  void append_summary(const EpochRecord& rec);
   TrainConfig cfg_;
   std::string dir_;
   TrainHooks hooks_;
   Dataset data_;
 };
-
-// On resume: best.ckpt and best.safetensors must hold the best epoch that
-// last.ckpt records. When that epoch is last.ckpt's own, a kill may have
-// come between last.ckpt and them: they are rewritten from its weights
-// (`best`, as loaded). An older best epoch lives only in best.ckpt, so a
-// missing or different one is an error; best.safetensors is rederived from it.
-void Run::check_best_files(const TrainState& state, const Module& best) {
-  if (state.best_epoch < 1) return;
-  const fs::path dir(dir_), ckpt = dir / "best.ckpt", weights = dir / "best.safetensors";
-  auto ckpt_epoch = [&]() -> int64_t {
-    const TrainState b = read_checkpoint_state(ckpt.string());
-    return b.best_epoch == b.epoch ? b.best_epoch : -1;
-  };
-  if (state.best_epoch == state.epoch) {
-    bool current = false;
-    try {
-      current = fs::exists(ckpt) && ckpt_epoch() == state.best_epoch &&
-                best_safetensors_epoch(weights) == state.best_epoch;
-    } catch (const Error&) {
-    }
-    if (!current) {
-      write_best_files(dir, best, state, cfg_.stage.kind);
-      log("resume: best.ckpt and best.safetensors rewritten from last.ckpt (best epoch " +
-          std::to_string(state.best_epoch) + ")");
-    }
-    return;
-  }
-  RZ_CHECK(fs::exists(ckpt), "cannot resume ", dir_, ": ", ckpt.string(), " is missing, but last.ckpt records ",
-           "best_epoch = ", state.best_epoch, " (those weights were only there); restore it, or start a new run");
-  int64_t recorded = -1;
-  try {
-    recorded = ckpt_epoch();
-  } catch (const Error& e) {
-    RZ_THROW("cannot resume ", dir_, ": ", e.what());
-  }
-  RZ_CHECK(recorded == state.best_epoch, "cannot resume ", dir_, ": ", ckpt.string(), " holds epoch ", recorded,
-           " but last.ckpt records best_epoch = ", state.best_epoch);
-  if (best_safetensors_epoch(weights) != state.best_epoch) {
-    const TrainState b = read_checkpoint_state(ckpt.string());
-    fault_point("epoch files", "best.safetensors");
-    save_safetensors(weights.string(), checkpoint_weights(ckpt.string()),
-                     {{"ranzcr_stage", cfg_.stage.kind},
-                      {"mean_auc", std::to_string(b.best_metric)},
-                      {"epoch", std::to_string(b.best_epoch)}});
-    log("resume: best.safetensors rewritten from best.ckpt (epoch " + std::to_string(b.best_epoch) + ")");
-  }
-}
-
-void Run::append_summary(const EpochRecord& rec) {
-  std::string header = "epoch,train_loss,val_loss,mean_auc,lr,seconds";
-  for (const auto& name : kRanzcrLabels) header += ",auc " + std::string(name);
-  char buf[160];
-  std::snprintf(buf, sizeof buf, "%lld,%.6f,%.6f,%.6f,%.6g,%.2f", static_cast<long long>(rec.epoch),
-                rec.train_loss, rec.val_loss, rec.mean_auc, rec.lr, rec.seconds);
-  std::string row = buf;
-  for (const auto& a : rec.auc) {
-    if (a) {
-      std::snprintf(buf, sizeof buf, ",%.6f", *a);
-      row += buf;
-    } else {
-      row += ",";
-    }
-  }
-  append_line((fs::path(dir_) / "summary.csv").string(), row, header);
-}
 
 TrainResult Run::execute(bool resuming) {
   validate_config(cfg_);
@@ -558,7 +424,7 @@ TrainResult Run::execute(bool resuming) {
              ": last.ckpt changed while it was being read (epoch ", state.epoch, ")");
     if (state.rng.count("dropout")) model->dropout_generator().set_state(state.rng.at("dropout"));
     state.config_toml = config_to_toml(cfg_);
-    check_best_files(state, ema ? *ema : *model);
+    check_best_files(dir_, state, ema ? *ema : *model, cfg_.stage.kind, hooks_.log);
     // The logs keep exactly the committed epochs; the history for the report
     // comes back from metrics.jsonl.
     RunLogRepair logs = repair_run_logs(dir_, state.epoch);
@@ -782,11 +648,11 @@ TrainResult Run::execute(bool resuming) {
     fault_point("epoch files", "metrics.jsonl");
     write_jsonl(j);
     fault_point("epoch files", "summary.csv");
-    append_summary(rec);
+    append_summary_row(dir_, rec);
     fault_point("epoch files", "last.ckpt");
     save_checkpoint(last_ckpt.string(), *model, ema.get(), optim.get(), state);
     if (best) {
-      write_best_files(fs::path(dir_), ema ? *ema : *model, state, cfg_.stage.kind);
+      write_best_files(dir_, ema ? *ema : *model, state, cfg_.stage.kind);
       result.best_roc = roc;
     }
     char line[220];
@@ -876,7 +742,8 @@ TrainResult resume(const std::string& run_dir, const TrainHooks& hooks_in) {
     hooks.log("removed " + std::to_string(n) + " temporary file(s) of interrupted writes in " + run_dir);
   const TrainConfig cfg = load_config((dir / "config.toml").string());
   validate_config(cfg);
-  check_resume(dir, cfg, read_checkpoint_state((dir / "last.ckpt").string()), hooks);
+  check_resume(run_dir, cfg, read_checkpoint_state((dir / "last.ckpt").string()), hooks.allow_config_change,
+               hooks.log);
   Run run(cfg, run_dir, hooks);
   return run.execute(true);
 }

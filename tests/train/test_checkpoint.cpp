@@ -5,10 +5,13 @@
 #include <algorithm>
 #include <cstring>
 #include <fstream>
+#include <limits>
+#include <map>
 
 #include "engine/autograd.h"
 #include "engine/safetensors.h"
 #include "models/seresnet.h"
+#include "models/timm_weights.h"
 #include "train/checkpoint.h"
 
 using namespace rz;
@@ -95,5 +98,57 @@ TEST_CASE("checkpoint: damaged or foreign files are refused with the path") {
   save_checkpoint(path, *m, nullptr, nullptr, TrainState{});
   auto other = create_resnet(resnet_config("seresnet_tiny_basic"), 1);
   CHECK_THROWS_WITH_AS(load_checkpoint(path, *other, nullptr, nullptr), doctest::Contains(path.c_str()), Error);
+  std::filesystem::remove(path);
+}
+
+TEST_CASE("checkpoint: optimizer state is required when asked for, even when it is empty") {
+  ResNetConfig cfg = resnet_config("seresnet_tiny");
+  cfg.num_classes = 11;
+  auto m = create_resnet(cfg, 1);
+  const std::string path = temp_path("c.ckpt");
+  // SGD without momentum has no state tensors: the file still says it was saved with one.
+  Sgd plain(m->parameters(), SgdHyper{.lr = 0.1, .momentum = 0.0});
+  Generator gen(2);
+  train_steps(*m, plain, gen, 1);
+  REQUIRE(plain.state().empty());
+  save_checkpoint(path, *m, nullptr, &plain, TrainState{});
+  CHECK_NOTHROW(load_checkpoint(path, *m, nullptr, &plain));
+  // Saved without an optimizer: refused when one is given, fine without.
+  save_checkpoint(path, *m, nullptr, nullptr, TrainState{});
+  CHECK_THROWS_WITH_AS(load_checkpoint(path, *m, nullptr, &plain), doctest::Contains("holds no optimizer state"), Error);
+  CHECK_NOTHROW(load_checkpoint(path, *m, nullptr, nullptr));
+  // A file from before the "optimizer" key: its optim.* tensors are enough.
+  Adam adam(m->parameters(), AdamHyper{.lr = 1e-3});
+  train_steps(*m, adam, gen, 1);
+  save_checkpoint(path, *m, nullptr, &adam, TrainState{});
+  auto file = load_safetensors(path);
+  REQUIRE(file.metadata.erase("optimizer") == 1);
+  save_safetensors(path, file.tensors, file.metadata);
+  CHECK_NOTHROW(load_checkpoint(path, *m, nullptr, &adam));
+  std::filesystem::remove(path);
+}
+
+TEST_CASE("checkpoint: weights files are told apart by our format key, not by the absence of others") {
+  ResNetConfig cfg = resnet_config("seresnet_tiny");
+  cfg.num_classes = 11;
+  auto m = create_resnet(cfg, 1);
+  const std::string path = temp_path("d.safetensors");
+  CHECK(is_ranzcr_checkpoint({{"format", kCheckpointFormat}}, path));
+  CHECK_FALSE(is_ranzcr_checkpoint({{"format", "pt"}}, path));
+  CHECK_FALSE(is_ranzcr_checkpoint({}, path));
+  CHECK_FALSE(is_ranzcr_checkpoint({{"format", "ranzcr"}}, path));
+  CHECK_THROWS_WITH_AS(is_ranzcr_checkpoint({{"format", "ranzcr-checkpoint-7"}}, path),
+                       doctest::Contains("another version"), Error);
+  for (const std::map<std::string, std::string>& meta :
+       {std::map<std::string, std::string>{{"format", "pt"}}, std::map<std::string, std::string>{},
+        std::map<std::string, std::string>{{"format", "np"}, {"note", "x"}}}) {
+    save_safetensors(path, timm_state_dict(*m), meta);
+    const auto w = read_model_weights(path);
+    CHECK(w.size() == timm_state_dict(*m).size());
+    CHECK_NOTHROW(load_timm_state_dict(*m, w));
+  }
+  // f64 and bf16 non-finite values are found too.
+  save_safetensors(path, {{"a", Tensor::zeros({3}, DType::F64)}, {"b", Tensor::full({2}, -std::numeric_limits<double>::infinity())}});
+  CHECK_THROWS_WITH_AS(read_model_weights(path), doctest::Contains("tensor 'b' holds a non-finite value (-inf"), Error);
   std::filesystem::remove(path);
 }
