@@ -4,8 +4,9 @@
 // step of an epoch's save sequence (its log lines, each file operation of
 // last.ckpt, best.ckpt, best.safetensors and report.html), the config
 // write, and training steps; then resumed (some resumes killed again) until
-// it completes. Each time the folder must end exactly as an uninterrupted
-// run's: the same last.ckpt, best.ckpt and best.safetensors bytes, the same
+// it completes. After every stop the best model must still be recoverable,
+// and each time the folder must end exactly as an uninterrupted run's: the
+// same last.ckpt, best.ckpt and best.safetensors bytes, the same
 // metrics.jsonl and summary.csv apart from timings, and no temporary file.
 #include <doctest/doctest.h>
 
@@ -90,6 +91,20 @@ void check_same_as_reference(const fs::path& run, const fs::path& ref, const std
   CHECK(summary_without_seconds(run / "summary.csv") == summary_without_seconds(ref / "summary.csv"));
   CHECK(fs::exists(run / "report.html"));
   CHECK(temporaries(run).empty());
+}
+
+// What a kill may leave must still hold every best model: when last.ckpt's
+// best epoch is older than its epoch, best.ckpt holds it (a best epoch equal
+// to last.ckpt's own is rewritten from last.ckpt by the resume).
+void check_best_recoverable(const fs::path& run, const std::string& what) {
+  if (!fs::exists(run / "last.ckpt")) return;
+  const rz::TrainState st = rz::read_checkpoint_state((run / "last.ckpt").string());
+  if (st.best_epoch < 1 || st.best_epoch == st.epoch) return;
+  INFO(what);
+  REQUIRE(fs::exists(run / "best.ckpt"));
+  const rz::TrainState best = rz::read_checkpoint_state((run / "best.ckpt").string());
+  CHECK(best.best_epoch == st.best_epoch);
+  CHECK(best.epoch == st.best_epoch);
 }
 
 struct Point {
@@ -189,6 +204,7 @@ TEST_CASE("kill: a run stopped at any step of its epoch files and resumed ends a
     fs::remove_all(runs);
     const auto killed = run_command("RZ_FAULT_AFTER=" + std::to_string(k) + " " + cli + " train --config " + cfg);
     CHECK_MESSAGE(killed.status == rz::kFaultExitCode, what, ": ", killed.text);
+    check_best_recoverable(run, what);
     // Every fourth interruption is followed by a resume that is itself
     // stopped, at its 1st, 3rd, 40th, ... point.
     std::vector<int64_t> again;
@@ -205,6 +221,7 @@ TEST_CASE("kill: a run stopped at any step of its epoch files and resumed ends a
       if (o.status == 0) continue;  // finished before its stop point
       CHECK_MESSAGE(o.status == rz::kFaultExitCode, what, ", round ", rounds, ": ", o.text);
       if (o.status != rz::kFaultExitCode) break;
+      check_best_recoverable(run, what + ", stopped again in round " + std::to_string(rounds));
       chained += stop;
     }
     REQUIRE_MESSAGE(rounds < 6, what, ": the run did not complete");
