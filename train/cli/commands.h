@@ -17,6 +17,10 @@ void add_score(CLI::App& app);
 void add_demo(CLI::App& app);
 void add_bench(CLI::App& app);
 
+// --max-image-pixels N: the decode budget (data/image.h set_max_image_pixels)
+// for a command that decodes images.
+void add_image_budget_option(CLI::App* cmd);
+
 // True when stdout is a terminal (progress bars redraw one line then).
 bool stdout_is_terminal();
 

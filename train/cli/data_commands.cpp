@@ -4,12 +4,21 @@
 #include <cstdio>
 
 #include "data/cache.h"
+#include "data/image.h"
 #include "data/synth.h"
 #include "train/cli/commands.h"
 
 namespace rz::cli {
 
 bool stdout_is_terminal() { return ::isatty(STDOUT_FILENO) == 1; }
+
+void add_image_budget_option(CLI::App* cmd) {
+  cmd->add_option_function<int64_t>(
+         "--max-image-pixels", [](const int64_t& n) { data::set_max_image_pixels(n); },
+         "refuse images whose header claims more pixels (width x height; default " +
+             std::to_string(data::kDefaultMaxImagePixels) + ")")
+      ->check(CLI::PositiveNumber);
+}
 
 namespace {
 // "label: done/total" as a redrawn line on a terminal, else every ~10%.
@@ -50,6 +59,7 @@ void add_prep(CLI::App& app) {
   cmd->add_option("--shard-images", o->shard_images, "images per shard (0: ~256 MiB)");
   cmd->add_option("--threads", o->threads, "decode threads (0: all cores)");
   cmd->add_option("--max-bad-fraction", o->max_bad_fraction, "abort above this share of bad images");
+  add_image_budget_option(cmd);
   cmd->callback([o, no_clahe] {
     o->clahe = !*no_clahe;
     o->clahe_tiles_y = o->clahe_tiles_x;
@@ -84,6 +94,7 @@ void add_synth(CLI::App& app) {
   cmd->add_option("--threads", o->threads, "threads (0: all cores)");
   auto no_devices = std::make_shared<bool>(false);
   cmd->add_flag("--no-devices", *no_devices, "same studies without the tubes drawn (a shortcut check)");
+  cmd->add_flag("--force", o->overwrite, "write into a folder that already holds a data set");
   cmd->callback([o, no_devices] {
     o->draw_devices = !*no_devices;
     Progress progress{"synth"};

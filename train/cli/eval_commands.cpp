@@ -55,6 +55,7 @@ void add_predict(CLI::App& app) {
   cmd->add_option("--batch", o->batch, "batch size")->check(CLI::PositiveNumber);
   cmd->add_option("--device", o->device, "cpu, cuda, cuda:N or auto");
   cmd->add_option("--precision", o->precision, "fp32 or bf16 (CUDA)")->check(CLI::IsMember({"fp32", "bf16"}));
+  add_image_budget_option(cmd);
   cmd->callback([o] {
     const auto r = run_predict(*o);
     std::printf("predict: %lld images in %.1f s -> %s\n", static_cast<long long>(r.images), r.seconds,

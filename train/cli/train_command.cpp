@@ -30,6 +30,10 @@ void add_train(CLI::App& app) {
       ->check(CLI::IsMember({"teacher", "student-kd", "student-transfer", "finetune"}));
   cmd->add_option("--pretrained", *pretrained, "timm safetensors weights (shorthand for model.pretrained)");
   cmd->add_option("--resume", *resume_dir, "continue the run in this folder from its last.ckpt");
+  auto allow_change = std::make_shared<bool>(false);
+  cmd->add_flag("--allow-config-change", *allow_change,
+                "with --resume: continue although config.toml differs from the checkpoint's "
+                "configuration in keys that change the result");
   cmd->add_flag("--help-config", *help_config, "list every configuration key");
   cmd->callback([=] {
     if (*help_config) {
@@ -39,6 +43,9 @@ void add_train(CLI::App& app) {
     }
     TrainHooks hooks;
     hooks.progress_bar = stdout_is_terminal();
+    if (*allow_change && resume_dir->empty())
+      throw CLI::ValidationError("--allow-config-change", "only applies with --resume");
+    hooks.allow_config_change = *allow_change;
     if (!resume_dir->empty()) {
       if (!config->empty() || !sets->empty() || !stage->empty() || !precision->empty() ||
           !conv_impl->empty())
