@@ -99,7 +99,10 @@ class Loader {
   // The next batch in order, or std::nullopt at the end of the epoch (also
   // before the first start_epoch). A transform's exception is rethrown here
   // as rz::Error naming the sample, position, batch and epoch; the epoch is
-  // then over (next() returns std::nullopt until start_epoch).
+  // then over (next() returns std::nullopt until start_epoch). A failure of a
+  // worker thread outside any transform (its bookkeeping running out of
+  // memory) is rethrown here too, on every later call: no exception ever
+  // leaves a worker thread (that would be std::terminate).
   std::optional<Batch> next();
 
   int64_t batches_per_epoch() const;
