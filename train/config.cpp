@@ -54,6 +54,8 @@ std::vector<Field> fields(TrainConfig& c) {
       {"data.annotated_only", &c.data.annotated_only, "train only on annotated studies"},
       {"data.workers", &c.data.workers, "loader threads"},
       {"data.limit", &c.data.limit, "use only the first N studies (0: all)"},
+      {"data.allow_missing_studies", &c.data.allow_missing_studies,
+       "go on when the prep cache lacks studies of train.csv (built from an older CSV): leave them out"},
       {"aug.scale_min", &c.aug.scale_min, "random resized crop: min area fraction"},
       {"aug.scale_max", &c.aug.scale_max, "random resized crop: max area fraction"},
       {"aug.ratio_min", &c.aug.ratio_min, "random resized crop: min aspect ratio"},

@@ -43,6 +43,7 @@ struct TrainConfig {
     bool annotated_only = false;      // train only on studies with annotations
     int64_t workers = 2;
     int64_t limit = 0;                // use only the first N studies (0: all)
+    bool allow_missing_studies = false;  // train.csv studies absent from the cache are left out
   } data;
   struct Aug {
     double scale_min = 0.85, scale_max = 1.0;

@@ -26,12 +26,6 @@ namespace fs = std::filesystem;
 namespace rz {
 
 namespace {
-NamedTensors weights_from(const std::string& path) {
-  std::map<std::string, std::string> meta;
-  read_safetensors_header(path, &meta);
-  return meta.count("format") ? checkpoint_weights(path) : load_safetensors(path).tensors;
-}
-
 std::string find_image(const fs::path& dir, const std::string& uid) {
   for (const char* ext : {".jpg", ".jpeg", ".png"}) {
     const fs::path p = data::path_in_folder(dir.string(), uid, ext, "image");
@@ -63,7 +57,7 @@ PredictReport run_predict(const PredictOptions& opt) {
   cfg.in_chans = opt.in_chans;
   const Compute compute = resolve_compute(opt.device, opt.precision);
   auto model = create_resnet(cfg, 0);
-  load_timm_state_dict(*model, weights_from(opt.weights));
+  load_timm_state_dict(*model, read_model_weights(opt.weights));
   model->to(compute.device);
   model->eval();
   NoGradGuard no_grad;

@@ -26,9 +26,11 @@
 #include "engine/lr_schedule.h"
 #include "engine/optim.h"
 #include "engine/safetensors.h"
+#include "engine/storage.h"
 #include "models/seresnet.h"
 #include "models/timm_weights.h"
 #include "train/checkpoint.h"
+#include "train/memory_plan.h"
 #include "train/compute.h"
 #include "train/metrics.h"
 #include "train/run_folder.h"
@@ -68,6 +70,9 @@ Dataset load_dataset(const TrainConfig& cfg) {
   const fs::path ann = fs::path(cfg.data.dir) / "train_annotations.csv";
   if (fs::exists(ann)) d.annotations = read_ranzcr_annotations(ann.string(), d.train);
   d.cache = std::make_unique<data::ImageCache>(data::ImageCache::open(cfg.data.cache_dir, "train"));
+  // A cache built from an older train.csv lacks studies: an error, unless
+  // data.allow_missing_studies (then they are left out like bad images).
+  d.cache->check_covers(d.train, data::CacheOpenOptions{.allow_missing_studies = cfg.data.allow_missing_studies});
   if (d.train.has_fold_column) {
     for (const auto& s : d.train.studies) d.fold.push_back(s.fold);
   } else {
@@ -350,6 +355,7 @@ TrainResult Run::execute(bool resuming) {
   }
   RZ_CHECK(cfg_.stage.annotation_style == "seed" || cfg_.model.in_chans == 3,
            "stage.annotation_style = color needs model.in_chans = 3");
+  check_training_memory(cfg_, compute.device.is_cuda() ? compute.device.index : -1);
   data_ = load_dataset(cfg_);
   const Split split = make_split(data_, cfg_);
   const bool teacher_stage = cfg_.stage.kind == "teacher";
@@ -475,6 +481,12 @@ TrainResult Run::execute(bool resuming) {
              " non-finite losses in a row (train.max_nonfinite = ", cfg_.train.max_nonfinite,
              "); last checkpoint: ", last_ckpt.string());
   };
+  // Out of memory inside the loop names the step and the settings to lower.
+  const AllocationPurpose purpose(
+      "the training step (batch " + std::to_string(cfg_.train.batch) + " at " + std::to_string(S) +
+          " px, " + compute.str() + ")",
+      "lower train.batch (raise train.accum_steps to keep the effective batch) or model.img_size" +
+          std::string(compute.device.is_cuda() ? ", or set run.precision = \"bf16\"" : ""));
   for (int64_t epoch = state.epoch; epoch < cfg_.train.epochs; ++epoch) {
     if (hooks_.stop_after_epochs > 0 && result.epochs_run >= hooks_.stop_after_epochs) break;
     const auto t_epoch = Clock::now();

@@ -18,6 +18,7 @@
 #include "models/timm_weights.h"
 #include "tests/data/temp_dir.h"
 #include "tests/run_command.h"
+#include "tests/train/tiny_run.h"
 #include "train/config.h"
 #include "train/memory_plan.h"
 
@@ -292,4 +293,46 @@ TEST_CASE("memory estimate: the model's parts follow the configuration") {
   CHECK(cpu.device_bytes == 0);
   CHECK(cpu.device_parts.empty());
   CHECK(cpu.host_bytes > more.device_bytes);
+}
+
+TEST_CASE("reliability: train refuses a prep cache that lacks studies of train.csv, unless told") {
+  rz::test::TinyRunData data;
+  const fs::path csv = data.path() / "data" / "train.csv";
+  std::ifstream in(csv);
+  std::string header, first;
+  std::getline(in, header);
+  std::getline(in, first);
+  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  in.close();
+  // A study added to train.csv after the cache was built.
+  const std::string new_uid = "1.2.826.0.1.999999";
+  const std::string added = new_uid + first.substr(first.find(','));
+  write(csv.string(), header + "\n" + first + "\n" + all + added + "\n");
+  const std::string runs = (data.path() / "runs").string();
+  const std::string toml = (data.path() / "run.toml").string();
+  write(toml, data.toml("stale", runs, 1));
+  auto o = cli("train --config " + toml);
+  INFO(o.text);
+  CHECK(o.status == 1);
+  CHECK(has(o, new_uid));
+  CHECK(has(o, "cache"));
+  CHECK_FALSE(fs::exists(fs::path(runs) / "stale" / "last.ckpt"));
+  o = cli("train --config " + toml + " --set run.name=stale_ok --set data.allow_missing_studies=true");
+  INFO(o.text);
+  CHECK(o.status == 0);
+  CHECK(fs::exists(fs::path(runs) / "stale_ok" / "last.ckpt"));
+}
+
+TEST_CASE("reliability: train that cannot fit stops before the data is read, naming the setting") {
+  rz::test::TinyRunData data;
+  const std::string runs = (data.path() / "runs").string();
+  const std::string toml = (data.path() / "run.toml").string();
+  write(toml, data.toml("huge", runs, 1));
+  auto o = cli("train --config " + toml +
+               " --set model.name=seresnet152d --set model.img_size=4096 --set train.batch=4096");
+  INFO(o.text);
+  CHECK(o.status == 1);
+  CHECK(has(o, "needs an estimated"));
+  CHECK(has(o, "run.memory_check = false"));
+  CHECK_FALSE(fs::exists(fs::path(runs) / "huge" / "last.ckpt"));
 }
