@@ -260,7 +260,8 @@ Tensor reshape(const Tensor& x, Shape shape) {
       infer = static_cast<int64_t>(i);
     } else {
       RZ_CHECK(shape[i] >= 0, "reshape: bad dimension in ", shape_str(shape));
-      known *= shape[i];
+      RZ_CHECK(!__builtin_mul_overflow(known, shape[i], &known), "reshape: the size of ",
+               shape_str(shape), " overflows 64 bits");
     }
   }
   if (infer >= 0) {

@@ -50,6 +50,9 @@ DemoResult run_demo(const DemoOptions& opt, const std::function<void(const std::
   so.tube_width_scale = opt.tube_width > 0 ? opt.tube_width : (opt.full ? 1.0 : 2.0);
   if (!fs::exists(root / "data" / "train.csv")) {
     log("demo: writing " + std::to_string(n) + " synthetic studies to " + so.out_dir);
+    // The demo owns its data folder: images left by an interrupted earlier
+    // synth (train.csv is written last) are replaced.
+    so.overwrite = true;
     const auto r = data::run_synth(so);
     log(data::format_synth_report(r));
   }
