@@ -447,4 +447,26 @@ TEST_CASE("gpu: uploads from pinned host memory are asynchronous and keep their 
   CHECK(pageable.to(Device::cuda(0)).to(Device::cpu()).to_vector<float>() == std::vector<float>(1000, 1.0f));
   CHECK(pending_uploads() == 0);
 }
+TEST_CASE("gpu memory: out of GPU memory names the purpose and the free memory; the device's memory is reported") {
+  RZ_SKIP_WITHOUT_GPU();
+  const DeviceMemory m = cuda_memory_info(0);
+  CHECK(m.total_bytes > 0);
+  CHECK(m.free_bytes <= m.total_bytes);
+  const int64_t huge = int64_t{1} << 48;  // 1 PiB of f32: more than any GPU
+  try {
+    AllocationPurpose purpose("the test's activations", "lower test.batch");
+    Tensor t = Tensor::empty({huge}, DType::F32, Device::cuda(0));
+    FAIL("a 1 PiB allocation succeeded");
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    CHECK(msg.find("out of GPU memory on cuda:0") != std::string::npos);
+    CHECK(msg.find("for the test's activations") != std::string::npos);
+    CHECK(msg.find("bytes free") != std::string::npos);
+    CHECK(msg.find("lower test.batch") != std::string::npos);
+  }
+  // The failed allocation left no error behind: the next one works.
+  Tensor ok = Tensor::empty({1024}, DType::F32, Device::cuda(0));
+  CHECK(ok.numel() == 1024);
+}
+
 }  // TEST_SUITE("gpu")
