@@ -5,7 +5,7 @@ set -euo pipefail
 # shellcheck source=scripts/packages.sh
 source "$(dirname "$0")/packages.sh"
 
-packages=("${RZ_TOOL_PACKAGES[@]}" "${RZ_DEV_PACKAGES[@]}")
+packages=("${RZ_TOOL_PACKAGES[@]}" "${RZ_CHECK_PACKAGES[@]}" "${RZ_DEV_PACKAGES[@]}")
 
 missing=()
 for p in "${packages[@]}"; do
