@@ -61,7 +61,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   rz::write_csv_row(os, table.header);
   for (const rz::CsvRecord& r : table.rows) rz::write_csv_row(os, r.fields);
   rz::CsvTable again;
-  const bool reparsed = rz::fuzz::rejects_only([&] { again = rz::parse_csv(os.str(), "again.csv"); });
+  const bool reparsed =
+      rz::fuzz::rejects_only([&] { again = rz::parse_csv(os.str(), "again.csv"); });
   FUZZ_REQUIRE(reparsed, "the written table does not parse again");
   FUZZ_REQUIRE(again.header == table.header, "header changed in the round trip");
   FUZZ_REQUIRE(again.rows.size() == table.rows.size(), "rows ", table.rows.size(), " became ",

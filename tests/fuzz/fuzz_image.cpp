@@ -25,8 +25,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const bool file_ok =
       rz::fuzz::rejects_only([&] { from_file = rz::data::decode_image(path, desired); });
   const bool memory_ok = rz::fuzz::rejects_only([&] {
-    from_memory = rz::data::decode_image_memory(std::span<const uint8_t>(data, size), "fuzz.img",
-                                                desired);
+    from_memory =
+        rz::data::decode_image_memory(std::span<const uint8_t>(data, size), "fuzz.img", desired);
   });
   FUZZ_REQUIRE(file_ok == memory_ok, "decode_image ", file_ok ? "accepted" : "rejected",
                " what decode_image_memory ", memory_ok ? "accepted" : "rejected");
@@ -37,8 +37,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FUZZ_REQUIRE(desired == 0 ? (from_file.channels == 1 || from_file.channels == 3)
                             : from_file.channels == desired,
                "asked for ", desired, " channels, got ", from_file.channels);
-  FUZZ_REQUIRE(from_file.height * from_file.width <= rz::data::max_image_pixels(),
-               "decoded ", from_file.height, "x", from_file.width, " over the pixel budget");
+  FUZZ_REQUIRE(from_file.height * from_file.width <= rz::data::max_image_pixels(), "decoded ",
+               from_file.height, "x", from_file.width, " over the pixel budget");
   FUZZ_REQUIRE(from_file.height == from_memory.height && from_file.width == from_memory.width &&
                    from_file.channels == from_memory.channels &&
                    from_file.pixels == from_memory.pixels,

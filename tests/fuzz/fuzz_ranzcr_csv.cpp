@@ -96,8 +96,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (rz::fuzz::rejects_only(
               [&] { points = rz::parse_annotation_points(text, "fuzz.csv:2", &clipped); })) {
         check_points(points);
-        FUZZ_REQUIRE(clipped >= 0 && clipped <= 2 * static_cast<int64_t>(points.size()),
-                     "clipped ", clipped, " of ", points.size(), " points");
+        FUZZ_REQUIRE(clipped >= 0 && clipped <= 2 * static_cast<int64_t>(points.size()), "clipped ",
+                     clipped, " of ", points.size(), " points");
       }
       break;
     }

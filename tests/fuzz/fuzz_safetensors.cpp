@@ -17,8 +17,8 @@
 namespace {
 
 bool loadable(const std::string& dtype) {
-  return dtype == "F32" || dtype == "F16" || dtype == "F64" || dtype == "BF16" ||
-         dtype == "I64" || dtype == "U8";
+  return dtype == "F32" || dtype == "F16" || dtype == "F64" || dtype == "BF16" || dtype == "I64" ||
+         dtype == "U8";
 }
 
 }  // namespace

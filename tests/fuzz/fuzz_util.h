@@ -40,12 +40,12 @@ namespace rz::fuzz {
 }
 
 // An invariant of a successful parse.
-#define FUZZ_REQUIRE(cond, ...)                                                    \
-  do {                                                                             \
-    if (!(cond))                                                                   \
-      ::rz::fuzz::fail(__FILE__, __LINE__,                                         \
-                       std::string("invariant failed: " #cond " ") +               \
-                           ::rz::detail::concat(__VA_ARGS__));                     \
+#define FUZZ_REQUIRE(cond, ...)                                                             \
+  do {                                                                                      \
+    if (!(cond))                                                                            \
+      ::rz::fuzz::fail(                                                                     \
+          __FILE__, __LINE__,                                                               \
+          std::string("invariant failed: " #cond " ") + ::rz::detail::concat(__VA_ARGS__)); \
   } while (0)
 
 inline std::string demangled_type(const std::exception& e) {
