@@ -22,11 +22,6 @@ using rz::test::TempDir;
 
 namespace {
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
 std::string first_line(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
   std::string line;
@@ -169,16 +164,16 @@ TEST_CASE("synth: the same seed gives the same bytes, whatever the threads") {
   for (const char* f :
        {"train.csv", "train_annotations.csv", "sample_submission.csv", "test_labels.csv"}) {
     CAPTURE(f);
-    CHECK(slurp(a.path() / f) == slurp(b.path() / f));
+    CHECK(rz::test::read_file(a.path() / f) == rz::test::read_file(b.path() / f));
   }
   const rz::RanzcrTrainSet train = rz::read_ranzcr_train((a.path() / "train.csv").string());
   for (const auto& s : train.studies) {
     const fs::path rel = fs::path("train") / (s.uid + ".jpg");
-    const std::string bytes = slurp(a.path() / rel);
+    const std::string bytes = rz::test::read_file(a.path() / rel);
     CHECK(!bytes.empty());
-    CHECK(bytes == slurp(b.path() / rel));
+    CHECK(bytes == rz::test::read_file(b.path() / rel));
   }
-  CHECK(slurp(a.path() / "train.csv") != slurp(c.path() / "train.csv"));
+  CHECK(rz::test::read_file(a.path() / "train.csv") != rz::test::read_file(c.path() / "train.csv"));
 }
 
 TEST_CASE("synth: label prevalences are in sane bands and labels match the devices") {

@@ -19,12 +19,6 @@
 namespace fs = std::filesystem;
 
 namespace {
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::ostringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
 int count_entries(const fs::path& dir) {
   int n = 0;
   for ([[maybe_unused]] const auto& e : fs::directory_iterator(dir)) ++n;
@@ -36,17 +30,17 @@ TEST_CASE("atomic file: commit replaces the file; no commit leaves the old one a
   rz::test::TempDir t("atomic");
   const fs::path p = t.path() / "a.txt";
   rz::write_file_atomic(p.string(), "first");
-  CHECK(slurp(p) == "first");
+  CHECK(rz::test::read_file(p) == "first");
   {
     rz::AtomicFile f(p.string(), "test file");
     f.write("second, never committed");
     CHECK(fs::exists(f.temp_path()));
     CHECK(fs::path(f.temp_path()).parent_path() == t.path());
   }
-  CHECK(slurp(p) == "first");
+  CHECK(rz::test::read_file(p) == "first");
   CHECK(count_entries(t.path()) == 1);
   rz::write_file_atomic(p.string(), "third");
-  CHECK(slurp(p) == "third");
+  CHECK(rz::test::read_file(p) == "third");
   struct stat st {};
   REQUIRE(::stat(p.c_str(), &st) == 0);
   const mode_t mask = ::umask(0);
@@ -62,12 +56,12 @@ TEST_CASE("atomic file: a link planted at a temporary-looking name is never foll
   fs::create_symlink(victim, t.path() / "out.csv.tmp");
   fs::create_symlink(victim, t.path() / ("out.csv.tmp." + std::to_string(::getpid())));
   rz::write_file_atomic((t.path() / "out.csv").string(), "new");
-  CHECK(slurp(victim) == "precious");
-  CHECK(slurp(t.path() / "out.csv") == "new");
+  CHECK(rz::test::read_file(victim) == "precious");
+  CHECK(rz::test::read_file(t.path() / "out.csv") == "new");
   // A link at the destination itself is replaced by the file, not written through.
   fs::create_symlink(victim, t.path() / "dest.txt");
   rz::write_file_atomic((t.path() / "dest.txt").string(), "mine");
-  CHECK(slurp(victim) == "precious");
+  CHECK(rz::test::read_file(victim) == "precious");
   CHECK_FALSE(fs::is_symlink(t.path() / "dest.txt"));
 }
 
@@ -96,7 +90,7 @@ TEST_CASE("atomic file: stale temporaries are removed, other files and links kep
   CHECK(fs::exists(keep));
   CHECK(fs::exists(t.path() / ".hidden.tmp-short"));
   CHECK(fs::is_symlink(t.path() / ".link.tmp-Qwerty"));
-  CHECK(slurp(keep) == "k");
+  CHECK(rz::test::read_file(keep) == "k");
 }
 
 TEST_CASE("fault points: the armed point ends the process as a kill would") {
@@ -122,7 +116,7 @@ TEST_CASE("fault points: the armed point ends the process as a kill would") {
     REQUIRE(::waitpid(pid, &status, 0) == pid);
     REQUIRE(WIFEXITED(status));
     CHECK(WEXITSTATUS(status) == rz::kFaultExitCode);
-    const std::string now = slurp(p);
+    const std::string now = rz::test::read_file(p);
     CAPTURE(k);
     CHECK((now == "old" || now == "new"));       // never a mix, never empty
     CHECK(now == (k <= 4 ? "old" : "new"));  // point 4 comes just before the rename

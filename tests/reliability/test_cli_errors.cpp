@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <string>
 
 #include "data/ranzcr_csv.h"
@@ -60,15 +61,32 @@ struct PredictFixture {
   }
 };
 
-void write(const std::string& path, const std::string& text) {
-  std::ofstream f(path, std::ios::binary);
-  f << text;
-}
-
 std::string header_row() {
   std::string h = "StudyInstanceUID";
   for (const auto& name : rz::kRanzcrLabels) h += "," + std::string(name);
   return h + "\n";
+}
+
+// A train.csv (truth) and a submission (pred) over n studies "1.2.3.<i>":
+// study i has every label = label(i) and every prediction = "0.25".
+struct ScoreFiles {
+  std::string truth, pred;
+};
+ScoreFiles score_files(int n, const std::function<int(int)>& label) {
+  ScoreFiles f{header_row(), header_row()};
+  f.truth.insert(f.truth.size() - 1, ",PatientID");
+  for (int i = 0; i < n; ++i) {
+    const std::string u = "1.2.3." + std::to_string(i);
+    f.truth += u;
+    f.pred += u;
+    for (size_t k = 0; k < rz::kRanzcrLabels.size(); ++k) {
+      f.truth += "," + std::to_string(label(i));
+      f.pred += ",0.25";
+    }
+    f.truth += ",p" + std::to_string(i) + "\n";
+    f.pred += "\n";
+  }
+  return f;
 }
 
 }  // namespace
@@ -76,7 +94,7 @@ std::string header_row() {
 TEST_CASE("reliability: predict over a folder with one corrupt image fails cleanly and writes nothing") {
   PredictFixture f;
   const std::string bad = f.first_test_image();
-  write(bad, "this is not a JPEG at all, just text long enough to look like a file");
+  rz::test::write_file(bad, "this is not a JPEG at all, just text long enough to look like a file");
   const auto o = cli(f.predict_args(f.data + "/test"));
   INFO(o.text);
   CHECK(o.status == 1);  // not 134: no exception escaped a parallel region
@@ -89,7 +107,7 @@ TEST_CASE("reliability: predict over a folder with one corrupt image fails clean
 TEST_CASE("reliability: predict with an empty image file names it") {
   PredictFixture f;
   const std::string bad = f.first_test_image();
-  write(bad, "");
+  rz::test::write_file(bad, "");
   const auto o = cli(f.predict_args(f.data + "/test"));
   INFO(o.text);
   CHECK(o.status == 1);
@@ -132,11 +150,7 @@ TEST_CASE("reliability: predict with NaN weights fails naming the weights file a
 
 TEST_CASE("reliability: score refuses a folder, empty sets and an undefined score") {
   rz::test::TempDir t("rel_score");
-  const std::string truth = t.write("train.csv", header_row() + "");
-  const std::string uid = "1.2.3.4";
-  std::string one_truth = header_row() + uid;
-  for (size_t k = 0; k < rz::kRanzcrLabels.size(); ++k) one_truth += ",0";
-  one_truth += ",p1\n";
+  const std::string truth = t.write("train.csv", header_row());
 
   SUBCASE("a folder as --pred") {
     const auto o = cli("score --pred " + t.path().string() + " --truth " + truth);
@@ -151,35 +165,16 @@ TEST_CASE("reliability: score refuses a folder, empty sets and an undefined scor
     CHECK(has(o, "is a folder"));
   }
   SUBCASE("header-only predictions") {
-    const std::string pred = t.write("p.csv", header_row());
-    std::string tr = "StudyInstanceUID";
-    for (const auto& name : rz::kRanzcrLabels) tr += "," + std::string(name);
-    tr += ",PatientID\n" + uid;
-    for (size_t k = 0; k < rz::kRanzcrLabels.size(); ++k) tr += ",0";
-    tr += ",p1\n";
-    const std::string truth1 = t.write("t1.csv", tr);
-    const auto o = cli("score --pred " + pred + " --truth " + truth1);
+    const ScoreFiles f = score_files(1, [](int) { return 0; });
+    const auto o = cli("score --pred " + t.write("p.csv", header_row()) + " --truth " +
+                       t.write("t1.csv", f.truth));
     INFO(o.text);
     CHECK(o.status == 1);
     CHECK_FALSE(has(o, "nan"));
   }
   SUBCASE("every label single-class: no score, not a mean of nan") {
-    std::string tr = "StudyInstanceUID";
-    for (const auto& name : rz::kRanzcrLabels) tr += "," + std::string(name);
-    tr += ",PatientID\n";
-    std::string pr = header_row();
-    for (int i = 0; i < 3; ++i) {
-      const std::string u = "1.2.3." + std::to_string(i);
-      tr += u;
-      pr += u;
-      for (size_t k = 0; k < rz::kRanzcrLabels.size(); ++k) {
-        tr += ",0";
-        pr += ",0.5";
-      }
-      tr += ",p" + std::to_string(i) + "\n";
-      pr += "\n";
-    }
-    const auto o = cli("score --pred " + t.write("p.csv", pr) + " --truth " + t.write("t.csv", tr));
+    const ScoreFiles f = score_files(3, [](int) { return 0; });
+    const auto o = cli("score --pred " + t.write("p.csv", f.pred) + " --truth " + t.write("t.csv", f.truth));
     INFO(o.text);
     CHECK(o.status == 1);
     CHECK(has(o, "undefined"));
@@ -189,24 +184,10 @@ TEST_CASE("reliability: score refuses a folder, empty sets and an undefined scor
 
 TEST_CASE("reliability: score names the line, column and value of a bad prediction") {
   rz::test::TempDir t("rel_score_values");
-  std::string tr = "StudyInstanceUID";
-  for (const auto& name : rz::kRanzcrLabels) tr += "," + std::string(name);
-  tr += ",PatientID\n";
-  std::string good = header_row();
-  for (int i = 0; i < 4; ++i) {
-    const std::string u = "1.2.3." + std::to_string(i);
-    tr += u;
-    good += u;
-    for (size_t k = 0; k < rz::kRanzcrLabels.size(); ++k) {
-      tr += (i % 2 ? ",1" : ",0");
-      good += ",0.25";
-    }
-    tr += ",p" + std::to_string(i) + "\n";
-    good += "\n";
-  }
-  const std::string truth = t.write("t.csv", tr);
+  const ScoreFiles f = score_files(4, [](int i) { return i % 2; });
+  const std::string truth = t.write("t.csv", f.truth);
   for (const char* bad_value : {"nan", "abc", "inf", ""}) {
-    std::string pr = good;
+    std::string pr = f.pred;
     const size_t pos = pr.find("0.25", pr.find("1.2.3.2"));
     pr.replace(pos, 4, bad_value);
     const auto o = cli("score --pred " + t.write("p.csv", pr) + " --truth " + truth);
@@ -307,10 +288,10 @@ TEST_CASE("reliability: train refuses a prep cache that lacks studies of train.c
   // A study added to train.csv after the cache was built.
   const std::string new_uid = "1.2.826.0.1.999999";
   const std::string added = new_uid + first.substr(first.find(','));
-  write(csv.string(), header + "\n" + first + "\n" + all + added + "\n");
+  rz::test::write_file(csv.string(), header + "\n" + first + "\n" + all + added + "\n");
   const std::string runs = (data.path() / "runs").string();
   const std::string toml = (data.path() / "run.toml").string();
-  write(toml, data.toml("stale", runs, 1));
+  rz::test::write_file(toml, data.toml("stale", runs, 1));
   auto o = cli("train --config " + toml);
   INFO(o.text);
   CHECK(o.status == 1);
@@ -327,7 +308,7 @@ TEST_CASE("reliability: train that cannot fit stops before the data is read, nam
   rz::test::TinyRunData data;
   const std::string runs = (data.path() / "runs").string();
   const std::string toml = (data.path() / "run.toml").string();
-  write(toml, data.toml("huge", runs, 1));
+  rz::test::write_file(toml, data.toml("huge", runs, 1));
   auto o = cli("train --config " + toml +
                " --set model.name=seresnet152d --set model.img_size=4096 --set train.batch=4096");
   INFO(o.text);

@@ -31,6 +31,8 @@
 #include "tests/run_command.h"
 
 namespace fs = std::filesystem;
+using rz::test::write_file;
+using rz::test::read_file;
 using rz::data::Image;
 using rz::test::contains;
 using rz::test::error_message;
@@ -39,16 +41,6 @@ using rz::test::TempDir;
 namespace {
 
 // ---- files ----
-
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-void write_file(const fs::path& p, std::string_view bytes) {
-  std::ofstream out(p, std::ios::binary);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
 
 std::vector<uint8_t> as_bytes(const std::string& s) {
   return {s.begin(), s.end()};

@@ -33,23 +33,13 @@
 #include "train/trainer.h"
 
 namespace fs = std::filesystem;
+using rz::test::write_file;
+using rz::test::read_file;
 using rz::test::contains;
 using rz::test::error_message;
 using rz::test::TempDir;
 
 namespace {
-
-std::string read_file(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-void write_file(const fs::path& p, const std::string& s) {
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f << s;
-}
 
 // Every file of a folder (links as "-> target"), to show nothing changed.
 std::map<std::string, std::string> snapshot(const fs::path& dir) {

@@ -28,13 +28,6 @@ Run run_script(const std::string& args) {
   return run_command("bash " + std::string(RZ_SOURCE_DIR) + "/scripts/gpu_check.sh " + args);
 }
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 }  // namespace
 
 TEST_CASE("scripts: gpu_check.sh --rehearse --dry-run keeps the output contract") {
@@ -60,7 +53,7 @@ TEST_CASE("scripts: gpu_check.sh --rehearse --dry-run keeps the output contract"
     CHECK_MESSAGE(fs::exists(out / name), name);
 
   // The summary is the last thing printed, within the last 12,000 characters.
-  const std::string summary = slurp(out / "summary.md");
+  const std::string summary = rz::test::read_file(out / "summary.md");
   REQUIRE(!summary.empty());
   const std::string tail = r.text.size() > 12000 ? r.text.substr(r.text.size() - 12000) : r.text;
   CHECK(tail.find(summary) != std::string::npos);
@@ -68,7 +61,7 @@ TEST_CASE("scripts: gpu_check.sh --rehearse --dry-run keeps the output contract"
   CHECK(summary.find("- tests: 0 passed, 0 failed, 0 skipped") != std::string::npos);
 
   // Every step after the preflight was skipped, and the JSON says so.
-  const nlohmann::json j = nlohmann::json::parse(slurp(out / "headline.json"));
+  const nlohmann::json j = nlohmann::json::parse(rz::test::read_file(out / "headline.json"));
   CHECK(j["result"] == "PASS");
   CHECK(j["rehearsal"] == true);
   REQUIRE(j["steps"].is_object());
@@ -80,7 +73,7 @@ TEST_CASE("scripts: gpu_check.sh --rehearse --dry-run keeps the output contract"
     CHECK(j["steps"][s]["result"].get<std::string>().rfind("SKIPPED", 0) == 0);
   }
   // The main log is the whole output.
-  CHECK(slurp(out / "gpu_check.log").find("=== [preflight]") != std::string::npos);
+  CHECK(rz::test::read_file(out / "gpu_check.log").find("=== [preflight]") != std::string::npos);
 }
 
 TEST_CASE("scripts: gpu_check.sh refuses bad usage with exit status 2") {

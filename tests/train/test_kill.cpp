@@ -26,16 +26,10 @@
 #include "train/checkpoint.h"
 
 namespace fs = std::filesystem;
+using rz::test::read_file;
 using rz::test::run_command;
 
 namespace {
-
-std::string read_file(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 // metrics.jsonl lines without their wall-time fields.
 std::vector<std::string> metrics_without_timings(const fs::path& p) {

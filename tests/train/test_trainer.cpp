@@ -16,9 +16,11 @@
 #include "engine/safetensors.h"
 #include "models/seresnet.h"
 #include "models/timm_weights.h"
+#include "tests/data/temp_dir.h"
 #include "train/trainer.h"
 
 namespace fs = std::filesystem;
+using rz::test::read_file;
 using namespace rz;
 
 namespace {
@@ -62,13 +64,6 @@ struct SmallSet {
     return c;
   }
 };
-
-std::string read_file(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 // summary.csv without its wall-time column (the 6th), which no two runs share.
 std::string without_seconds(const std::string& csv) {
