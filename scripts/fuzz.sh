@@ -103,8 +103,10 @@ fuzz_one() {
   local t="$1" bin="$build_dir/fuzz_$1" log="$build_dir/logs/$1.log"
   local art="$build_dir/artifacts/$1" corpus="$work/corpus/$1"
   local regress="tests/fuzz/regressions/$1" seeds="tests/fuzz/corpus/$1"
-  local flags=(-max_len="$(max_len "$t")" -rss_limit_mb=2048 -timeout=30 $(extra_flags "$t"))
-  [ -f "tests/fuzz/$t.dict" ] && flags+=(-dict="tests/fuzz/$t.dict")
+  # -max_len only when fuzzing: libFuzzer cuts a replayed file to it.
+  local flags=(-rss_limit_mb=2048 -timeout=30 $(extra_flags "$t"))
+  local fuzz_flags=(-max_len="$(max_len "$t")")
+  [ -f "tests/fuzz/$t.dict" ] && fuzz_flags+=(-dict="tests/fuzz/$t.dict")
   mkdir -p "$art" "$corpus"
   : >"$log"
   export RZ_FUZZ_SCRATCH="$scratch/$t"
@@ -126,10 +128,11 @@ fuzz_one() {
   local before after rc=0
   before="$(ls -A "$art")"
   if [ "$seconds" -gt 0 ]; then
-    "$bin" "${flags[@]}" -max_total_time="$seconds" -print_final_stats=1 \
+    "$bin" "${flags[@]}" "${fuzz_flags[@]}" -max_total_time="$seconds" -print_final_stats=1 \
       -artifact_prefix="$art/" "$corpus" >>"$log" 2>&1 || rc=$?
   else
-    "$bin" "${flags[@]}" -runs=0 -artifact_prefix="$art/" "$corpus" >>"$log" 2>&1 || rc=$?
+    "$bin" "${flags[@]}" "${fuzz_flags[@]}" -runs=0 -artifact_prefix="$art/" "$corpus" \
+      >>"$log" 2>&1 || rc=$?
   fi
   after="$(ls -A "$art")"
   if [ "$rc" -ne 0 ]; then
@@ -179,7 +182,7 @@ for t in "${targets[@]}"; do
     sed 's/^/      /' "$work/$t.findings"
     # The sanitizer's or libFuzzer's own summary lines, for the CI log.
     grep -E '^(SUMMARY|==[0-9]+==ERROR|fuzz finding|.*runtime error)' "$build_dir/logs/$t.log" |
-      head -5 | sed 's/^/      /' || true
+      head -5 | cut -c1-200 | sed 's/^/      /' || true
   fi
 done
 if [ "$failed" -gt 0 ]; then
