@@ -59,7 +59,7 @@ extra_flags() {
   esac
 }
 
-build_dir=build-fuzz
+build_dir="build-fuzz"
 if [ "$build" = 1 ]; then
   cxx=""
   for c in clang++-14 clang++; do
@@ -78,7 +78,9 @@ if [ "$build" = 1 ]; then
     -DRZ_FUZZ=ON -DRZ_CUDA=OFF -DRZ_NATIVE=OFF -DRZ_WERROR=OFF \
     -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -gline-tables-only" \
     >/dev/null
-  cmake --build "$build_dir" -j"$(nproc)" --target $(printf 'fuzz_%s ' "${targets[@]}")
+  programs=()
+  for t in "${targets[@]}"; do programs+=("fuzz_$t"); done
+  cmake --build "$build_dir" -j"$(nproc)" --target "${programs[@]}"
 fi
 
 # Sanitizer reports with symbolized stacks (the symbolizer of the same LLVM).
@@ -104,7 +106,9 @@ fuzz_one() {
   local art="$build_dir/artifacts/$1" corpus="$work/corpus/$1"
   local regress="tests/fuzz/regressions/$1" seeds="tests/fuzz/corpus/$1"
   # -max_len only when fuzzing: libFuzzer cuts a replayed file to it.
-  local flags=(-rss_limit_mb=2048 -timeout=30 $(extra_flags "$t"))
+  local flags extra
+  read -ra extra <<<"$(extra_flags "$t")"
+  flags=(-rss_limit_mb=2048 -timeout=30 "${extra[@]}")
   local fuzz_flags=(-max_len="$(max_len "$t")")
   [ -f "tests/fuzz/$t.dict" ] && fuzz_flags+=(-dict="tests/fuzz/$t.dict")
   mkdir -p "$art" "$corpus"
@@ -119,12 +123,12 @@ fuzz_one() {
       n_regress=$((n_regress + 1))
       if ! "$bin" "${flags[@]}" "$f" >>"$log" 2>&1; then
         result="FAILED"
-        echo "regression $f fails again; reproduce: $bin $f" >>"$work/$t.findings"
+        echo "regression $f fails again; reproduce: $bin ${flags[*]} $f" >>"$work/$t.findings"
       fi
     done
   fi
   # 2. Fuzzing from a copy of the seeds (seeds alone when --time is 0).
-  [ -d "$seeds" ] && cp "$seeds"/* "$corpus"/ 2>/dev/null || true
+  if [ -d "$seeds" ]; then cp "$seeds"/* "$corpus"/; fi
   local before after rc=0
   before="$(ls -A "$art")"
   if [ "$seconds" -gt 0 ]; then
@@ -141,7 +145,7 @@ fuzz_one() {
     new="$(comm -13 <(echo "$before" | sort) <(echo "$after" | sort) | grep -v '^$' || true)"
     if [ -n "$new" ]; then
       for f in $new; do
-        echo "$art/$f; reproduce: $bin $art/$f" >>"$work/$t.findings"
+        echo "$art/$f; reproduce: $bin ${flags[*]} $art/$f" >>"$work/$t.findings"
       done
     else
       echo "exit $rc without an artifact (see $log)" >>"$work/$t.findings"

@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-build_dir=build-asan
+build_dir="build-asan"
 if [ "$build" = 1 ]; then
   generator=()
   command -v ninja >/dev/null 2>&1 && generator=(-G Ninja)
