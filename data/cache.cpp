@@ -40,6 +40,7 @@
 #include "data/ranzcr_csv.h"
 #include "data/resize.h"
 #include "engine/atomic_file.h"
+#include "engine/json_depth.h"
 #include "engine/error.h"
 
 namespace rz::data {
@@ -90,6 +91,8 @@ std::string read_text(const std::string& path) {
 
 json read_json(const std::string& path) {
   const std::string text = read_text(path);
+  RZ_CHECK(json_depth(text) <= kMaxJsonDepth, path, ": JSON nests deeper than ", kMaxJsonDepth,
+           " levels");
   try {
     return json::parse(text);
   } catch (const json::exception& e) {

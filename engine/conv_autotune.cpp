@@ -1,4 +1,5 @@
 #include "engine/conv_autotune.h"
+#include "engine/json_depth.h"
 
 #include "engine/atomic_file.h"
 
@@ -182,7 +183,10 @@ struct AutotuneCache {
     const std::string path = conv_autotune_cache_path();
     std::ifstream f(path);
     if (!f) return;
-    const auto j = nlohmann::json::parse(f, nullptr, false);
+    const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    const auto j = json_depth(text) <= kMaxJsonDepth
+                       ? nlohmann::json::parse(text, nullptr, false)
+                       : nlohmann::json(nlohmann::json::value_t::discarded);
     if (j.is_discarded() || !j.is_object()) {
       std::fprintf(stderr, "ranzcr: ignoring unreadable conv autotune cache %s (it will be rewritten)\n",
                    path.c_str());

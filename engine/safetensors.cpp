@@ -1,4 +1,5 @@
 #include "engine/safetensors.h"
+#include "engine/json_depth.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -186,6 +187,8 @@ Header read_header(int fd, const std::string& path, uint64_t file_bytes) {
 
   std::string text(n, '\0');
   pread_all(fd, text.data(), n, 8, path);
+  if (json_depth(text) > kMaxJsonDepth)
+    RZ_ST_THROW(path, "header JSON nests deeper than ", kMaxJsonDepth, " levels");
   DuplicateFinder dups;
   nlohmann::ordered_json j;
   try {

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/safetensors.h"
+#include "engine/json_depth.h"
 #include "models/timm_weights.h"
 
 namespace rz {
@@ -128,6 +129,8 @@ TrainState state_from_metadata(const std::map<std::string, std::string>& meta, c
   }
   const auto st = meta.find("state");
   RZ_CHECK(st != meta.end(), "checkpoint '", path, "' has no training state");
+  RZ_CHECK(json_depth(st->second) <= kMaxJsonDepth, "checkpoint '", path,
+           "': the training state JSON nests deeper than ", kMaxJsonDepth, " levels");
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(st->second);

@@ -17,6 +17,7 @@
 
 #include "data/ranzcr_csv.h"
 #include "engine/atomic_file.h"
+#include "engine/json_depth.h"
 #include "engine/error.h"
 #include "engine/fault.h"
 #include "engine/safetensors.h"
@@ -212,7 +213,8 @@ RunLogRepair repair_run_logs(const std::string& dir, int64_t epochs_done) {
     std::map<int64_t, EpochRecord> epochs;
     std::string kept;
     for (const auto& line : lines) {
-      const auto j = nlohmann::json::parse(line, nullptr, false);
+      const auto j = json_depth(line) <= kMaxJsonDepth ? nlohmann::json::parse(line, nullptr, false)
+                                                         : nlohmann::json(nlohmann::json::value_t::discarded);
       bool keep = !j.is_discarded() && j.is_object();
       if (keep && j.contains("epoch")) {
         const auto& e = j["epoch"];
