@@ -81,6 +81,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FUZZ_REQUIRE(from_file.height == from_memory.height && from_file.width == from_memory.width &&
                    from_file.channels == from_memory.channels &&
                    from_file.pixels == from_memory.pixels,
-               "file and memory decodes differ");
+               "two decodes of the same bytes differ (pixels from uninitialized memory?)");
   return 0;
 }
