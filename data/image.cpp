@@ -85,6 +85,14 @@ std::string hex_bytes(std::span<const uint8_t> bytes, size_t max) {
   return out;
 }
 
+// A chunk type as text when it is printable ASCII, else as hex bytes.
+std::string hex_safe(const std::string& t) {
+  for (const char c : t)
+    if (c < 0x20 || c > 0x7E)
+      return hex_bytes(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(t.data()), t.size()), t.size());
+  return t;
+}
+
 uint32_t be16(const uint8_t* p) {
   return (uint32_t{p[0]} << 8) | p[1];
 }
@@ -96,6 +104,33 @@ constexpr uint8_t kPngSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n
 
 [[noreturn]] void fail_decode(const std::string& name, const std::string& reason) {
   RZ_THROW("decode_image: cannot decode '", name, "': ", reason);
+}
+
+// A frame header with no scan after it decodes, in stb, to an image made of
+// whatever the heap held: refuse it. Walks the marker segments after the
+// frame header up to the first start of scan (SOS); `pos` is the byte after
+// the frame header's segment.
+void require_jpeg_scan(std::span<const uint8_t> b, size_t pos, const std::string& name) {
+  const size_t n = b.size();
+  auto no_scan = [&](const std::string& where) {
+    fail_decode(name, "truncated or corrupt JPEG (no scan (SOS) after the frame header: " + where +
+                          "; the file has " + std::to_string(n) + " bytes)");
+  };
+  for (;;) {
+    if (pos >= n) no_scan("it ends at byte " + std::to_string(n));
+    if (b[pos] != 0xFF) no_scan("expected a marker at byte " + std::to_string(pos));
+    while (pos < n && b[pos] == 0xFF) ++pos;
+    if (pos >= n) no_scan("it ends at byte " + std::to_string(n));
+    const uint8_t m = b[pos++];
+    if (m == 0xDA) return;
+    if (m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue;
+    if (m == 0xD8 || m == 0xD9) no_scan("a marker FF " + hex_bytes(b.subspan(pos - 1), 1) + " at byte " +
+                                        std::to_string(pos - 2));
+    if (pos + 2 > n) no_scan("a marker segment is cut off at byte " + std::to_string(pos));
+    const uint32_t len = be16(&b[pos]);
+    if (len < 2) no_scan("a marker segment of length " + std::to_string(len));
+    pos += len;
+  }
 }
 
 // The JPEG frame header (SOFn): walks the marker segments from the start of
@@ -139,6 +174,7 @@ ImageHeader jpeg_header(std::span<const uint8_t> b, const std::string& name) {
       if (h.channels != 1 && h.channels != 3 && h.channels != 4)
         fail_decode(name, "corrupt JPEG (" + std::to_string(h.channels) + " colour components)");
       if (h.channels == 4) h.channels = 3;  // CMYK / YCCK: stb converts to RGB
+      require_jpeg_scan(b, pos + len, name);
       return h;
     }
     pos += len;
@@ -176,6 +212,30 @@ ImageHeader png_header(std::span<const uint8_t> b, const std::string& name) {
     default:
       fail_decode(name, "corrupt PNG (colour type " + std::to_string(b[25]) + ")");
   }
+  // An indexed-colour PNG whose pixels point past its palette decodes, in
+  // stb, to uninitialized memory. Radiographs are grayscale, so palette
+  // images are refused rather than half supported.
+  if (b[25] == 3)
+    fail_decode(name, "unsupported PNG (indexed colour, a palette image): save it as a grayscale "
+                      "or RGB PNG");
+  // Every chunk must fit in the file before stb sizes a buffer by it: a
+  // length past the end would be allocated first and found missing later.
+  size_t pos = 8;
+  bool idat = false;
+  while (pos + 8 <= b.size()) {
+    const uint32_t len = be32(&b[pos]);
+    const std::string type(reinterpret_cast<const char*>(&b[pos + 4]), 4);
+    const size_t left = b.size() - pos - 8;
+    if (len > 0x7FFFFFFFu || static_cast<size_t>(len) + 4 > left)
+      fail_decode(name, "truncated or corrupt PNG (chunk '" + hex_safe(type) + "' at byte " +
+                            std::to_string(pos) + " claims " + std::to_string(len) +
+                            " bytes of data and its CRC, the file has " + std::to_string(left) +
+                            " left)");
+    idat = idat || type == "IDAT";
+    if (type == "IEND") break;
+    pos += 12 + static_cast<size_t>(len);
+  }
+  if (!idat) fail_decode(name, "truncated or corrupt PNG (no image data: no IDAT chunk)");
   return h;
 }
 

@@ -676,3 +676,23 @@ TEST_CASE(
     }
   }
 }
+
+TEST_CASE("reliability data: images the decoder would fill from uninitialized memory are refused") {
+  const fs::path dir = fs::path(RZ_SOURCE_DIR) / "tests/fuzz/regressions/image";
+  const struct {
+    const char* file;
+    const char* says;
+  } cases[] = {
+      {"jpeg_baseline_frame_without_scan.jpg", "no scan (SOS) after the frame header"},
+      {"jpeg_progressive_frame_without_scan.jpg", "no scan (SOS) after the frame header"},
+      {"png_palette_index_past_plte.png", "indexed colour"},
+      {"png_idat_length_past_file.png", "chunk 'IDAT'"},
+  };
+  for (const auto& c : cases) {
+    const std::string path = (dir / c.file).string();
+    const std::string msg = error_message([&] { rz::data::decode_image(path, 1); });
+    INFO(c.file, ": ", msg);
+    CHECK(contains(msg, c.file));
+    CHECK(contains(msg, c.says));
+  }
+}
