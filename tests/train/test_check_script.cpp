@@ -89,6 +89,7 @@ TEST_CASE("scripts: a test case that skips makes the test process exit 77, which
   const auto self = [](const std::string& args) {
     return run_command("/proc/" + std::to_string(::getpid()) + "/exe " + args);
   };
+#if defined(RZ_HAVE_CUDA)  // a build without CUDA has no GPU test cases to run
   const Run gpu = self("--test-case=\"gpu: SE channel scale matches the CPU twin\"");
   INFO(gpu.text);
   if (rz::cuda_device_count() == 0) {
@@ -101,6 +102,7 @@ TEST_CASE("scripts: a test case that skips makes the test process exit 77, which
   // A run that also passes a test is not "skipped": the skip is reported, the status is 0.
   const Run mixed = self("--test-case=\"gpu: SE channel scale matches the CPU twin,forward: linear by hand\"");
   CHECK(mixed.status == 0);
+#endif
   const Run none = self("--test-case=\"no such test case\"");
   CHECK(none.status == 0);
 }
