@@ -13,7 +13,6 @@ constexpr double kCudaActivationFactor = 0.8;  // measured pool peak / estimate 
 constexpr double kCpuActivationFactor = 1.0;   // measured RSS / estimate (header)
 constexpr double kCudaRuntimeBytes = 1.0 * (1 << 30);  // context, cuDNN/cuBLAS workspaces
 constexpr double kHostRuntimeBytes = 0.3 * (1 << 30);  // binary, OpenMP, GEMM scratch
-constexpr int64_t kLoaderPrefetch = 4;                  // batches in flight (train/trainer.cpp)
 
 std::string gb(double bytes) {
   char buf[32];
@@ -51,7 +50,7 @@ MemoryEstimate estimate_training_memory(const TrainConfig& cfg, bool on_cuda) {
   model_parts.push_back({"activations saved for backward (batch " + std::to_string(cfg.train.batch) +
                              ", " + std::to_string(cfg.model.img_size) + " px)",
                          factor * saved_per_image * batch * act_bytes});
-  e.host_parts.push_back({"loader batches in flight", static_cast<double>(kLoaderPrefetch + 1) *
+  e.host_parts.push_back({"loader batches in flight", static_cast<double>(kTrainLoaderPrefetch + 1) *
                                                            input_batch * (kd ? 2 : 1)});
   if (on_cuda) {
     e.host_parts.push_back({"model built on the host before the move", p4});

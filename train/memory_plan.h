@@ -12,8 +12,9 @@
 //   CUDA: seresnet152d 512 px, bf16 batch 32, measured pool peak 19.44 GiB
 //         against 26.89 GB of saved activations estimated; fp32 batch 8,
 //         10.00 GiB against 13.45 GB: factor 0.8.
-//   CPU:  seresnet152d 256 px fp32 batch 2, peak RSS 1.25 GB of which 0.84 GB
-//         estimated activations: factor 1.0.
+//   CPU:  seresnet152d 256 px fp32 batch 2 (model_bench, a 2-core Intel Xeon VM,
+//         /usr/bin/time), peak RSS 1.25 GB of which 0.84 GB estimated
+//         activations: factor 1.0.
 #pragma once
 
 #include <cstdint>
@@ -24,6 +25,10 @@
 #include "train/config.h"
 
 namespace rz {
+
+// Batches the training loader keeps in flight (train/trainer.cpp uses it;
+// the estimate counts them).
+inline constexpr int kTrainLoaderPrefetch = 4;
 
 struct MemoryEstimate {
   // Named parts in bytes, for the message.

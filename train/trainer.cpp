@@ -407,7 +407,7 @@ TrainResult Run::execute(bool resuming) {
   // Data.
   data::LoaderOptions lo{.batch = cfg_.train.batch, .shuffle = true, .drop_last = true,
                          .seed = cfg_.run.seed, .workers = static_cast<int>(cfg_.data.workers),
-                         .prefetch = 4, .paired = kd};
+                         .prefetch = kTrainLoaderPrefetch, .paired = kd};
   RZ_CHECK(static_cast<int64_t>(split.train.size()) >= cfg_.train.batch, "only ", split.train.size(),
            " training studies for a batch of ", cfg_.train.batch);
   data::Loader train_loader(split.train, lo, {S, S, C}, make_transform(data_, cfg_, true, teacher_stage));
