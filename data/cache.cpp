@@ -34,7 +34,7 @@
 #include <thread>
 #include <utility>
 
-#include "data/clahe.h"
+#include "data/pipeline.h"
 #include "data/csv.h"
 #include "data/paths.h"
 #include "data/ranzcr_csv.h"
@@ -138,20 +138,13 @@ Source read_source(const PrepOptions& o) {
 }
 
 void check_options(const PrepOptions& o) {
-  RZ_CHECK(o.image_size >= 32 && o.image_size <= 4096,
-           "prep: image_size must be in [32, 4096], got ", o.image_size);
+  check_prep_spec(prep_spec_of(o), "prep");
   RZ_CHECK(!o.out_dir.empty(), "prep: no out_dir given");
   RZ_CHECK(o.shard_images >= 0 && o.shard_images <= (int64_t{1} << 30),
            "prep: shard_images must be in [0, 2^30] (0: automatic), got ", o.shard_images);
   RZ_CHECK(o.threads >= 0, "prep: threads must be >= 0 (0: all cores), got ", o.threads);
   RZ_CHECK(o.max_bad_fraction >= 0 && o.max_bad_fraction <= 1,
            "prep: max_bad_fraction must be in [0, 1], got ", o.max_bad_fraction);
-  if (o.clahe) {
-    RZ_CHECK(std::isfinite(o.clahe_clip), "prep: clahe_clip must be finite, got ", o.clahe_clip);
-    RZ_CHECK(o.clahe_tiles_x >= 1 && o.clahe_tiles_y >= 1 && o.clahe_tiles_x <= 256 &&
-                 o.clahe_tiles_y <= 256,
-             "prep: CLAHE tiles must be in [1, 256], got ", o.clahe_tiles_x, "x", o.clahe_tiles_y);
-  }
 }
 
 int64_t resolved_shard_images(const PrepOptions& o) {
@@ -211,11 +204,7 @@ RowResult process_row(const PrepOptions& o, const std::string& image_dir, const 
       r.reason = "not found: " + tried;
       return r;
     }
-    Image img = decode_image(path, 1);
-    r.orig_h = img.height;
-    r.orig_w = img.width;
-    if (o.clahe) img = clahe(img, o.clahe_clip, o.clahe_tiles_x, o.clahe_tiles_y);
-    img = resize_area(img, o.image_size, o.image_size);
+    Image img = load_preprocessed(path, prep_spec_of(o), &r.orig_h, &r.orig_w);
     r.pixels = std::move(img.pixels);
     r.ok = true;
   } catch (const Error& e) {

@@ -1,5 +1,7 @@
 #include "train/checkpoint.h"
 
+#include <algorithm>
+
 #include <charconv>
 #include <cmath>
 #include <cstring>
@@ -275,8 +277,13 @@ TrainState read_checkpoint_state(const std::string& path) {
 
 NamedTensors read_model_weights(const std::string& path) {
   std::map<std::string, std::string> meta;
-  read_safetensors_header(path, &meta);
-  if (is_ranzcr_checkpoint(meta, path)) return checkpoint_weights(path);
+  const auto entries = read_safetensors_header(path, &meta);
+  if (is_ranzcr_checkpoint(meta, path)) {
+    // With EMA, the EMA weights are the ones validation measured.
+    const bool ema = std::any_of(entries.begin(), entries.end(),
+                                 [](const SafetensorsEntry& e) { return e.name.rfind("ema.", 0) == 0; });
+    return checkpoint_weights(path, ema);
+  }
   SafetensorsFile file = load_safetensors(path);
   RZ_CHECK(!file.tensors.empty(), "weights file '", path, "' holds no tensors");
   check_finite_tensors(file.tensors, path);

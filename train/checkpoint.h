@@ -66,7 +66,8 @@ TrainState read_checkpoint_state(const std::string& path);
 bool is_ranzcr_checkpoint(const std::map<std::string, std::string>& metadata, const std::string& path);
 
 // Model weights from any weights file, chosen by our own format key: the
-// model.* part of a ranzcr checkpoint, or every tensor of a plain (timm,
+// weights a ranzcr checkpoint validated (ema.* when the run kept an EMA,
+// else model.*), or every tensor of a plain (timm,
 // PyTorch, best.safetensors) safetensors file, whatever its metadata. For
 // model.pretrained, stage.init, stage.teacher, eval and predict.
 NamedTensors read_model_weights(const std::string& path);

@@ -1,6 +1,7 @@
 #include "train/config.h"
 
 #include <charconv>
+#include <cmath>
 #include <functional>
 #include <map>
 #include <sstream>
@@ -56,6 +57,14 @@ std::vector<Field> fields(TrainConfig& c) {
       {"data.limit", &c.data.limit, "use only the first N studies (0: all)"},
       {"data.allow_missing_studies", &c.data.allow_missing_studies,
        "go on when the prep cache lacks studies of train.csv (built from an older CSV): leave them out"},
+      {"prep.image_size", &c.prep.image_size,
+       "prep cache image size (0: what data.cache_dir holds, recorded when training starts)"},
+      {"prep.clahe", &c.prep.clahe, "prep cache: CLAHE at full resolution (recorded from the cache)"},
+      {"prep.clahe_clip", &c.prep.clahe_clip, "prep cache: CLAHE clip limit (recorded from the cache)"},
+      {"prep.clahe_tiles_x", &c.prep.clahe_tiles_x, "prep cache: CLAHE tiles across (recorded from the cache)"},
+      {"prep.clahe_tiles_y", &c.prep.clahe_tiles_y, "prep cache: CLAHE tiles down (recorded from the cache)"},
+      {"aug.eval_crop", &c.aug.eval_crop,
+       "validation and inference: central crop of this fraction of each side (1: the whole image)"},
       {"aug.scale_min", &c.aug.scale_min, "random resized crop: min area fraction"},
       {"aug.scale_max", &c.aug.scale_max, "random resized crop: max area fraction"},
       {"aug.ratio_min", &c.aug.ratio_min, "random resized crop: min aspect ratio"},
@@ -299,6 +308,15 @@ void validate_config(const TrainConfig& c) {
            c.model.img_size, " (expected 32..4096)");
   RZ_CHECK(c.model.in_chans == 1 || c.model.in_chans == 3, "config: model.in_chans = ",
            c.model.in_chans, " (expected 1 or 3)");
+  RZ_CHECK(c.prep.image_size == 0 || (c.prep.image_size >= 32 && c.prep.image_size <= 4096),
+           "config: prep.image_size = ", c.prep.image_size, " (expected 0: from the cache, or 32..4096)");
+  if (c.prep.image_size > 0 && c.prep.clahe)
+    RZ_CHECK(std::isfinite(c.prep.clahe_clip) && c.prep.clahe_tiles_x >= 1 && c.prep.clahe_tiles_x <= 256 &&
+                 c.prep.clahe_tiles_y >= 1 && c.prep.clahe_tiles_y <= 256,
+             "config: prep.clahe_clip = ", c.prep.clahe_clip, ", prep.clahe_tiles_x = ", c.prep.clahe_tiles_x,
+             ", prep.clahe_tiles_y = ", c.prep.clahe_tiles_y, " (a finite clip, tiles in 1..256)");
+  RZ_CHECK(c.aug.eval_crop > 0 && c.aug.eval_crop <= 1, "config: aug.eval_crop = ", c.aug.eval_crop,
+           " (expected 0 < crop <= 1)");
   RZ_CHECK(c.data.n_folds >= 2 && c.data.fold >= 0 && c.data.fold < c.data.n_folds,
            "config: data.fold = ", c.data.fold, " with data.n_folds = ", c.data.n_folds);
   RZ_CHECK(c.train.epochs >= 1 && c.train.batch >= 1 && c.train.accum_steps >= 1,

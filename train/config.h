@@ -45,7 +45,20 @@ struct TrainConfig {
     int64_t limit = 0;                // use only the first N studies (0: all)
     bool allow_missing_studies = false;  // train.csv studies absent from the cache are left out
   } data;
+  // What `ranzcr prep` did to the images (data/pipeline.h PrepSpec). Training
+  // records the cache's values here when it starts (image_size 0: take them
+  // from data.cache_dir), so the run's config, and every checkpoint, says
+  // how inference must preprocess; a non-zero image_size is a requirement
+  // that the cache must meet.
+  struct Prep {
+    int64_t image_size = 0;
+    bool clahe = true;
+    double clahe_clip = 2.0;
+    int64_t clahe_tiles_x = 8;
+    int64_t clahe_tiles_y = 8;
+  } prep;
   struct Aug {
+    double eval_crop = 1.0;           // validation/inference: central crop of this fraction of each side
     double scale_min = 0.85, scale_max = 1.0;
     double ratio_min = 0.75, ratio_max = 1.3333333333333333;
     double rotate_deg = 10.0, rotate_p = 0.5;

@@ -1,36 +1,70 @@
 // Inference and scoring: `ranzcr predict` writes a sample_submission-format
 // CSV for a folder of images; `ranzcr score` computes the per-label and mean
 // AUC of any such CSV against labels in train.csv format.
+//
+// predict reads each model's inputs exactly as its run validated them: the
+// run's checkpoint carries its resolved config (model, input size, channels,
+// prep.* and aug.eval_crop), and every image goes through the one sample
+// pipeline (data/pipeline.h): decode -> CLAHE -> area resize to the prep size
+// -> the eval transform -> normalization. `predict` on a run's validation
+// images therefore reproduces `ranzcr eval`'s per-label AUCs.
 #pragma once
 
+#include <functional>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "train/metrics.h"
 
 namespace rz {
 
 struct PredictOptions {
-  std::string weights;            // checkpoint or timm-format safetensors
-  std::string model = "seresnet152d";
-  int64_t img_size = 512;
-  int64_t in_chans = 3;
-  std::string images_dir;         // <uid>.jpg / .png files
+  // Models: run folders (an ensemble when several), each read from its
+  // checkpoint `ckpt` (best, last, or a file path when there is one run) ...
+  std::vector<std::string> runs;
+  std::string ckpt = "best";
+  // ... or one plain weights file (timm-format safetensors or a ranzcr
+  // checkpoint) described by the explicit options below.
+  std::string weights;
+  // Only with `weights`: a run says these itself, and overriding them would
+  // feed its model inputs it was never validated on.
+  std::optional<std::string> model;     // default seresnet152d
+  std::optional<int64_t> img_size;      // default 512
+  std::optional<int64_t> in_chans;      // default 3
+  std::optional<int64_t> prep_size;     // default img_size
+  std::optional<bool> clahe;            // default true
+  std::optional<double> clahe_clip;     // default 2.0
+  std::optional<int64_t> clahe_tiles;   // default 8 (both directions)
+  std::optional<double> eval_crop;      // default 1.0
+
+  std::string images_dir;         // <uid>.jpg / .jpeg / .png files
   std::string sample_submission;  // optional: the UIDs and their order
   std::string out;                // submission CSV to write
-  bool tta_hflip = false;         // average with the horizontally flipped image
-  bool clahe = true;              // as `ranzcr prep` did for training
-  int64_t batch = 16;
+  bool tta_hflip = false;         // also read every image flipped horizontally
+  std::string ensemble = "prob";  // prob: mean of probabilities over models and views; logit: sigmoid of the mean logit
+  // Safe to choose: they change speed, not what a model reads (bf16 changes
+  // rounding, and says so).
+  int64_t batch = 0;              // 0: the first run's train.batch (16 with `weights`)
+  int64_t workers = 0;            // decode threads; 0: every core
   std::string device = "auto";    // cpu, cuda, cuda:N, auto
-  std::string precision = "fp32"; // fp32 or bf16 (CUDA)
+  std::string precision;          // fp32 or bf16; empty: a run's own on CUDA, fp32 on the CPU
+  std::function<void(const std::string&)> log;  // progress and notes; empty: stderr
 };
 
 struct PredictReport {
   int64_t images = 0;
-  double seconds = 0;
+  int64_t models = 0;
+  int64_t views = 1;      // 2 with the flip
+  double seconds = 0;     // wall time, loading the models included
+  double images_per_second = 0;  // over the image passes only
 };
 
-// Decode -> CLAHE -> resize_area to img_size (the prep pipeline) -> model ->
-// sigmoid, per image; a missing or corrupt image is an error naming it.
+// Decode -> CLAHE -> area resize -> eval transform -> model -> sigmoid,
+// batched, decoding on worker threads ahead of the model, on the GPU when
+// there is one. A missing or corrupt image, a non-finite output, an unsafe
+// override or a run without recorded preprocessing is an error naming it;
+// nothing is written then.
 PredictReport run_predict(const PredictOptions& opt);
 
 // `pred`: StudyInstanceUID plus the 11 label columns (any order, extra

@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
-#include "data/augment.h"
+#include "data/pipeline.h"
 #include "data/cache.h"
 #include "data/csv.h"
 #include "data/draw.h"
@@ -32,6 +32,7 @@
 #include "train/checkpoint.h"
 #include "train/memory_plan.h"
 #include "train/compute.h"
+#include "train/inputs.h"
 #include "train/metrics.h"
 #include "train/run_folder.h"
 
@@ -70,6 +71,9 @@ Dataset load_dataset(const TrainConfig& cfg) {
   const fs::path ann = fs::path(cfg.data.dir) / "train_annotations.csv";
   if (fs::exists(ann)) d.annotations = read_ranzcr_annotations(ann.string(), d.train);
   d.cache = std::make_unique<data::ImageCache>(data::ImageCache::open(cfg.data.cache_dir, "train"));
+  // The cache must be what the config's prep.* says it is (when it says).
+  TrainConfig checked = cfg;
+  resolve_prep(checked, d.cache->info(), data::cache_index_path(cfg.data.cache_dir, "train"));
   // A cache built from an older train.csv lacks studies: an error, unless
   // data.allow_missing_studies (then they are left out like bad images).
   d.cache->check_covers(d.train, data::CacheOpenOptions{.allow_missing_studies = cfg.data.allow_missing_studies});
@@ -109,81 +113,18 @@ Split make_split(const Dataset& d, const TrainConfig& cfg) {
   return s;
 }
 
-data::AugmentConfig augment_config(const TrainConfig& cfg, bool train) {
-  data::AugmentConfig a;
-  a.out_size = cfg.model.img_size;
-  a.train = train;
-  a.crop_scale = {cfg.aug.scale_min, cfg.aug.scale_max};
-  a.crop_ratio = {cfg.aug.ratio_min, cfg.aug.ratio_max};
-  a.hflip_prob = cfg.aug.hflip_p;
-  a.rotate_prob = cfg.aug.rotate_p;
-  a.rotate_deg = {-cfg.aug.rotate_deg, cfg.aug.rotate_deg};
-  a.brightness_contrast_prob = cfg.aug.brightness_contrast_p;
-  a.brightness_range = {-cfg.aug.brightness, cfg.aug.brightness};
-  a.contrast_range = {-cfg.aug.contrast, cfg.aug.contrast};
-  a.dropout_prob = cfg.aug.dropout_p;
-  a.max_holes = std::max<int64_t>(1, cfg.aug.dropout_holes);
-  a.hole_height_frac = {cfg.aug.dropout_size / 2, cfg.aug.dropout_size};
-  a.hole_width_frac = {cfg.aug.dropout_size / 2, cfg.aug.dropout_size};
-  data::check_augment_config(a);
-  return a;
-}
-
-// Writes an augmented uint8 image (1 or 3 channels) as normalized floats with
-// `channels` channels (gray is replicated), ImageNet mean/std per channel.
-void to_model_input(const data::Image& img, int64_t channels, float* out) {
-  const auto& mean = data::kImageNetMean;
-  const auto& stdv = data::kImageNetStd;
-  const int64_t hw = img.height * img.width;
-  for (int64_t p = 0; p < hw; ++p) {
-    for (int64_t c = 0; c < channels; ++c) {
-      const int64_t src_c = img.channels == 1 ? 0 : std::min(c, img.channels - 1);
-      const float v = static_cast<float>(img.pixels[static_cast<size_t>(p * img.channels + src_c)]) / 255.0f;
-      out[p * channels + c] = (v - mean[static_cast<size_t>(c)]) / stdv[static_cast<size_t>(c)];
-    }
-  }
-}
-
-// The per-sample pipeline: cached CLAHE image -> (annotations drawn for the
-// teacher's twin) -> one set of augmentation parameters applied to both ->
-// normalized floats. Plain input for students, annotated for teachers.
+// The per-sample pipeline (data/pipeline.h) over this dataset's cache:
+// plain input for students, annotated for teachers, and the annotated twin
+// of a paired (distillation) sample under the same augmentation.
 data::SampleTransform make_transform(const Dataset& d, const TrainConfig& cfg, bool train,
                                      bool plain_is_annotated) {
-  const data::AugmentConfig aug = augment_config(cfg, train);
-  const int64_t channels = cfg.model.in_chans;
-  const auto style = cfg.stage.annotation_style == "color" ? data::AnnotationStyle::color
-                                                           : data::AnnotationStyle::seed;
-  const float thickness = static_cast<float>(cfg.stage.annotation_thickness);
-  const double noise = train ? cfg.stage.input_noise : 0.0;
-  const double drop = train ? cfg.stage.input_dropout : 0.0;
-  return [&d, aug, channels, style, thickness, noise, drop, plain_is_annotated](
-             int64_t study, Generator& rng, float* out_plain, float* out_annotated) {
-    const auto si = static_cast<size_t>(study);
-    const int64_t row = d.cache_row[si];
-    const data::Image cached = d.cache->load(row);
-    const auto& entry = d.cache->entry(row);
-    auto annotated = [&] {
-      static const std::vector<Annotation> none;
-      const auto& anns = d.annotations.by_study.empty() ? none : d.annotations.by_study[si];
-      return data::draw_annotations(cached, anns, entry.orig_h, entry.orig_w, style, thickness);
-    };
-    const data::AugmentParams params = data::sample_augment(aug, cached.height, cached.width, rng);
-    const int64_t n = aug.out_size * aug.out_size * channels;
-    if (plain_is_annotated) {
-      to_model_input(data::apply_augment(annotated(), params, aug), channels, out_plain);
-    } else {
-      to_model_input(data::apply_augment(cached, params, aug), channels, out_plain);
-      // The student's extra perturbations (its teacher sees the clean twin).
-      if (noise > 0)
-        for (int64_t i = 0; i < n; ++i) out_plain[i] += static_cast<float>(rng.normal(0.0, noise));
-      if (drop > 0)
-        for (int64_t p = 0; p < n / channels; ++p)
-          if (rng.uniform() < drop)
-            for (int64_t c = 0; c < channels; ++c) out_plain[p * channels + c] = 0.0f;
-    }
-    if (out_annotated)
-      to_model_input(data::apply_augment(annotated(), params, aug), channels, out_annotated);
-  };
+  const data::CacheSamples samples{
+      .cache = d.cache.get(),
+      .cache_row = &d.cache_row,
+      .annotations = &d.annotations,
+      .style = cfg.stage.annotation_style == "color" ? data::AnnotationStyle::color : data::AnnotationStyle::seed,
+      .thickness = static_cast<float>(cfg.stage.annotation_thickness)};
+  return data::make_sample_transform(samples, input_spec(cfg, train), plain_is_annotated);
 }
 
 Tensor gather_labels(const Dataset& d, const std::vector<int64_t>& studies) {
@@ -198,16 +139,6 @@ Tensor gather_labels(const Dataset& d, const std::vector<int64_t>& studies) {
 
 // ---- model, teacher, optimizer ----
 
-std::shared_ptr<ResNet> build_model(const TrainConfig& cfg, uint64_t seed) {
-  ResNetConfig m = resnet_config(cfg.model.name);
-  m.num_classes = kNumRanzcrLabels;
-  m.in_chans = cfg.model.in_chans;
-  m.drop_rate = cfg.model.drop_rate;
-  m.fused_se = cfg.model.fused_se;
-  m.fused_bn = cfg.model.fused_bn;
-  m.fused_conv_bn = cfg.model.fused_conv_bn;
-  return create_resnet(m, seed);
-}
 
 std::unique_ptr<Optimizer> build_optimizer(const TrainConfig& cfg, std::vector<Tensor> params) {
   if (cfg.optim.name == "sgd")
@@ -236,9 +167,6 @@ LrSchedule build_schedule(const TrainConfig& cfg, int64_t steps_per_epoch) {
   return s;
 }
 
-CudaSettings cuda_settings(const TrainConfig& c) {
-  return {c.run.deterministic, c.run.allow_tf32, c.run.conv_impl, c.run.allow_unvalidated_kernels};
-}
 
 // train.profile_steps "A:B" -> {A, B}: cudaProfilerStart before optimizer step
 // A, cudaProfilerStop after step B (0-based step counts); "" -> {-1, -1}.
@@ -257,7 +185,7 @@ std::pair<int64_t, int64_t> parse_profile_steps(const std::string& s) {
 // per-label AUC, and the ROC curves when asked; sigmoid scores into *scores_out.
 EpochRecord validate(const Dataset& data, ResNet& model, data::Loader& loader,
                      const std::vector<int64_t>& val, const Compute& compute,
-                     std::vector<RocCurve>* roc) {
+                     std::vector<RocCurve>* roc, std::vector<float>* scores_out = nullptr) {
   NvtxRange range("validate");
   NoGradGuard no_grad;
   model.eval();
@@ -283,6 +211,7 @@ EpochRecord validate(const Dataset& data, ResNet& model, data::Loader& loader,
     rows += static_cast<int64_t>(studies.size());
   }
   model.train();
+  if (scores_out) *scores_out = scores;
   EpochRecord r;
   r.val_loss = loss_sum / static_cast<double>(std::max<int64_t>(rows, 1));
   const AucReport rep = auc_report(scores.data(), labels.data(), rows);
@@ -319,6 +248,21 @@ class OmpThreadsScope {
   int saved_;
 };
 
+// The device and the settings that depend on it, checked before any data is read.
+Compute run_compute(const TrainConfig& cfg) {
+  const Compute compute = resolve_compute(cfg.run.device, cfg.run.precision, cuda_settings(cfg));
+  if (cfg.train.cuda_graph) {
+    RZ_CHECK(compute.device.is_cuda(), "train.cuda_graph needs a CUDA device (run.device = ",
+             cfg.run.device, " resolved to ", compute.device.str(), ")");
+    RZ_CHECK(cfg.train.accum_steps == 1 && cfg.train.clip_grad == 0 && cfg.model.drop_rate == 0,
+             "train.cuda_graph needs train.accum_steps = 1, train.clip_grad = 0 and model.drop_rate = 0 "
+             "(got ", cfg.train.accum_steps, ", ", cfg.train.clip_grad, ", ", cfg.model.drop_rate, ")");
+  }
+  RZ_CHECK(cfg.stage.annotation_style == "seed" || cfg.model.in_chans == 3,
+           "stage.annotation_style = color needs model.in_chans = 3");
+  return compute;
+}
+
 TrainHooks with_default_log(TrainHooks hooks) {
   if (!hooks.log) hooks.log = [](const std::string& s) { std::printf("%s\n", s.c_str()); std::fflush(stdout); };
   return hooks;
@@ -343,18 +287,9 @@ class Run {
 TrainResult Run::execute(bool resuming) {
   validate_config(cfg_);
   const OmpThreadsScope threads(cfg_.run.threads);
-  const Compute compute = resolve_compute(cfg_.run.device, cfg_.run.precision, cuda_settings(cfg_));
+  const Compute compute = run_compute(cfg_);
   const auto [profile_first, profile_last] = parse_profile_steps(cfg_.train.profile_steps);
   const bool graphed = cfg_.train.cuda_graph;
-  if (graphed) {
-    RZ_CHECK(compute.device.is_cuda(), "train.cuda_graph needs a CUDA device (run.device = ",
-             cfg_.run.device, " resolved to ", compute.device.str(), ")");
-    RZ_CHECK(cfg_.train.accum_steps == 1 && cfg_.train.clip_grad == 0 && cfg_.model.drop_rate == 0,
-             "train.cuda_graph needs train.accum_steps = 1, train.clip_grad = 0 and model.drop_rate = 0 "
-             "(got ", cfg_.train.accum_steps, ", ", cfg_.train.clip_grad, ", ", cfg_.model.drop_rate, ")");
-  }
-  RZ_CHECK(cfg_.stage.annotation_style == "seed" || cfg_.model.in_chans == 3,
-           "stage.annotation_style = color needs model.in_chans = 3");
   check_training_memory(cfg_, compute.device.is_cuda() ? compute.device.index : -1);
   data_ = load_dataset(cfg_);
   const Split split = make_split(data_, cfg_);
@@ -691,6 +626,21 @@ TrainResult Run::execute(bool resuming) {
 
 }  // namespace
 
+CudaSettings cuda_settings(const TrainConfig& c) {
+  return {c.run.deterministic, c.run.allow_tf32, c.run.conv_impl, c.run.allow_unvalidated_kernels};
+}
+
+std::shared_ptr<ResNet> build_model(const TrainConfig& cfg, uint64_t seed) {
+  ResNetConfig m = resnet_config(cfg.model.name);
+  m.num_classes = kNumRanzcrLabels;
+  m.in_chans = cfg.model.in_chans;
+  m.drop_rate = cfg.model.drop_rate;
+  m.fused_se = cfg.model.fused_se;
+  m.fused_bn = cfg.model.fused_bn;
+  m.fused_conv_bn = cfg.model.fused_conv_bn;
+  return create_resnet(m, seed);
+}
+
 EvalResult evaluate(const TrainConfig& cfg_in, const std::string& weights, int64_t fold) {
   TrainConfig cfg = cfg_in;
   if (fold >= 0) cfg.data.fold = fold;
@@ -709,13 +659,22 @@ EvalResult evaluate(const TrainConfig& cfg_in, const std::string& weights, int64
   data::Loader loader(split.val, vo, {S, S, C}, make_transform(d, cfg, false, teacher_input));
   EvalResult r;
   r.studies = static_cast<int64_t>(split.val.size());
-  r.record = validate(d, *model, loader, split.val, compute, &r.roc);
+  r.record = validate(d, *model, loader, split.val, compute, &r.roc, &r.probs);
+  for (int64_t i : split.val) r.uids.push_back(d.train.studies[static_cast<size_t>(i)].uid);
   return r;
 }
 
-TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks_in) {
+TrainResult train(const TrainConfig& cfg_in, const TrainHooks& hooks_in) {
   const TrainHooks hooks = with_default_log(hooks_in);
-  validate_config(cfg);
+  validate_config(cfg_in);
+  // The run records how its images were prepared (prep.*): its config and
+  // checkpoints then tell inference how to preprocess.
+  run_compute(cfg_in);
+  TrainConfig cfg = cfg_in;
+  RZ_CHECK(!cfg.data.cache_dir.empty(),
+           "config: data.cache_dir is empty (run `ranzcr prep` and point data.cache_dir at it)");
+  resolve_prep(cfg, data::ImageCache::open(cfg.data.cache_dir, "train").info(),
+               data::cache_index_path(cfg.data.cache_dir, "train"));
   const fs::path dir = fs::path(cfg.run.out_dir) / cfg.run.name;
   RZ_CHECK(!fs::exists(dir / "last.ckpt"), "run folder ", dir.string(),
            " already holds a checkpoint: resume it (ranzcr train --resume ", dir.string(),

@@ -22,9 +22,12 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "models/seresnet.h"
+#include "train/compute.h"
 #include "train/config.h"
 #include "train/report.h"
 
@@ -58,10 +61,18 @@ struct TrainHooks {
 // error: resume it instead.
 TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks = {});
 
+// The run's model as training, eval and predict build it (model.*, 11
+// classes, initialized from `seed`).
+std::shared_ptr<ResNet> build_model(const TrainConfig& cfg, uint64_t seed);
+// run.deterministic, run.allow_tf32, run.conv_impl, run.allow_unvalidated_kernels.
+CudaSettings cuda_settings(const TrainConfig& cfg);
+
 struct EvalResult {
   EpochRecord record;          // val_loss, mean_auc, per-label AUC
   std::vector<RocCurve> roc;   // per label
   int64_t studies = 0;
+  std::vector<std::string> uids;  // the validation studies, in evaluation order
+  std::vector<float> probs;       // [study * 11 + label]: sigmoid of the logits
 };
 
 // Scores `weights` (a checkpoint or timm-format safetensors) on the

@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "data/ranzcr_csv.h"
 #include "train/cli/commands.h"
 #include "train/config.h"
 #include "train/predict.h"
@@ -22,6 +23,8 @@ void add_eval(CLI::App& app) {
   cmd->add_option("--set", *sets, "override a config key (e.g. data.cache_dir=...)");
   auto device = std::make_shared<std::string>();
   cmd->add_option("--device", *device, "cpu, cuda, cuda:N or auto (default: the run's run.device)");
+  auto out = std::make_shared<std::string>();
+  cmd->add_option("--out", *out, "also write the fold's predictions (out-of-fold, submission format)");
   cmd->callback([=] {
     namespace fs = std::filesystem;
     TrainConfig cfg = load_config((fs::path(*run) / "config.toml").string());
@@ -35,6 +38,7 @@ void add_eval(CLI::App& app) {
     rep.mean = r.record.mean_auc;
     rep.defined_labels = 0;
     for (const auto& a : rep.per_label) rep.defined_labels += a.has_value();
+    if (!out->empty()) write_ranzcr_submission(*out, r.uids, r.probs);
     std::printf("%s on fold %lld (%lld studies), loss %.4f:\n%s", path.c_str(),
                 static_cast<long long>(*fold >= 0 ? *fold : cfg.data.fold),
                 static_cast<long long>(r.studies), r.record.val_loss, format_auc_table(rep).c_str());
@@ -42,24 +46,63 @@ void add_eval(CLI::App& app) {
 }
 
 void add_predict(CLI::App& app) {
-  auto* cmd = app.add_subcommand("predict", "Write a sample_submission-format CSV for a folder of images");
+  auto* cmd = app.add_subcommand(
+      "predict", "Write a sample_submission-format CSV for a folder of images, reading each run's "
+                 "model and preprocessing from its checkpoint");
   auto o = std::make_shared<PredictOptions>();
-  cmd->add_option("--weights", o->weights, "checkpoint or timm-format safetensors")->required();
-  cmd->add_option("--model", o->model, "model name");
-  cmd->add_option("--img-size", o->img_size, "input size")->check(CLI::Range(32, 4096));
-  cmd->add_option("--in-chans", o->in_chans, "input channels")->check(CLI::Range(1, 3));
+  cmd->add_option("--run", o->runs, "run folder; repeat for an ensemble (folds, seeds, models)");
+  cmd->add_option("--ckpt", o->ckpt, "best or last (every run), or a checkpoint file (one run)");
+  cmd->add_option("--weights", o->weights,
+                  "instead of --run: a plain weights file (timm safetensors or a checkpoint), "
+                  "described by the options below");
+  auto model = std::make_shared<std::string>();
+  auto img_size = std::make_shared<int64_t>(0), in_chans = std::make_shared<int64_t>(0),
+       prep_size = std::make_shared<int64_t>(0), tiles = std::make_shared<int64_t>(0);
+  auto clip = std::make_shared<double>(0), crop = std::make_shared<double>(0);
+  auto no_clahe = std::make_shared<bool>(false);
+  auto* o_model = cmd->add_option("--model", *model, "with --weights: model name (default seresnet152d)");
+  auto* o_img = cmd->add_option("--img-size", *img_size, "with --weights: input size (default 512)")
+                    ->check(CLI::Range(32, 4096));
+  auto* o_chans = cmd->add_option("--in-chans", *in_chans, "with --weights: input channels (default 3)")
+                      ->check(CLI::Range(1, 3));
+  auto* o_prep = cmd->add_option("--prep-size", *prep_size,
+                                 "with --weights: size the image is first area-resized to, as prep "
+                                 "does (default: the input size)")
+                     ->check(CLI::Range(32, 4096));
+  auto* o_clip = cmd->add_option("--clahe-clip", *clip, "with --weights: CLAHE clip limit (default 2)");
+  auto* o_tiles = cmd->add_option("--clahe-tiles", *tiles, "with --weights: CLAHE tiles per side (default 8)")
+                      ->check(CLI::Range(1, 256));
+  auto* o_noclahe = cmd->add_flag("--no-clahe", *no_clahe, "with --weights: no CLAHE");
+  auto* o_crop = cmd->add_option("--eval-crop", *crop, "with --weights: central crop fraction (default 1)")
+                     ->check(CLI::Range(0.01, 1.0));
   cmd->add_option("--images", o->images_dir, "folder of <uid>.jpg images")->required();
   cmd->add_option("--sample-submission", o->sample_submission, "UIDs and their order (optional)");
   cmd->add_option("--out", o->out, "submission CSV to write")->required();
-  cmd->add_flag("--tta-hflip", o->tta_hflip, "average with the horizontally flipped image");
-  cmd->add_option("--batch", o->batch, "batch size")->check(CLI::PositiveNumber);
-  cmd->add_option("--device", o->device, "cpu, cuda, cuda:N or auto");
-  cmd->add_option("--precision", o->precision, "fp32 or bf16 (CUDA)")->check(CLI::IsMember({"fp32", "bf16"}));
+  cmd->add_flag("--tta-hflip", o->tta_hflip, "also read every image flipped horizontally");
+  cmd->add_option("--ensemble", o->ensemble,
+                  "prob: mean of the probabilities over models and views (default); logit: sigmoid of "
+                  "the mean logit")
+      ->check(CLI::IsMember({"prob", "logit"}));
+  cmd->add_option("--batch", o->batch, "images per forward (default: the run's train.batch)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--workers", o->workers, "decode threads (default: every core)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--device", o->device, "cpu, cuda, cuda:N or auto (default)");
+  cmd->add_option("--precision", o->precision, "fp32 or bf16 (CUDA; default: the run's on CUDA)")
+      ->check(CLI::IsMember({"fp32", "bf16"}));
   add_image_budget_option(cmd);
-  cmd->callback([o] {
+  cmd->callback([=] {
+    if (*o_model) o->model = *model;
+    if (*o_img) o->img_size = *img_size;
+    if (*o_chans) o->in_chans = *in_chans;
+    if (*o_prep) o->prep_size = *prep_size;
+    if (*o_clip) o->clahe_clip = *clip;
+    if (*o_tiles) o->clahe_tiles = *tiles;
+    if (*o_noclahe) o->clahe = false;
+    if (*o_crop) o->eval_crop = *crop;
     const auto r = run_predict(*o);
-    std::printf("predict: %lld images in %.1f s -> %s\n", static_cast<long long>(r.images), r.seconds,
-                o->out.c_str());
+    std::printf("predict: %lld images, %lld model(s) x %lld view(s) in %.1f s (%.1f images/s) -> %s\n",
+                static_cast<long long>(r.images), static_cast<long long>(r.models),
+                static_cast<long long>(r.views), r.seconds, r.images_per_second, o->out.c_str());
   });
 }
 
