@@ -26,21 +26,15 @@
 namespace fs = std::filesystem;
 using rz::test::CommandOutput;
 using rz::test::contains;
+using rz::test::read_file;
 using rz::test::run_command;
 using rz::test::TempDir;
 
 namespace {
 
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // The `ranzcr` command lines of the README's recipe block, in order.
 std::vector<std::string> recipe_lines() {
-  const std::string readme = read_text(fs::path(RZ_SOURCE_DIR) / "README.md");
+  const std::string readme = read_file(fs::path(RZ_SOURCE_DIR) / "README.md");
   const auto begin = readme.find("<!-- recipe:begin -->");
   const auto end = readme.find("<!-- recipe:end -->");
   REQUIRE(begin != std::string::npos);
@@ -121,7 +115,7 @@ TEST_CASE("recipe: the README's real-data recipe runs end to end on a tiny synth
   sample += "\n";
   std::string truth;
   {
-    std::istringstream train(read_text(work.path() / "data/ranzcr/train.csv"));
+    std::istringstream train(read_file(work.path() / "data/ranzcr/train.csv"));
     std::string header;
     std::getline(train, header);
     truth = header + "\n";
