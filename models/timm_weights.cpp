@@ -1,6 +1,7 @@
 #include "models/timm_weights.h"
 
 #include <map>
+#include <vector>
 
 #include "engine/autograd.h"
 #include "engine/ops.h"
@@ -19,11 +20,54 @@ Tensor krsc_to_oihw(const Tensor& w) {
   return permute(w.to(Device::cpu()), {0, 3, 1, 2});
 }
 
+Tensor adapt_input_conv(int64_t in_chans, const Tensor& weight, const std::string& name) {
+  RZ_CHECK(weight.dim() == 4, "'", name, "': expected a 4-D OIHW conv weight, got ", weight.str());
+  RZ_CHECK(in_chans >= 1, "'", name, "': cannot adapt to ", in_chans, " input channels");
+  const int64_t O = weight.size(0), I = weight.size(1), J = weight.size(2), K = weight.size(3);
+  if (I == in_chans) return weight;
+  RZ_CHECK(I == 3, "'", name, "' has ", I, " input channels in the file and ", in_chans,
+           " in the model: pretrained first convs are adapted only from 3 (RGB) channels, as timm does");
+  NoGradGuard no_grad;
+  // fp32 arithmetic in timm's order, so the adapted values are timm's to the bit.
+  const std::vector<float> w = weight.to(Device::cpu()).to(DType::F32).to_vector<float>();
+  Tensor out = Tensor::zeros({O, in_chans, J, K}, DType::F32);
+  float* po = out.data<float>();
+  const int64_t hw = J * K;
+  for (int64_t o = 0; o < O; ++o) {
+    const float* src = w.data() + o * I * hw;
+    float* dst = po + o * in_chans * hw;
+    if (in_chans == 1) {
+      for (int64_t p = 0; p < hw; ++p) dst[p] = (src[p] + src[hw + p]) + src[2 * hw + p];
+    } else {
+      // Channel c repeats RGB channel c mod 3, all scaled by 3 / in_chans.
+      const float scale = static_cast<float>(3.0 / static_cast<double>(in_chans));
+      for (int64_t c = 0; c < in_chans; ++c)
+        for (int64_t p = 0; p < hw; ++p) dst[c * hw + p] = src[(c % 3) * hw + p] * scale;
+    }
+  }
+  return out.to(weight.dtype());
+}
+
 namespace {
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 }  // namespace
+
+std::string TimmLoadReport::str() const {
+  auto join = [](const std::vector<std::string>& v) {
+    std::string s;
+    for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
+    return s;
+  };
+  std::string s;
+  auto add = [&](const std::string& part) { s += (s.empty() ? "" : "; ") + part; };
+  if (!adapted.empty()) add(join(adapted) + " adapted to the model's input channels (timm's rule)");
+  if (!dropped.empty()) add(join(dropped) + " dropped: the file's classifier has another class count (new head)");
+  if (!missing.empty()) add(std::to_string(missing.size()) + " missing (" + join(missing) + ")");
+  if (!unexpected.empty()) add(std::to_string(unexpected.size()) + " unexpected (" + join(unexpected) + ")");
+  return s.empty() ? "every weight loaded as is" : s;
+}
 
 TimmLoadReport load_timm_state_dict(Module& model, const NamedTensors& state, bool strict) {
   TimmLoadReport report;
@@ -32,7 +76,13 @@ TimmLoadReport load_timm_state_dict(Module& model, const NamedTensors& state, bo
     RZ_CHECK(given.emplace(name, t).second, "state dict has '", name, "' twice");
   }
   const NamedTensors mine = model.state_dict();
-  const std::string first_conv = mine.empty() ? "" : mine.front().first;
+  std::string first_conv;  // the stem's conv: the first 4-D weight (conv1.weight, conv1.0.weight)
+  for (const auto& [name, t] : mine) {
+    if (t.dim() == 4) {
+      first_conv = name;
+      break;
+    }
+  }
   std::map<std::string, bool> used;
   NoGradGuard no_grad;
   for (const auto& [name, dst_const] : mine) {
@@ -44,22 +94,14 @@ TimmLoadReport load_timm_state_dict(Module& model, const NamedTensors& state, bo
     }
     used[name] = true;
     Tensor src = it->second.to(Device::cpu());
+    if (name == first_conv && src.dim() == 4 && src.size(1) != dst.size(3)) {
+      src = adapt_input_conv(dst.size(3), src, name);
+      report.adapted.push_back(name);
+    }
     if (src.dim() == 4) src = oihw_to_krsc(src);
     if (name.rfind("fc.", 0) == 0 && src.shape() != dst.shape()) {
       report.dropped.push_back(name);  // a different classifier: keep our init
       continue;
-    }
-    if (name == first_conv && src.dim() == 4 && dst.dim() == 4 && src.size(3) == 3 &&
-        dst.size(3) == 1 && src.size(0) == dst.size(0)) {
-      // RGB weights for a gray model: the response to a gray image replicated
-      // into three channels is the sum over the input channels.
-      Tensor f = src.to(DType::F64);
-      Tensor g = Tensor::zeros({f.size(0), f.size(1), f.size(2), 1}, DType::F64);
-      const double* pf = f.data<double>();
-      double* pg = g.data<double>();
-      for (int64_t i = 0; i < g.numel(); ++i) pg[i] = pf[3 * i] + pf[3 * i + 1] + pf[3 * i + 2];
-      src = g;
-      report.adapted.push_back(name);
     }
     RZ_CHECK(src.shape() == dst.shape(), "weight '", name, "' has shape ", shape_str(src.shape()),
              " (KRSC) in the file but ", shape_str(dst.shape()), " in the model");

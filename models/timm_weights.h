@@ -14,14 +14,26 @@ struct TimmLoadReport {
   std::vector<std::string> missing;     // in the model, not in the file
   std::vector<std::string> unexpected;  // in the file, not in the model
   std::vector<std::string> dropped;     // classifier weights skipped: class count differs
-  std::vector<std::string> adapted;     // first conv summed over input channels (RGB -> gray)
+  std::vector<std::string> adapted;     // first conv adapted to the model's input channels
+  // "conv1.0.weight adapted from 3 to 1 input channels; fc.weight, fc.bias
+  // dropped (a new 11-class head)": what a log line should say.
+  std::string str() const;
 };
+
+// timm's adapt_input_conv: the first conv of weights pretrained on RGB, for a
+// model with `in_chans` inputs. One channel: the sum over R, G and B (the
+// response to a gray image replicated into three channels). Otherwise RGB is
+// repeated to in_chans channels and scaled by 3 / in_chans. `weight` is OIHW
+// with 3 input channels (or already in_chans: returned as is); any other
+// count is an error naming `name`, where timm gives up too. Computed in fp32
+// as timm computes it; returned in the weight's dtype.
+Tensor adapt_input_conv(int64_t in_chans, const Tensor& weight, const std::string& name = "first conv");
 
 // Loads a timm-named state dict (OIHW conv weights, any float dtype) into
 // `model`, as timm's load_pretrained does:
 //  - fc.* is dropped when its class count differs from the model's;
-//  - a 3-channel first conv loading into a 1-channel model is summed over the
-//    input channels (timm adapt_input_conv);
+//  - the model's first conv (its first 4-D weight) is adapted when the file
+//    has a different number of input channels (adapt_input_conv);
 //  - num_batches_tracked is loaded when present and never reported missing.
 // With strict, any other missing or unexpected name is an error listing them.
 TimmLoadReport load_timm_state_dict(Module& model, const NamedTensors& state, bool strict = true);

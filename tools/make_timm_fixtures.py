@@ -28,7 +28,7 @@ import torch
 import timm.models.resnet as R
 from safetensors.torch import save_file
 
-OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "timm")
+OUT = os.environ.get("RZ_FIXTURE_OUT", os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "timm"))
 
 CONFIGS = [
     # name, block, layers, channels, stem_type, stem_width, avg_down, se, in_chans, classes, size, batch
@@ -58,37 +58,41 @@ def build(cfg):
         in_chans=cfg["in_chans"], num_classes=cfg["num_classes"])
 
 
+def randomize_(model, bottleneck):
+    """Every parameter and BN statistic random, well conditioned; then rounded
+    to fp32 so that both sides start from identical values."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            last_bn = name.startswith("layer") and name.endswith(
+                ".bn3.weight" if bottleneck else ".bn2.weight")
+            if last_bn:
+                # The last BN of each residual branch: small but non-zero (timm
+                # zero-inits it). Large values make the 50-block narrow net
+                # chaotic: torch's own fp32 then strays 6% from its fp64.
+                p.uniform_(0.05, 0.2)
+            elif p.dim() == 1 and "weight" in name:      # other BN gammas
+                p.uniform_(0.5, 1.5)
+            elif p.dim() == 1:                          # BN beta, SE / fc biases
+                p.uniform_(-0.2, 0.2)
+            else:                                       # conv / fc weights: fan-in scaled
+                fan_in = p[0].numel()
+                p.normal_(0.0, (2.0 / fan_in) ** 0.5)
+        for name, b in model.named_buffers():
+            if name.endswith("running_mean"):
+                b.uniform_(-0.1, 0.1)
+            elif name.endswith("running_var"):
+                b.uniform_(0.8, 1.2)
+        for t in list(model.parameters()) + list(model.buffers()):
+            if t.is_floating_point():
+                t.copy_(t.float().to(t.dtype))
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     for i, cfg in enumerate(CONFIGS):
         torch.manual_seed(1000 + i)
         model = build(cfg).double()  # computed in fp64; stored as fp32
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                last_bn = name.startswith("layer") and name.endswith(
-                    ".bn3.weight" if cfg["bottleneck"] else ".bn2.weight")
-                if last_bn:
-                    # The last BN of each residual branch: small but non-zero (timm
-                    # zero-inits it). Large values make the 50-block narrow net
-                    # chaotic: torch's own fp32 then strays 6% from its fp64.
-                    p.uniform_(0.05, 0.2)
-                elif p.dim() == 1 and "weight" in name:      # other BN gammas
-                    p.uniform_(0.5, 1.5)
-                elif p.dim() == 1:                          # BN beta, SE / fc biases
-                    p.uniform_(-0.2, 0.2)
-                else:                                       # conv / fc weights: fan-in scaled
-                    fan_in = p[0].numel()
-                    p.normal_(0.0, (2.0 / fan_in) ** 0.5)
-            for name, b in model.named_buffers():
-                if name.endswith("running_mean"):
-                    b.uniform_(-0.1, 0.1)
-                elif name.endswith("running_var"):
-                    b.uniform_(0.8, 1.2)
-        # round the weights to fp32 so both sides start from identical values
-        with torch.no_grad():
-            for t in list(model.parameters()) + list(model.buffers()):
-                if t.is_floating_point():
-                    t.copy_(t.float().double())
+        randomize_(model, cfg["bottleneck"])
         state = {k: (v.detach().float() if v.is_floating_point() else v.detach()).clone().contiguous()
                  for k, v in model.state_dict().items()}
 

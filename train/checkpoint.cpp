@@ -290,4 +290,13 @@ NamedTensors read_model_weights(const std::string& path) {
   return std::move(file.tensors);
 }
 
+TimmLoadReport load_pretrained(Module& model, const std::string& path) {
+  const NamedTensors weights = read_model_weights(path);
+  try {
+    return load_timm_state_dict(model, weights, /*strict=*/true);
+  } catch (const Error& e) {
+    RZ_THROW("model.pretrained '", path, "' does not fit the model: ", e.what());
+  }
+}
+
 }  // namespace rz

@@ -22,6 +22,7 @@
 
 #include "engine/module.h"
 #include "engine/optim.h"
+#include "models/timm_weights.h"
 
 namespace rz {
 
@@ -71,6 +72,14 @@ bool is_ranzcr_checkpoint(const std::map<std::string, std::string>& metadata, co
 // PyTorch, best.safetensors) safetensors file, whatever its metadata. For
 // model.pretrained, stage.init, stage.teacher, eval and predict.
 NamedTensors read_model_weights(const std::string& path);
+
+// model.pretrained: timm-named weights (a file tools/export_timm.py wrote, or
+// a model.safetensors as timm publishes it) loaded into `model` as timm's
+// load_pretrained does: the first conv adapted to the model's input channels,
+// a classifier with another class count left to the model's new head. Any
+// other missing or unexpected weight, or a shape that differs, is an error
+// naming the file.
+TimmLoadReport load_pretrained(Module& model, const std::string& path);
 
 // Throws, naming `path`, the tensor, the value and its index, when a
 // floating tensor holds a NaN or an infinity.

@@ -47,7 +47,7 @@ std::vector<Field> fields(TrainConfig& c) {
       {"model.fused_bn", &c.model.fused_bn, "fuse bn1/bn2 + ReLU of every block into one op each"},
       {"model.fused_conv_bn", &c.model.fused_conv_bn,
        "conv1/conv2 + BN + ReLU of every block as conv_bn_act (BN statistics in the native conv epilogue)"},
-      {"model.pretrained", &c.model.pretrained, "timm safetensors weights to start from"},
+      {"model.pretrained", &c.model.pretrained, "timm-named safetensors weights to start from (first conv adapted to in_chans, new head), as timm create_model(pretrained=True)"},
       {"data.dir", &c.data.dir, "RANZCR data folder (train.csv, train/)"},
       {"data.cache_dir", &c.data.cache_dir, "ranzcr prep output folder"},
       {"data.fold", &c.data.fold, "validation fold"},

@@ -305,10 +305,7 @@ TrainResult Run::execute(bool resuming) {
   auto model = build_model(cfg_, cfg_.run.seed);
   if (!resuming) {
     if (!cfg_.model.pretrained.empty()) {
-      const auto rep = load_timm_state_dict(*model, read_model_weights(cfg_.model.pretrained), false);
-      log("pretrained " + cfg_.model.pretrained + ": " + std::to_string(rep.missing.size()) +
-          " missing, " + std::to_string(rep.unexpected.size()) + " unexpected, " +
-          std::to_string(rep.dropped.size()) + " dropped (classifier)");
+      log("pretrained " + cfg_.model.pretrained + ": " + load_pretrained(*model, cfg_.model.pretrained).str());
     }
     if (!cfg_.stage.init.empty()) {
       load_timm_state_dict(*model, read_model_weights(cfg_.stage.init));

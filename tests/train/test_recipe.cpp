@@ -4,8 +4,11 @@
 // recipe's (data/ranzcr, cache/, runs/). What changes is only the size:
 // `--size 640` becomes `--size 48`, and each `ranzcr train` gets overrides
 // for a small model on the CPU (appended `--set`, later keys win). Lines
-// that need the network (kaggle, tools/export_timm.py) are not run; the
-// pretrained file they would make is not needed at that size.
+// that need the network (kaggle, tools/export_timm.py) are not run: the
+// data comes from `ranzcr synth`, and the pretrained file the export would
+// write is a timm-format ImageNet file of the small model
+// (tests/fixtures/pretrained/seresnet_tiny_in1k.safetensors, 1000 classes),
+// put where the recipe's teacher config looks for it.
 //
 // Then: the submission has the sample_submission's format and order, and
 // predicting the validation fold's images and scoring them gives the table
@@ -78,9 +81,12 @@ TEST_CASE("recipe: the README's real-data recipe runs end to end on a tiny synth
   };
   run("synth --out data/ranzcr --n 80 --n-test 12 --size 64 --seed 5 --difficulty 0.2 --threads 2");
   fs::copy(fs::path(RZ_SOURCE_DIR) / "configs", work.path() / "configs", fs::copy_options::recursive);
+  fs::create_directories(work.path() / "weights");
+  fs::copy_file(fs::path(RZ_FIXTURES_DIR) / "pretrained/seresnet_tiny_in1k.safetensors",
+                work.path() / "weights/seresnet152d_imagenet.safetensors");
 
   const std::string small =
-      " --set model.name=seresnet_tiny --set model.img_size=32 --set model.pretrained= --set train.epochs=1"
+      " --set model.name=seresnet_tiny --set model.img_size=32 --set train.epochs=1"
       " --set train.batch=8 --set run.device=cpu --set run.precision=fp32 --set run.threads=2 --set data.workers=2";
   std::string eval_output;
   for (const std::string& line : lines) {
@@ -88,6 +94,9 @@ TEST_CASE("recipe: the README's real-data recipe runs end to end on a tiny synth
     if (args.rfind("train ", 0) == 0) args += small;
     const std::string out = run(args);
     if (args.rfind("eval ", 0) == 0) eval_output = out;
+    // The teacher starts from the ImageNet file: loaded, its 1000-class head replaced.
+    if (args.find("seed_512_1_teacher") != std::string::npos)
+      CHECK(contains(out, "pretrained weights/seresnet152d_imagenet.safetensors: fc.weight, fc.bias dropped"));
   }
 
   // The submission: sample_submission's header and order, 11 probabilities a row.
