@@ -627,7 +627,7 @@ CudaSettings cuda_settings(const TrainConfig& c) {
   return {c.run.deterministic, c.run.allow_tf32, c.run.conv_impl, c.run.allow_unvalidated_kernels};
 }
 
-std::shared_ptr<ResNet> build_model(const TrainConfig& cfg, uint64_t seed) {
+ResNetConfig model_config(const TrainConfig& cfg) {
   ResNetConfig m = resnet_config(cfg.model.name);
   m.num_classes = kNumRanzcrLabels;
   m.in_chans = cfg.model.in_chans;
@@ -635,7 +635,11 @@ std::shared_ptr<ResNet> build_model(const TrainConfig& cfg, uint64_t seed) {
   m.fused_se = cfg.model.fused_se;
   m.fused_bn = cfg.model.fused_bn;
   m.fused_conv_bn = cfg.model.fused_conv_bn;
-  return create_resnet(m, seed);
+  return m;
+}
+
+std::shared_ptr<ResNet> build_model(const TrainConfig& cfg, uint64_t seed) {
+  return create_resnet(model_config(cfg), seed);
 }
 
 EvalResult evaluate(const TrainConfig& cfg_in, const std::string& weights, int64_t fold) {

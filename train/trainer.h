@@ -61,6 +61,8 @@ struct TrainHooks {
 // error: resume it instead.
 TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks = {});
 
+// The architecture a config trains (model.*, 11 classes).
+ResNetConfig model_config(const TrainConfig& cfg);
 // The run's model as training, eval and predict build it (model.*, 11
 // classes, initialized from `seed`).
 std::shared_ptr<ResNet> build_model(const TrainConfig& cfg, uint64_t seed);

@@ -1,6 +1,7 @@
 // The ranzcr command-line tool. Errors from the library arrive as rz::Error
 // and leave as one line on stderr and exit code 1.
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include <cstdio>
 #include <new>
@@ -9,7 +10,10 @@
 #include "engine/device.h"
 #include "engine/error.h"
 #include "train/cli/commands.h"
+#include "engine/atomic_file.h"
+#include "train/config.h"
 #include "train/info.h"
+#include "train/roofline.h"
 #include "train/tiny_example.h"
 
 namespace rz::cli {
@@ -44,6 +48,11 @@ void add_tiny_train(CLI::App& app) {
   });
 }
 
+struct RooflineCli {
+  bool on = false, tf32 = false, ema = false, clip = false, fused = false, per_op = false;
+  std::string gpu, config, precision, optimizer, json;
+};
+
 void add_info(CLI::App& app) {
   auto* cmd = app.add_subcommand("info", "Parameters, MACs and activation memory of a model");
   auto opt = std::make_shared<rz::InfoOptions>();
@@ -53,7 +62,57 @@ void add_info(CLI::App& app) {
   cmd->add_option("--in-chans", opt->in_chans, "Input channels (1 or 3)")->check(CLI::Range(1, 3));
   cmd->add_option("--batch", opt->batch, "Batch size for the activation-memory estimate")->check(CLI::PositiveNumber);
   cmd->add_option("--activation-bytes", opt->activation_bytes, "2 (bf16) or 4 (fp32)");
-  cmd->callback([opt] { std::fputs(rz::model_info_report(*opt).c_str(), stdout); });
+  auto roof = std::make_shared<RooflineCli>();
+  cmd->add_flag("--roofline", roof->on,
+                "Per-op FLOPs, bytes and lower-bound time of one training step on --gpu");
+  cmd->add_option("--gpu", roof->gpu, "h100-sxm, h200, a100 (bench/gpus/) or a TOML file with the same fields")
+      ->default_val("h100-sxm");
+  cmd->add_option("--config", roof->config,
+                  "Take the model, size, batch, precision, fused ops and optimizer from a training config");
+  cmd->add_option("--precision", roof->precision, "bf16 (mixed) or fp32")
+      ->check(CLI::IsMember({"bf16", "fp32"}))
+      ->default_val("bf16");
+  cmd->add_flag("--tf32", roof->tf32, "fp32 convolutions and GEMMs on TF32 tensor cores");
+  cmd->add_option("--optimizer", roof->optimizer, "adamw, adam or sgd")
+      ->check(CLI::IsMember({"adamw", "adam", "sgd"}))
+      ->default_val("adamw");
+  cmd->add_flag("--ema", roof->ema, "Count an EMA update per step");
+  cmd->add_flag("--clip-grad", roof->clip, "Count gradient-norm clipping");
+  cmd->add_flag("--fused", roof->fused, "model.fused_se, fused_bn and fused_conv_bn on");
+  cmd->add_flag("--per-op", roof->per_op, "List every op, not only the totals per kernel class");
+  cmd->add_option("--json", roof->json, "Also write every op and the totals as JSON to this file");
+  cmd->callback([opt, roof, cmd] {
+    if (!roof->on) {
+      std::fputs(rz::model_info_report(*opt).c_str(), stdout);
+      return;
+    }
+    rz::RooflineOptions ro;
+    if (!roof->config.empty()) {
+      for (const char* flag : {"--model", "--img-size", "--batch", "--num-classes", "--in-chans", "--precision",
+                               "--optimizer", "--tf32", "--ema", "--clip-grad", "--fused"})
+        if (cmd->count(flag) > 0)
+          throw CLI::ValidationError(flag, "comes from --config " + roof->config + "; edit the config instead");
+      ro = rz::roofline_options(rz::load_config(roof->config));
+    } else {
+      ro.model = rz::resnet_config(opt->model);
+      ro.model.num_classes = opt->num_classes;
+      ro.model.in_chans = opt->in_chans;
+      ro.model.fused_se = ro.model.fused_bn = ro.model.fused_conv_bn = roof->fused;
+      ro.image_size = opt->image_size;
+      ro.batch = opt->batch;
+      ro.bf16 = roof->precision == "bf16";
+      ro.allow_tf32 = roof->tf32;
+      ro.optimizer = roof->optimizer;
+      ro.ema = roof->ema;
+      ro.clip_grad = roof->clip;
+    }
+    const rz::Roofline r = rz::roofline(ro, rz::gpu_peaks(roof->gpu));
+    std::fputs(rz::roofline_table(r, roof->per_op).c_str(), stdout);
+    if (!roof->json.empty()) {
+      rz::write_file_atomic(roof->json, rz::roofline_json(r).dump(1) + "\n");
+      std::printf("wrote %s\n", roof->json.c_str());
+    }
+  });
 }
 
 }  // namespace rz::cli
