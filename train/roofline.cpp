@@ -89,6 +89,26 @@ GpuPeaks gpu_peaks(const std::string& key_or_file) {
   RZ_THROW("--gpu '", key_or_file, "': not a built-in GPU (", known, ") and not a file");
 }
 
+RooflineOp conv_pass(const ConvShape& cs, const std::string& pass, bool bf16) {
+  RZ_CHECK(pass == "fwd" || pass == "dgrad" || pass == "wgrad", "conv pass '", pass, "' (fwd, dgrad or wgrad)");
+  RZ_CHECK(cs.n >= 1 && cs.c >= 1 && cs.k >= 1 && cs.r >= 1 && cs.stride >= 1 && cs.out_h() >= 1 && cs.out_w() >= 1,
+           "conv shape N ", cs.n, " H ", cs.h, " W ", cs.w, " C ", cs.c, " K ", cs.k, " R ", cs.r, " stride ",
+           cs.stride);
+  const double a = bf16 ? 2.0 : 4.0;
+  const double in = static_cast<double>(cs.n) * static_cast<double>(cs.h * cs.w * cs.c);
+  const double out = static_cast<double>(cs.n) * static_cast<double>(cs.out_h() * cs.out_w() * cs.k);
+  const double P = static_cast<double>(cs.k * cs.r * cs.r * cs.c);
+  RooflineOp op;
+  op.kind = "conv." + pass;
+  op.phase = pass == "fwd" ? "forward" : "backward";
+  op.flops = 2.0 * out * static_cast<double>(cs.r * cs.r * cs.c);
+  // Each pass reads two of (x, w, dy) and writes the third: the same three tensors.
+  op.bytes = a * (in + out + P);
+  op.tensor_core = true;
+  op.model_flops = op.flops;
+  return op;
+}
+
 // ---- the step, op by op ----------------------------------------------------
 
 namespace {
@@ -116,18 +136,24 @@ class StepWalker {
 
   // Convolution with a KRSC weight; `input_grad`: whether the input needs a
   // gradient (not for the image).
-  Act conv(const std::string& layer, const Act& x, int64_t cout, int64_t k, int64_t stride, int64_t pad,
+  Act conv(const std::string& layer, const Act& x, int64_t cout, int64_t k, int64_t stride,
            bool input_grad = true) {
-    Act y{x.n, (x.h + 2 * pad - k) / stride + 1, (x.w + 2 * pad - k) / stride + 1, cout};
+    const ConvShape cs{x.n, x.h, x.w, x.c, cout, k, stride};
+    const Act y{x.n, cs.out_h(), cs.out_w(), cout};
     const double P = static_cast<double>(cout * k * k * x.c);
-    const double flops = 2.0 * y.elems() * static_cast<double>(k * k * x.c);
+    auto pass = [&](const char* name, const char* phase) {
+      RooflineOp op = conv_pass(cs, name, o_.bf16);
+      op.layer = layer;
+      op.phase = phase;
+      (std::string(phase) == "forward" ? fwd_ : bwd_).push_back(op);
+    };
     weight_cast_fwd(layer, P);
-    f(layer, "conv.fwd", flops, a_ * (x.elems() + y.elems()) + w_ * P, true);
+    pass("fwd", "forward");
     // backward, last first: accumulate, cast back, weight gradient, data gradient
     accumulate(layer + ".weight", P);
     weight_cast_bwd(layer, P);
-    b(layer, "conv.wgrad", flops, a_ * (x.elems() + y.elems()) + w_ * P, true);
-    if (input_grad) b(layer, "conv.dgrad", flops, a_ * (x.elems() + y.elems()) + w_ * P, true);
+    pass("wgrad", "backward");
+    if (input_grad) pass("dgrad", "backward");
     return y;
   }
 
@@ -321,13 +347,13 @@ std::vector<RooflineOp> training_step_ops(const RooflineOptions& opt) {
     s.relu(name, a);
   };
   if (m.deep_stem) {
-    x = s.conv("conv1.0", x, m.stem_width, 3, 2, 1, /*input_grad=*/false);
+    x = s.conv("conv1.0", x, m.stem_width, 3, 2, /*input_grad=*/false);
     stem_bn("conv1.1", x);
-    x = s.conv("conv1.3", x, m.stem_width, 3, 1, 1);
+    x = s.conv("conv1.3", x, m.stem_width, 3, 1);
     stem_bn("conv1.4", x);
-    x = s.conv("conv1.6", x, 2 * m.stem_width, 3, 1, 1);
+    x = s.conv("conv1.6", x, 2 * m.stem_width, 3, 1);
   } else {
-    x = s.conv("conv1", x, 64, 7, 2, 3, /*input_grad=*/false);
+    x = s.conv("conv1", x, 64, 7, 2, /*input_grad=*/false);
   }
   stem_bn("bn1", x);
   x = s.maxpool("maxpool", x);
@@ -343,15 +369,15 @@ std::vector<RooflineOp> training_step_ops(const RooflineOptions& opt) {
       s.grad_sum(name, in);  // conv1 and the shortcut both read the block input
       Act h;
       if (m.bottleneck) {
-        h = s.conv(name + ".conv1", in, planes, 1, 1, 0);
+        h = s.conv(name + ".conv1", in, planes, 1, 1);
         s.bn_relu(name + ".bn1", h, fused_bn);
-        h = s.conv(name + ".conv2", h, planes, 3, stride, 1);
+        h = s.conv(name + ".conv2", h, planes, 3, stride);
         s.bn_relu(name + ".bn2", h, fused_bn);
-        h = s.conv(name + ".conv3", h, out, 1, 1, 0);
+        h = s.conv(name + ".conv3", h, out, 1, 1);
       } else {
-        h = s.conv(name + ".conv1", in, planes, 3, stride, 1);
+        h = s.conv(name + ".conv1", in, planes, 3, stride);
         s.bn_relu(name + ".bn1", h, fused_bn);
-        h = s.conv(name + ".conv2", h, out, 3, 1, 1);
+        h = s.conv(name + ".conv2", h, out, 3, 1);
       }
       const bool fused_se = m.fused_se && m.bottleneck && m.se;
       const std::string last_bn = name + (m.bottleneck ? ".bn3" : ".bn2");
@@ -364,10 +390,10 @@ std::vector<RooflineOp> training_step_ops(const RooflineOptions& opt) {
         Act sc = in;
         if (m.avg_down && stride != 1) {
           sc = s.avgpool2(name + ".downsample.0", sc);
-          sc = s.conv(name + ".downsample.1", sc, out, 1, 1, 0);
+          sc = s.conv(name + ".downsample.1", sc, out, 1, 1);
           s.bn(name + ".downsample.2", sc, false);
         } else {
-          sc = s.conv(name + ".downsample.0", sc, out, 1, m.avg_down ? 1 : stride, 0);
+          sc = s.conv(name + ".downsample.0", sc, out, 1, m.avg_down ? 1 : stride);
           s.bn(name + ".downsample.1", sc, false);
         }
       }

@@ -95,6 +95,16 @@ struct Roofline {
   bool memory_bound(const RooflineOp& op) const;
 };
 
+// One convolution pass as the engine runs it: "fwd" (x, w -> y), "dgrad"
+// (dy, w -> dx) or "wgrad" (x, dy -> dw), NHWC activations and the weight
+// at 2 bytes (bf16) or 4. `h` and `w` are the input's; padding is k / 2.
+struct ConvShape {
+  int64_t n = 1, h = 1, w = 1, c = 1, k = 1, r = 1, stride = 1;
+  int64_t out_h() const { return (h + 2 * (r / 2) - r) / stride + 1; }
+  int64_t out_w() const { return (w + 2 * (r / 2) - r) / stride + 1; }
+};
+RooflineOp conv_pass(const ConvShape& shape, const std::string& pass, bool bf16);
+
 // What a training config runs: model.* (fused options included),
 // model.img_size, train.batch, run.precision and run.allow_tf32, optim.name,
 // train.ema_decay and train.clip_grad.

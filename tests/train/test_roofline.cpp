@@ -17,6 +17,7 @@
 #include "tests/data/temp_dir.h"
 #include "tests/run_command.h"
 #include "train/roofline.h"
+#include "train/roofline_join.h"
 
 using namespace rz;
 using rz::test::contains;
@@ -290,4 +291,86 @@ TEST_CASE("roofline: ranzcr info --roofline prints the table and writes every op
   const auto bad = rz::test::run_command(std::string(RZ_CLI_PATH) + " info --roofline --config " + cfg + " --batch 8");
   CHECK(bad.status != 0);
   CHECK(contains(bad.text, "--batch"));
+  // --measured joins bench outputs with the model.
+  const auto joined = rz::test::run_command(std::string(RZ_CLI_PATH) + " info --roofline --measured " +
+                                            RZ_FIXTURES_DIR + "/roofline/h200-2026-12-04/train_step_bench-bf16.json");
+  INFO(joined.text);
+  CHECK(joined.status == 0);
+  CHECK(contains(joined.text, "step bf16 b32 cudnn"));
+  CHECK(contains(joined.text, "bounds on h200"));
+}
+
+TEST_CASE("roofline join: a recorded H200 sample of the benches, as % of roofline per kernel class") {
+  const std::string dir = std::string(RZ_FIXTURES_DIR) + "/roofline/h200-2026-12-04/";
+  const JoinResult r = roofline_join({dir + "train_step_bench-bf16.json", dir + "conv_bench.txt",
+                                      dir + "ops_gpu_bench.txt"});
+  CHECK(r.gpu.key == "h200");  // from the files' device line
+  std::map<std::string, JoinRow> by;
+  for (const auto& row : r.rows) {
+    CAPTURE(row.klass);
+    CHECK(row.percent() > 0);
+    CHECK(row.percent() <= 100);
+    by[row.klass] = row;
+  }
+  // The step: the roofline of the same configuration over the measured time.
+  const auto j = nlohmann::json::parse(read_file(dir + "train_step_bench-bf16.json"));
+  auto o = options_for("seresnet152d", 512, 32);
+  o.optimizer = "sgd";
+  const double bound = roofline(o, gpu_peaks("h200")).totals.bound_s;
+  REQUIRE(by.count("step bf16 b32 cudnn") == 1);
+  CHECK(by["step bf16 b32 cudnn"].measured_s == doctest::Approx(j.at("ms_per_step").get<double>() / 1e3));
+  CHECK(by["step bf16 b32 cudnn"].bound_s == doctest::Approx(bound));
+  // conv_bench: every shape, weighted by its layer count, adds up to the
+  // network total the bench printed itself (32.25 ms for cuDNN's forward).
+  REQUIRE(by.count("conv fwd cudnn") == 1);
+  CHECK(by["conv fwd cudnn"].rows == 33);
+  CHECK(by["conv fwd cudnn"].measured_s * 1e3 == doctest::Approx(32.25).epsilon(0.002));
+  CHECK(by["conv wgrad v3"].rows == 20);
+  // ops_gpu_bench: the bound is the compulsory bytes at the published 4.8 TB/s.
+  REQUIRE(by.count("adamw_step f32") == 1);
+  CHECK(by["adamw_step f32"].bound_s == doctest::Approx(1814.8e6 / 4.8e12).epsilon(1e-4));
+  CHECK(by["adamw_step f32"].measured_s == doctest::Approx(0.4859e-3));
+  CHECK(contains(join_table(r), "% roofline"));
+}
+
+TEST_CASE("roofline join: small bench files give the formula's numbers; bad files are errors naming them") {
+  const rz::test::TempDir dir("roofline_join");
+  const std::string ops = (dir.path() / "ops.txt").string(), conv = (dir.path() / "conv.txt").string();
+  write_file(ops,
+             "ops_gpu_bench: NVIDIA H100 80GB HBM3, sm_90\n"
+             "op                 dtype site    shape                         MB median_ms    min_ms     GB/s   %HBM  note\n"
+             "relu_fwd           bf16  stem    32x256x256x64              536.9    0.5000    0.4900     1000  30.0%  \n"
+             "relu_fwd           bf16  layer1  32x128x128x256             536.9    0.3000    0.2900     1000  30.0%  x\n");
+  write_file(conv,
+             "conv_bench: seresnet152d convolutions, batch 8, 512x512, bf16; 1 layers, 1 distinct shapes\n"
+             "device: NVIDIA H100 80GB HBM3, sm_90; nominal\n"
+             "first layer                 N    H     C     K RxS  s cnt pass  |  cudnn ms TFLOP/s |     v2 ms TFLOP/s  ratio     nmse\n"
+             "layer1.0.conv2              8  128    64    64 3x3  1   3 fwd   |     0.050   200.0 |         -       -      -        -\n");
+  const JoinResult r = roofline_join({ops, conv});
+  CHECK(r.gpu.key == "h100-sxm");
+  REQUIRE(r.rows.size() == 2);
+  CHECK(r.rows[0].klass == "relu_fwd bf16");
+  CHECK(r.rows[0].rows == 2);
+  CHECK(r.rows[0].measured_s == doctest::Approx(0.8e-3));
+  CHECK(r.rows[0].bound_s == doctest::Approx(2 * 536.9e6 / 3.35e12));
+  CHECK(r.rows[1].klass == "conv fwd cudnn");  // v2's "-" is no measurement
+  // 3x3, 64 -> 64 channels at 128x128, batch 8: 2 * 8*128*128*64 * 9*64 FLOPs
+  // and 2 bytes * (x + y + w); three layers of it.
+  const double flops = 2.0 * 8 * 128 * 128 * 64 * 9 * 64;
+  const double bytes = 2.0 * (2.0 * 8 * 128 * 128 * 64 + 64 * 9 * 64);
+  CHECK(r.rows[1].bound_s == doctest::Approx(3 * std::max(flops / 989.4e12, bytes / 3.35e12)));
+  CHECK(r.rows[1].measured_s == doctest::Approx(3 * 0.05e-3));
+  // An explicit GPU wins over the files' device.
+  CHECK(roofline_join({ops}, "a100").rows[0].bound_s == doctest::Approx(2 * 536.9e6 / 2.039e12));
+
+  const std::string other = (dir.path() / "other.txt").string();
+  write_file(other, "hello\n");
+  CHECK_THROWS_WITH_AS(roofline_join({other}), doctest::Contains("other.txt:1: not a train_step_bench"), Error);
+  write_file(other, "{\"bench\": \"something\"}\n");
+  CHECK_THROWS_WITH_AS(roofline_join({other}), doctest::Contains("other.txt"), Error);
+  const std::string h200 = (dir.path() / "h200.txt").string();
+  write_file(h200, "ops_gpu_bench: NVIDIA H200, sm_90\n"
+                   "relu_fwd           bf16  stem    32x256x256x64              536.9    0.5000    0.4900     1000  30.0%\n");
+  CHECK_THROWS_WITH_AS(roofline_join({ops, h200}), doctest::Contains("h200.txt was measured on 'NVIDIA H200"),
+                       Error);
 }

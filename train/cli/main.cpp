@@ -14,6 +14,7 @@
 #include "train/config.h"
 #include "train/info.h"
 #include "train/roofline.h"
+#include "train/roofline_join.h"
 #include "train/tiny_example.h"
 
 namespace rz::cli {
@@ -51,6 +52,7 @@ void add_tiny_train(CLI::App& app) {
 struct RooflineCli {
   bool on = false, tf32 = false, ema = false, clip = false, fused = false, per_op = false;
   std::string gpu, config, precision, optimizer, json;
+  std::vector<std::string> measured;
 };
 
 void add_info(CLI::App& app) {
@@ -81,9 +83,18 @@ void add_info(CLI::App& app) {
   cmd->add_flag("--fused", roof->fused, "model.fused_se, fused_bn and fused_conv_bn on");
   cmd->add_flag("--per-op", roof->per_op, "List every op, not only the totals per kernel class");
   cmd->add_option("--json", roof->json, "Also write every op and the totals as JSON to this file");
+  cmd->add_option("--measured", roof->measured,
+                  "Bench outputs (train_step_bench JSON, ops_gpu_bench table or JSON lines, conv_bench table) "
+                  "to join with the model: % of roofline per kernel class")
+      ->check(CLI::ExistingFile);
   cmd->callback([opt, roof, cmd] {
     if (!roof->on) {
       std::fputs(rz::model_info_report(*opt).c_str(), stdout);
+      return;
+    }
+    if (!roof->measured.empty()) {
+      const auto joined = rz::roofline_join(roof->measured, cmd->count("--gpu") > 0 ? roof->gpu : "");
+      std::fputs(rz::join_table(joined).c_str(), stdout);
       return;
     }
     rz::RooflineOptions ro;
