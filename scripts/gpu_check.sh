@@ -349,6 +349,8 @@ elif budget 120 20 && step configure "$LIMIT" cmake "${CMAKE_ARGS[@]}"; then
     grep -q '^CMAKE_GENERATOR:INTERNAL=Ninja' "$BUILD_DIR/CMakeCache.txt" || KEEP=(-- -k)
     CAP_OF_STEP=240 step build-rest "$LIMIT" cmake --build "$BUILD_DIR" -j "$JOBS" "${KEEP[@]}"
     BUILD_NOTE=$(grep -E '^FAILED: ' "$STEP_LOG" | sed 's/^FAILED: //' | tr '\n' ' ')
+    # ptxas's per-kernel registers, shared memory and spills, as this build made them.
+    [[ -f "$BUILD_DIR/kernel_resources.md" ]] && cp "$BUILD_DIR/kernel_resources.md" "$STEPS/"
   else
     skip build-rest "out of time"
   fi
