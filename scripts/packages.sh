@@ -6,7 +6,9 @@ RZ_TOOL_PACKAGES=(build-essential cmake ninja-build)
 # clang with libFuzzer and its sanitizer runtimes (libclang-rt-14-dev), its
 # OpenMP runtime, and llvm-symbolizer (llvm-14) for symbolized sanitizer
 # stacks. GCC's ASan/UBSan runtimes come with build-essential.
-RZ_CHECK_PACKAGES=(clang-14 libclang-rt-14-dev libomp-14-dev llvm-14)
+# python3 runs tools/results_tables.py --check (bench/RESULTS.md against its
+# raw files; standard library only).
+RZ_CHECK_PACKAGES=(clang-14 libclang-rt-14-dev libomp-14-dev llvm-14 python3)
 # The development packages of our dependencies (headers, CMake configs).
 RZ_DEV_PACKAGES=(doctest-dev libstb-dev libcli11-dev nlohmann-json3-dev libtomlplusplus-dev)
 # Their run-time libraries, which a bundle must carry too (apt installs
