@@ -1,10 +1,14 @@
 // Forward + backward time per image of a model on the CPU backend (fp32):
-// one training step (train-mode BN, BCE on 11 labels, backward, no optimizer),
-// warm-up then the median of several steps. Achieved GFLOP/s counts
-// 3 x forward MACs x 2 (the usual fwd + dgrad + wgrad estimate).
+// one training step (train-mode BN, BCE on 11 labels, backward; with
+// --optim sgd also the SGD update, lr 0.01, momentum 0.9, weight decay 1e-4,
+// and zero_grad), warm-up then the median of several steps. --eval times the
+// eval-mode forward instead (no autograd). Achieved GFLOP/s counts
+// 3 x forward MACs x 2 for a step (fwd + dgrad + wgrad), 2 x MACs for --eval.
 //
 //   model_bench                                  # the two default configurations
 //   model_bench --model seresnet50 --img-size 128 --batch 4 --reps 5 --threads 2
+//   model_bench --model seresnet152d --img-size 256 --batch 2 --optim sgd --json out.json
+//   model_bench ... --fused                      # model.fused_se and fused_bn
 #include <omp.h>
 
 #include <algorithm>
@@ -15,6 +19,7 @@
 #include <vector>
 
 #include "engine/autograd.h"
+#include "engine/optim.h"
 #include "models/seresnet.h"
 
 namespace {
@@ -24,11 +29,24 @@ struct Config {
   int64_t size, batch;
 };
 
-void run(const Config& c, int reps) {
+struct Mode {
+  bool sgd = false, eval = false, fused = false;
+  std::string json;
+};
+
+void run(const Config& c, int reps, const Mode& mode) {
   rz::ResNetConfig cfg = rz::resnet_config(c.model);
   cfg.num_classes = 11;
+  cfg.fused_se = cfg.fused_bn = mode.fused;
   auto model = rz::create_resnet(cfg, 0);
-  model->train();
+  if (mode.eval) model->eval();
+  else model->train();
+  std::unique_ptr<rz::Sgd> sgd;
+  if (mode.sgd) {
+    std::vector<rz::Tensor> params;
+    for (const auto& [name, p] : model->named_parameters()) params.push_back(p);
+    sgd = std::make_unique<rz::Sgd>(params, rz::SgdHyper{.lr = 0.01, .momentum = 0.9, .weight_decay = 1e-4});
+  }
   rz::Generator gen(1);
   rz::Tensor x = rz::Tensor::normal({c.batch, c.size, c.size, 3}, 0, 1, gen);
   rz::Tensor y = rz::Tensor::zeros({c.batch, 11});
@@ -37,22 +55,45 @@ void run(const Config& c, int reps) {
 
   std::vector<double> ms;
   for (int r = 0; r < reps + 1; ++r) {  // the first step is warm-up
-    model->zero_grad();
+    if (!mode.sgd) model->zero_grad();
     const auto t0 = std::chrono::steady_clock::now();
-    rz::Tensor loss = rz::bce_with_logits(model->forward(x), y);
-    loss.backward();
+    if (mode.eval) {
+      rz::NoGradGuard no_grad;
+      rz::Tensor logits = model->forward(x);
+    } else {
+      rz::Tensor loss = rz::bce_with_logits(model->forward(x), y);
+      loss.backward();
+      if (sgd) {
+        sgd->step();
+        sgd->zero_grad();
+      }
+    }
     const auto t1 = std::chrono::steady_clock::now();
     if (r > 0) ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
   }
-  std::sort(ms.begin(), ms.end());
-  const double med = ms[ms.size() / 2];
+  std::vector<double> sorted = ms;
+  std::sort(sorted.begin(), sorted.end());
+  const double med = sorted[sorted.size() / 2];
   const double per_image = med / static_cast<double>(c.batch);
-  const double gflops = 3.0 * 2.0 * macs * static_cast<double>(c.batch) / (med * 1e-3) / 1e9;
-  std::printf("%-14s %4lldx%-4lld batch %3lld  step %9.1f ms (min %.1f, max %.1f)  %8.2f ms/image  "
-              "%7.2f images/s  %6.1f GFLOP/s\n",
+  const double gflops = (mode.eval ? 2.0 : 6.0) * macs * static_cast<double>(c.batch) / (med * 1e-3) / 1e9;
+  const char* what = mode.eval ? "eval fwd" : (mode.sgd ? "step+sgd" : "step");
+  std::printf("%-14s %4lldx%-4lld batch %3lld  %s %9.1f ms (min %.1f, max %.1f)  %8.2f ms/image  "
+              "%7.2f images/s  %6.1f GFLOP/s%s\n",
               c.model.c_str(), static_cast<long long>(c.size), static_cast<long long>(c.size),
-              static_cast<long long>(c.batch), med, ms.front(), ms.back(), per_image,
-              1000.0 / per_image, gflops);
+              static_cast<long long>(c.batch), what, med, sorted.front(), sorted.back(), per_image,
+              1000.0 / per_image, gflops, mode.fused ? "  (fused_se, fused_bn)" : "");
+  std::fflush(stdout);
+  if (!mode.json.empty()) {
+    std::FILE* f = std::fopen(mode.json.c_str(), "w");
+    if (!f) throw std::runtime_error("cannot write " + mode.json);
+    std::fprintf(f, "{\"bench\": \"model_bench\", \"model\": \"%s\", \"img_size\": %lld, \"batch\": %lld, "
+                 "\"mode\": \"%s\", \"fused\": %s, \"threads\": %d, \"median_ms\": %.4f, \"ms\": [",
+                 c.model.c_str(), static_cast<long long>(c.size), static_cast<long long>(c.batch), what,
+                 mode.fused ? "true" : "false", omp_get_max_threads(), med);
+    for (size_t i = 0; i < ms.size(); ++i) std::fprintf(f, "%s%.4f", i ? ", " : "", ms[i]);
+    std::fprintf(f, "]}\n");
+    std::fclose(f);
+  }
 }
 
 }  // namespace
@@ -61,6 +102,7 @@ int main(int argc, char** argv) {
   std::vector<Config> configs;
   Config custom{"", 128, 4};
   int reps = 5;
+  Mode mode;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -75,8 +117,14 @@ int main(int argc, char** argv) {
     else if (a == "--batch") custom.batch = std::stoll(next());
     else if (a == "--reps") reps = std::max(1, std::stoi(next()));
     else if (a == "--threads") omp_set_num_threads(std::stoi(next()));
+    else if (a == "--optim" && next() == "sgd") mode.sgd = true;
+    else if (a == "--eval") mode.eval = true;
+    else if (a == "--fused") mode.fused = true;
+    else if (a == "--json") mode.json = next();
     else {
-      std::fprintf(stderr, "usage: model_bench [--model NAME --img-size S --batch B] [--reps N] [--threads T]\n");
+      std::fprintf(stderr,
+                   "usage: model_bench [--model NAME --img-size S --batch B] [--reps N] [--threads T] "
+                   "[--optim sgd | --eval] [--fused] [--json FILE]\n");
       return 2;
     }
   }
@@ -85,7 +133,7 @@ int main(int argc, char** argv) {
   std::printf("CPU forward+backward, fp32, %d threads, median of %d steps after 1 warm-up\n",
               omp_get_max_threads(), reps);
   try {
-    for (const auto& c : configs) run(c, reps);
+    for (const auto& c : configs) run(c, reps, mode);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "model_bench: %s\n", e.what());
     return 1;

@@ -4,8 +4,11 @@
 #include <cstring>
 #include <cstdio>
 #include <deque>
+#include <mutex>
 #include <new>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "engine/cuda_check.h"
 #include "engine/error.h"
@@ -22,6 +25,89 @@ std::string format_gb(size_t bytes) {
 }
 
 thread_local const AllocationPurpose* t_purpose = nullptr;
+
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kHostCacheAllowed = false;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kHostCacheAllowed = false;
+#else
+constexpr bool kHostCacheAllowed = true;
+#endif
+#else
+constexpr bool kHostCacheAllowed = true;
+#endif
+
+constexpr size_t kHostCacheMinBytes = size_t{64} << 10;
+constexpr size_t kHostCachePage = size_t{4} << 10;
+
+size_t host_cache_limit_from_env() {
+  if (!kHostCacheAllowed) return 0;
+  const char* env = std::getenv("RZ_HOST_CACHE_MB");
+  if (env == nullptr || *env == '\0') return size_t{4096} << 20;
+  char* end = nullptr;
+  const unsigned long long mb = std::strtoull(env, &end, 10);
+  RZ_CHECK(end != env && *end == '\0', "RZ_HOST_CACHE_MB = '", env, "' (expected a whole number of MiB)");
+  return static_cast<size_t>(mb) << 20;
+}
+
+// The host block cache (storage.h): free blocks by rounded size.
+class HostCache {
+ public:
+  static HostCache& get() {
+    static HostCache* cache = new HostCache();  // never destroyed: tensors may die after main
+    return *cache;
+  }
+  size_t limit() const { return limit_; }
+  // A cached block of exactly `rounded` bytes, or nullptr.
+  void* take(size_t rounded) {
+    std::lock_guard<std::mutex> lock(m_);
+    auto it = free_.find(rounded);
+    if (it == free_.end() || it->second.empty()) {
+      ++misses_;
+      return nullptr;
+    }
+    void* p = it->second.back();
+    it->second.pop_back();
+    cached_ -= rounded;
+    ++hits_;
+    return p;
+  }
+  // Keeps the block when it fits under the limit; false: the caller frees it.
+  bool give(void* p, size_t rounded) {
+    std::lock_guard<std::mutex> lock(m_);
+    if (cached_ + rounded > limit_) return false;
+    free_[rounded].push_back(p);
+    cached_ += rounded;
+    return true;
+  }
+  void release() {
+    std::lock_guard<std::mutex> lock(m_);
+    for (auto& [bytes, blocks] : free_)
+      for (void* p : blocks) std::free(p);
+    free_.clear();
+    cached_ = 0;
+  }
+  HostCacheStats stats() {
+    std::lock_guard<std::mutex> lock(m_);
+    return {hits_, misses_, cached_, limit_};
+  }
+
+ private:
+  HostCache() : limit_(host_cache_limit_from_env()) {}
+  std::mutex m_;
+  std::unordered_map<size_t, std::vector<void*>> free_;
+  size_t cached_ = 0;
+  const size_t limit_;
+  uint64_t hits_ = 0, misses_ = 0;
+};
+
+// Host blocks: 64-byte aligned; sizes the cache handles are rounded to 4 KiB.
+size_t host_rounded(size_t bytes) {
+  const size_t r = (bytes + kHostAlignment - 1) / kHostAlignment * kHostAlignment;
+  return r >= kHostCacheMinBytes ? (r + kHostCachePage - 1) / kHostCachePage * kHostCachePage : r;
+}
+bool host_cacheable(size_t rounded) { return rounded >= kHostCacheMinBytes && HostCache::get().limit() > 0; }
 
 #if defined(RZ_HAVE_CUDA)
 struct DeviceGuard {
@@ -165,8 +251,13 @@ Storage::Storage(size_t bytes, Device device, bool pin_host) : bytes_(bytes), de
   (void)pin_host;
 #endif
   if (device.is_cpu()) {
-    const size_t rounded = (alloc + kHostAlignment - 1) / kHostAlignment * kHostAlignment;
+    const size_t rounded = host_rounded(alloc);
+    if (host_cacheable(rounded) && (data_ = HostCache::get().take(rounded)) != nullptr) return;
     data_ = std::aligned_alloc(kHostAlignment, rounded);
+    if (data_ == nullptr && HostCache::get().stats().cached_bytes > 0) {
+      HostCache::get().release();  // the cached blocks may be what is missing
+      data_ = std::aligned_alloc(kHostAlignment, rounded);
+    }
     RZ_CHECK(data_ != nullptr, "out of host memory allocating ", bytes, " bytes (",
              format_gb(bytes), ") for ", AllocationPurpose::current_what(), "; ",
              AllocationPurpose::current_advice());
@@ -215,7 +306,8 @@ Storage::~Storage() {
   }
 #endif
   if (device_.is_cpu()) {
-    std::free(data_);
+    const size_t rounded = host_rounded(bytes_ == 0 ? kHostAlignment : bytes_);
+    if (!host_cacheable(rounded) || !HostCache::get().give(data_, rounded)) std::free(data_);
     return;
   }
 #if defined(RZ_HAVE_CUDA)
@@ -265,5 +357,8 @@ std::string AllocationPurpose::current_advice() {
                                             "image size (model.img_size, --img-size)")
                               : t_purpose->advice_;
 }
+
+HostCacheStats host_cache_stats() { return HostCache::get().stats(); }
+void host_cache_release() { HostCache::get().release(); }
 
 }  // namespace rz

@@ -10,21 +10,25 @@
 #include <vector>
 
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/scratch.h"
 
 namespace rz {
 
 namespace {
 constexpr int64_t kColBudgetBytes = 64ll << 20;
+struct Im2colScratch {};
 
 // Calls body(col, n0, count, m) for consecutive image groups, with `col` a
 // workspace of m = count*OH*OW rows of taps() elements.
 template <typename T, typename Body> void for_each_image_group(const Conv2dGeom& g, Body body) {
   const int64_t per_image = g.OH * g.OW * g.taps() * static_cast<int64_t>(sizeof(T));
   const int64_t group = std::clamp<int64_t>(kColBudgetBytes / std::max<int64_t>(per_image, 1), 1, g.N);
-  std::vector<T> col(static_cast<size_t>(group * g.OH * g.OW * g.taps()));
+  // Uninitialized and reused across calls: every body writes the whole of it
+  // (im2col, or the GEMM with beta = 0) before reading it.
+  T* col = thread_scratch<T, Im2colScratch>().get(static_cast<size_t>(group * g.OH * g.OW * g.taps()));
   for (int64_t n0 = 0; n0 < g.N; n0 += group) {
     const int64_t count = std::min(group, g.N - n0);
-    body(col.data(), n0, count, count * g.OH * g.OW);
+    body(col, n0, count, count * g.OH * g.OW);
   }
 }
 }  // namespace

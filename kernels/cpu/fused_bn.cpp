@@ -12,6 +12,7 @@
 #include "kernels/cpu/fused_bn.h"
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/common/bn_math.h"
@@ -42,6 +43,24 @@ std::vector<double> channel_sums(int64_t M, int64_t C, int64_t K, AddRow add_row
   for (int64_t b = 0; b < count; ++b)
     for (int64_t i = 0; i < stride; ++i) out[i] += partial[b * stride + i];
   return out;
+}
+
+template <class T>
+std::vector<T> to_vector(const std::vector<double>& v) {
+  return std::vector<T>(v.begin(), v.end());
+}
+
+// f(std::bool_constant<a>{}, std::bool_constant<b>{}): the inner loops are
+// compiled once per flag combination, without branches, so they vectorize.
+template <class F>
+void with_flags(bool a, bool b, F f) {
+  if (a) {
+    if (b) f(std::true_type{}, std::true_type{});
+    else f(std::true_type{}, std::false_type{});
+  } else {
+    if (b) f(std::false_type{}, std::true_type{});
+    else f(std::false_type{}, std::false_type{});
+  }
 }
 
 }  // namespace
@@ -97,18 +116,25 @@ void fused_bn_fwd_cpu(const T* x, const T* residual, const T* gamma, const T* be
     }
   }
   // Pass 2: y = act(BN(x) [+ residual]).
-  const double *mu = mean.data(), *sc = scale.data();
-  const bool relu_on = opt.relu;
+  // The elementwise pass runs in T (the statistics above in double), with
+  // per-channel coefficients rounded to T once, as the CUDA twin computes in
+  // fp32: full-width SIMD on the CPU.
+  const std::vector<T> mu = to_vector<T>(mean), sc = to_vector<T>(scale);
+  const T *mup = mu.data(), *scp = sc.data();
+  with_flags(residual != nullptr, opt.relu, [&](auto has_residual, auto relu_on) {
 #pragma omp parallel for schedule(static) if (M * C >= kParallelMin)
-  for (int64_t r = 0; r < M; ++r) {
-    const T* xr = x + r * C;
-    T* yr = y + r * C;
-    for (int64_t c = 0; c < C; ++c) {
-      double v = bn_apply(static_cast<double>(xr[c]), mu[c], sc[c], static_cast<double>(beta[c]));
-      if (residual != nullptr) v += static_cast<double>(residual[r * C + c]);
-      yr[c] = static_cast<T>(bn_act(v, relu_on));
+    for (int64_t r = 0; r < M; ++r) {
+      const T* xr = x + r * C;
+      const T* rr = has_residual ? residual + r * C : nullptr;
+      T* yr = y + r * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) {
+        T v = bn_apply(xr[c], mup[c], scp[c], beta[c]);
+        if constexpr (decltype(has_residual)::value) v += rr[c];
+        yr[c] = bn_act(v, decltype(relu_on)::value);
+      }
     }
-  }
+  });
 }
 
 template <class T>
@@ -132,14 +158,20 @@ void fused_bn_bwd_cpu(const T* x, const T* y, const T* dy, const T* gamma, const
   std::vector<double> sums(2 * uc, 0.0);
   const bool need_sums = dgamma != nullptr || dbeta != nullptr || (dx != nullptr && training);
   if (need_sums) {
-    sums = channel_sums(M, C, 2, [=](int64_t r, double* acc) {
-      for (int64_t c = 0; c < C; ++c) {
-        const int64_t i = r * C + c;
-        const double g = grad_at(i);
-        if (dresidual != nullptr) dresidual[i] = static_cast<T>(g);
-        acc[c] += g;
-        acc[C + c] += g * (static_cast<double>(x[i]) - mup[c]);
-      }
+    with_flags(dresidual != nullptr, relu_on, [&](auto write_residual, auto relu) {
+      sums = channel_sums(M, C, 2, [=](int64_t r, double* acc) {
+        const int64_t row = r * C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) {
+          const int64_t i = row + c;
+          // Exact in T: dy or 0.
+          const T gt = bn_act_grad(decltype(relu)::value ? y[i] : T(0), dy[i], decltype(relu)::value);
+          if constexpr (decltype(write_residual)::value) dresidual[i] = gt;
+          const double g = static_cast<double>(gt);
+          acc[c] += g;
+          acc[C + c] += g * (static_cast<double>(x[i]) - mup[c]);
+        }
+      });
     });
   } else if (dresidual != nullptr) {
 #pragma omp parallel for schedule(static) if (M * C >= kParallelMin)
@@ -156,17 +188,32 @@ void fused_bn_bwd_cpu(const T* x, const T* y, const T* dy, const T* gamma, const
   for (int64_t c = 0; c < C; ++c)
     k[c] = bn_backward_coeffs(static_cast<double>(gamma[c]), istd[c], sums[c], sums[C + c], inv_m,
                               training);
-  const BnBackwardCoeffs* kp = k.data();
-#pragma omp parallel for schedule(static) if (M * C >= kParallelMin)
-  for (int64_t r = 0; r < M; ++r) {
-    for (int64_t c = 0; c < C; ++c) {
-      const int64_t i = r * C + c;
-      // dresidual already holds g (and may alias dy, which pass 1 overwrote).
-      const double g = dresidual != nullptr ? static_cast<double>(dresidual[i]) : grad_at(i);
-      dx[i] = static_cast<T>(
-          bn_backward_dx(kp[c].k1, kp[c].mdy, kp[c].k2, g, static_cast<double>(x[i]) - mup[c]));
-    }
+  // The elementwise pass in T, coefficients rounded to T once (as forward).
+  std::vector<T> k1(uc), mdy(uc), k2(uc), mean_t(uc);
+  for (int64_t c = 0; c < C; ++c) {
+    k1[c] = static_cast<T>(k[c].k1);
+    mdy[c] = static_cast<T>(k[c].mdy);
+    k2[c] = static_cast<T>(k[c].k2);
+    mean_t[c] = mean[c];
   }
+  const T *a1 = k1.data(), *am = mdy.data(), *a2 = k2.data(), *mt = mean_t.data();
+  with_flags(dresidual != nullptr, relu_on, [&](auto from_residual, auto relu) {
+#pragma omp parallel for schedule(static) if (M * C >= kParallelMin)
+    for (int64_t r = 0; r < M; ++r) {
+      const int64_t row = r * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) {
+        const int64_t i = row + c;
+        // dresidual already holds g (and may alias dy, which pass 1 overwrote).
+        T g;
+        if constexpr (decltype(from_residual)::value)
+          g = dresidual[i];
+        else
+          g = bn_act_grad(decltype(relu)::value ? y[i] : T(0), dy[i], decltype(relu)::value);
+        dx[i] = bn_backward_dx(a1[c], am[c], a2[c], g, x[i] - mt[c]);
+      }
+    }
+  });
 }
 
 #define RZ_INSTANTIATE(T)                                                                       \

@@ -28,8 +28,11 @@ constexpr int64_t kParallelMin = int64_t{1} << 15;
 // in hw order; i is the element index (n*HW + hw)*C + c.
 template <class Add>
 void image_sums(int64_t n, int64_t HW, int64_t C, double* acc, Add add) {
-  for (int64_t hw = 0; hw < HW; ++hw)
-    for (int64_t c = 0; c < C; ++c) add(nlc_index(n, hw, c, HW, C), c, acc);
+  for (int64_t hw = 0; hw < HW; ++hw) {
+    const int64_t row = nlc_index(n, hw, 0, HW, C);
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) add(row + c, c, acc);
+  }
 }
 
 }  // namespace
@@ -125,15 +128,23 @@ void fused_se_fwd_cpu(const T* t, const T* shortcut, const SeWeights<T>& w, T* o
   }
 
   // Pass 2: out = relu(BN(t) * gate + shortcut).
+  // The elementwise pass runs in T (statistics and the MLP above in double),
+  // with per-channel and per-image coefficients rounded to T once, as the
+  // CUDA twin computes in fp32: full-width SIMD on the CPU.
+  const std::vector<T> mu(mean.begin(), mean.end()), sc(scale.begin(), scale.end()),
+      gt(gate.begin(), gate.end());
 #pragma omp parallel for schedule(static) if (N * HW * C >= kParallelMin)
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t hw = 0; hw < HW; ++hw)
-      for (int64_t c = 0; c < C; ++c) {
-        const int64_t i = nlc_index(n, hw, c, HW, C);
-        const double u =
-            bn_apply(static_cast<double>(t[i]), mean[c], scale[c], static_cast<double>(w.beta[c]));
-        out[i] = static_cast<T>(se_tail_out(u, gate[n * C + c], static_cast<double>(shortcut[i])));
-      }
+  for (int64_t n = 0; n < N; ++n) {
+    const T *gn = gt.data() + n * C, *mup = mu.data(), *scp = sc.data();
+    for (int64_t hw = 0; hw < HW; ++hw) {
+      const int64_t row = nlc_index(n, hw, 0, HW, C);
+      const T *tr = t + row, *sr = shortcut + row;
+      T* outr = out + row;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c)
+        outr[c] = se_tail_out(bn_apply(tr[c], mup[c], scp[c], w.beta[c]), gn[c], sr[c]);
+    }
+  }
 }
 
 template <class T>
@@ -160,9 +171,9 @@ void fused_se_bwd_cpu(const T* t, const T* out, const T* dout, const SeWeights<T
     for (int64_t n = 0; n < N; ++n) {
       double* acc = scratch.zeroed();
       image_sums(n, HW, C, acc, [=](int64_t i, int64_t c, double* a) {
-        const double g =
-            relu_grad_from_output(static_cast<double>(out[i]), static_cast<double>(dout[i]));
-        dshortcut[i] = static_cast<T>(g);
+        const T gt = relu_grad_from_output(out[i], dout[i]);  // exact in T: dout or 0
+        dshortcut[i] = gt;
+        const double g = static_cast<double>(gt);
         const double xc = static_cast<double>(t[i]) - mu[c];
         a[c] += g;
         a[C + c] += g * xc;
@@ -241,16 +252,28 @@ void fused_se_bwd_cpu(const T* t, const T* out, const T* dout, const SeWeights<T
   }
 
   // Pass 2: dt = k1 * (du - mdy - (t - mean) * k2) with du rebuilt from g.
+  // The elementwise pass in T, coefficients rounded to T once (as forward).
+  std::vector<T> k1(uc), mdy(uc), k2(uc), mu(uc), dp_hw(unc);
+  for (int64_t c = 0; c < C; ++c) {
+    k1[c] = static_cast<T>(k[c].k1);
+    mdy[c] = static_cast<T>(k[c].mdy);
+    k2[c] = static_cast<T>(k[c].k2);
+    mu[c] = saved.mean[c];
+  }
+  for (int64_t i = 0; i < N * C; ++i) dp_hw[i] = static_cast<T>(dp[i] * inv_hw);
 #pragma omp parallel for schedule(static) if (N * HW * C >= kParallelMin)
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t hw = 0; hw < HW; ++hw)
-      for (int64_t c = 0; c < C; ++c) {
-        const int64_t i = nlc_index(n, hw, c, HW, C);
-        const double du = se_du(static_cast<double>(dshortcut[i]),
-                                static_cast<double>(saved.gate[n * C + c]), dp[n * C + c] * inv_hw);
-        dt[i] = static_cast<T>(
-            bn_backward_dx(k[c].k1, k[c].mdy, k[c].k2, du, static_cast<double>(t[i]) - mean[c]));
-      }
+  for (int64_t n = 0; n < N; ++n) {
+    const T *gn = saved.gate + n * C, *dpn = dp_hw.data() + n * C;
+    const T *a1 = k1.data(), *am = mdy.data(), *a2 = k2.data(), *mup = mu.data();
+    for (int64_t hw = 0; hw < HW; ++hw) {
+      const int64_t row = nlc_index(n, hw, 0, HW, C);
+      const T *gr = dshortcut + row, *tr = t + row;
+      T* dtr = dt + row;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c)
+        dtr[c] = bn_backward_dx(a1[c], am[c], a2[c], se_du(gr[c], gn[c], dpn[c]), tr[c] - mup[c]);
+    }
+  }
 }
 
 #define RZ_INSTANTIATE(T)                                                               \

@@ -25,6 +25,7 @@
 // summed in k order with a fixed blocking, so the result is bitwise independent of the
 // thread count.
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/scratch.h"
 
 #include <omp.h>
 
@@ -155,36 +156,12 @@ struct Blocking<double> {
 
 constexpr std::size_t kAlign = 64;
 
-// Grow-only, 64-byte aligned scratch; one per thread and role, so steady-state calls
-// allocate nothing.
-template <typename T>
-class Scratch {
- public:
-  T* get(std::size_t n) {
-    if (n > cap_) {
-      std::size_t bytes = (n * sizeof(T) + kAlign - 1) / kAlign * kAlign;
-      void* p = std::aligned_alloc(kAlign, bytes);
-      if (p == nullptr) throw std::bad_alloc();
-      buf_.reset(static_cast<T*>(p));
-      cap_ = n;
-    }
-    return buf_.get();
-  }
-
- private:
-  struct Free {
-    void operator()(T* p) const { std::free(p); }
-  };
-  std::unique_ptr<T, Free> buf_;
-  std::size_t cap_ = 0;
-};
-
 // The calling thread's workspace, holding every thread's packing buffers: allocated
 // (and possibly throwing) before the parallel region, reused by later calls.
 template <typename T>
 Scratch<T>& workspace() {
-  thread_local Scratch<T> s;
-  return s;
+  struct GemmPacking {};
+  return thread_scratch<T, GemmPacking>();
 }
 
 // ---- Packing ----
