@@ -17,17 +17,19 @@
 
 #include "kernels/common/bn_math.h"
 #include "kernels/common/se_math.h"
+#include "kernels/cpu/thread_scratch.h"
 
 namespace rz {
 
 namespace {
 
 constexpr int64_t kParallelMin = int64_t{1} << 15;
+constexpr int64_t kChunkRows = 16;
 
-// Returns K*C sums: out[k*C + c] = sum over rows r (in fixed blocks) of what
-// add_row(r, acc) adds to acc[k*C + c].
-template <class AddRow>
-std::vector<double> channel_sums(int64_t M, int64_t C, int64_t K, AddRow add_row) {
+// Returns K*C sums: out[k*C + c] = sum over rows (in fixed blocks) of what
+// add_rows(r0, r1, acc) adds to acc[k*C + c] for rows r0 <= r < r1.
+template <class AddRows>
+std::vector<double> channel_sums(int64_t M, int64_t C, int64_t K, AddRows add_rows) {
   constexpr int64_t kMaxBlocks = 64, kMinRows = 32;
   const int64_t size = std::max(kMinRows, (M + kMaxBlocks - 1) / kMaxBlocks);
   const int64_t count = (M + size - 1) / size;
@@ -36,8 +38,7 @@ std::vector<double> channel_sums(int64_t M, int64_t C, int64_t K, AddRow add_row
 #pragma omp parallel for schedule(static) if (M * C >= kParallelMin)
   for (int64_t b = 0; b < count; ++b) {
     double* acc = partial.data() + b * stride;
-    const int64_t r1 = std::min(M, (b + 1) * size);
-    for (int64_t r = b * size; r < r1; ++r) add_row(r, acc);
+    add_rows(b * size, std::min(M, (b + 1) * size), acc);
   }
   std::vector<double> out(static_cast<size_t>(stride), 0.0);
   for (int64_t b = 0; b < count; ++b)
@@ -81,13 +82,15 @@ void fused_bn_fwd_cpu(const T* x, const T* residual, const T* gamma, const T* be
     } else {
       for (int64_t c = 0; c < C; ++c) shift[c] = static_cast<double>(x[c]);
       const double* sh = shift.data();
-      sums = channel_sums(M, C, 2, [=](int64_t r, double* acc) {
-        const T* xr = x + r * C;
+      sums = channel_sums(M, C, 2, [=](int64_t r0, int64_t r1, double* acc) {
+        for (int64_t r = r0; r < r1; ++r) {
+          const T* xr = x + r * C;
 #pragma omp simd
-        for (int64_t c = 0; c < C; ++c) {
-          const double d = static_cast<double>(xr[c]) - sh[c];
-          acc[c] += d;
-          acc[C + c] += d * d;
+          for (int64_t c = 0; c < C; ++c) {
+            const double d = static_cast<double>(xr[c]) - sh[c];
+            acc[c] += d;
+            acc[C + c] += d * d;
+          }
         }
       });
     }
@@ -148,7 +151,6 @@ void fused_bn_bwd_cpu(const T* x, const T* y, const T* dy, const T* gamma, const
     mu[c] = static_cast<double>(mean[c]);
     istd[c] = static_cast<double>(invstd[c]);
   }
-  const double* mup = mu.data();
   // g at (r, c), from dy and the ReLU mask of y.
   const auto grad_at = [=](int64_t i) {
     return bn_act_grad(relu_on ? static_cast<double>(y[i]) : 0.0, static_cast<double>(dy[i]),
@@ -158,18 +160,29 @@ void fused_bn_bwd_cpu(const T* x, const T* y, const T* dy, const T* gamma, const
   std::vector<double> sums(2 * uc, 0.0);
   const bool need_sums = dgamma != nullptr || dbeta != nullptr || (dx != nullptr && training);
   if (need_sums) {
+    // Rows are summed in T over chunks of kChunkRows, each chunk's sums then
+    // added in double, in a fixed order: full-width SIMD, deterministic.
+    const std::vector<T> mu_t(mu.begin(), mu.end());
+    const T* mt = mu_t.data();
+    ThreadScratch<T> chunk(2 * C);
     with_flags(dresidual != nullptr, relu_on, [&](auto write_residual, auto relu) {
-      sums = channel_sums(M, C, 2, [=](int64_t r, double* acc) {
-        const int64_t row = r * C;
+      sums = channel_sums(M, C, 2, [=, &chunk](int64_t r0, int64_t r1, double* acc) {
+        T* part = chunk.mine();
+        for (int64_t c0 = r0; c0 < r1; c0 += kChunkRows) {
+          std::fill(part, part + 2 * C, T(0));
+          for (int64_t r = c0; r < std::min(r1, c0 + kChunkRows); ++r) {
+            const int64_t row = r * C;
 #pragma omp simd
-        for (int64_t c = 0; c < C; ++c) {
-          const int64_t i = row + c;
-          // Exact in T: dy or 0.
-          const T gt = bn_act_grad(decltype(relu)::value ? y[i] : T(0), dy[i], decltype(relu)::value);
-          if constexpr (decltype(write_residual)::value) dresidual[i] = gt;
-          const double g = static_cast<double>(gt);
-          acc[c] += g;
-          acc[C + c] += g * (static_cast<double>(x[i]) - mup[c]);
+            for (int64_t c = 0; c < C; ++c) {
+              const int64_t i = row + c;
+              // Exact in T: dy or 0.
+              const T g = bn_act_grad(decltype(relu)::value ? y[i] : T(0), dy[i], decltype(relu)::value);
+              if constexpr (decltype(write_residual)::value) dresidual[i] = g;
+              part[c] += g;
+              part[C + c] += g * (x[i] - mt[c]);
+            }
+          }
+          for (int64_t c = 0; c < 2 * C; ++c) acc[c] += static_cast<double>(part[c]);
         }
       });
     });

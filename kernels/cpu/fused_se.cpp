@@ -11,6 +11,7 @@
 // every sum keeps its fixed order (hw within an image, then n).
 #include "kernels/cpu/fused_se.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "kernels/common/activation_math.h"
@@ -23,6 +24,7 @@ namespace rz {
 namespace {
 
 constexpr int64_t kParallelMin = int64_t{1} << 15;
+constexpr int64_t kChunkRows = 16;
 
 // acc[k*C + c] (k < K) += what add(i, c, acc) adds for every pixel of image n,
 // in hw order; i is the element index (n*HW + hw)*C + c.
@@ -165,20 +167,35 @@ void fused_se_bwd_cpu(const T* t, const T* out, const T* dout, const SeWeights<T
   // nc[(k*N + n)*C + c]: k = 0: sum g, 1: sum g (t - mean), 2: sum (t - mean).
   std::vector<double> nc(3 * unc, 0.0);
   {
-    const double* mu = mean.data();
+    // Rows are summed in T over chunks of kChunkRows, each chunk's sums then
+    // added in double, in a fixed order: full-width SIMD, deterministic.
+    const std::vector<T> mu(mean.begin(), mean.end());
+    const T* mup = mu.data();
     ThreadScratch<double> scratch(3 * C);
+    ThreadScratch<T> chunk(3 * C);
 #pragma omp parallel for schedule(static) if (N * HW * C >= kParallelMin)
     for (int64_t n = 0; n < N; ++n) {
       double* acc = scratch.zeroed();
-      image_sums(n, HW, C, acc, [=](int64_t i, int64_t c, double* a) {
-        const T gt = relu_grad_from_output(out[i], dout[i]);  // exact in T: dout or 0
-        dshortcut[i] = gt;
-        const double g = static_cast<double>(gt);
-        const double xc = static_cast<double>(t[i]) - mu[c];
-        a[c] += g;
-        a[C + c] += g * xc;
-        a[2 * C + c] += xc;
-      });
+      T* part = chunk.mine();
+      for (int64_t h0 = 0; h0 < HW; h0 += kChunkRows) {
+        const int64_t h1 = std::min(HW, h0 + kChunkRows);
+        std::fill(part, part + 3 * C, T(0));
+        for (int64_t hw = h0; hw < h1; ++hw) {
+          const int64_t row = nlc_index(n, hw, 0, HW, C);
+          const T *outr = out + row, *doutr = dout + row, *tr = t + row;
+          T* dsr = dshortcut + row;
+#pragma omp simd
+          for (int64_t c = 0; c < C; ++c) {
+            const T g = relu_grad_from_output(outr[c], doutr[c]);  // exact: dout or 0
+            dsr[c] = g;
+            const T xc = tr[c] - mup[c];
+            part[c] += g;
+            part[C + c] += g * xc;
+            part[2 * C + c] += xc;
+          }
+        }
+        for (int64_t i = 0; i < 3 * C; ++i) acc[i] += static_cast<double>(part[i]);
+      }
       for (int64_t k = 0; k < 3; ++k)
         for (int64_t c = 0; c < C; ++c) nc[seg_sum_index(k, n, c, N, C)] = acc[k * C + c];
     }
