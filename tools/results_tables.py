@@ -178,7 +178,35 @@ def roofline_join():
     return table(["source", "class", "rows", "measured ms", "bound ms", "% of roofline"], rows)
 
 
+# ---- CPU against PyTorch, 2026-12-05 ---------------------------------------------
+
+def cpu_vs_pytorch(folder):
+    rows = []
+    names = sorted(f for f in os.listdir(os.path.join(RAW, folder)) if f.endswith(".json"))
+    if not names:
+        raise RawError(f"{folder}: no JSON files")
+    for name in names:
+        with open(os.path.join(RAW, folder, name), encoding="utf-8") as f:
+            j = json.load(f)
+        what = "eval forward" if j["mode"] == "eval" else "fwd + BCE + bwd + SGD"
+        rows.append([j["model"], f"{j['img_size']} px, batch {j['batch']}", what,
+                     "fused" if j.get("fused") else "unfused", f"{j['pytorch_ms']:.1f}", f"{j['ranzcr_ms']:.1f}",
+                     f"**{j['ratio']:.3f}**"])
+    return table(["model", "input", "step", "ranzcr ops", "PyTorch ms", "ranzcr ms", "ratio (PyTorch / ranzcr)"],
+                 rows)
+
+
+def cpu_vs_pytorch_after():
+    return cpu_vs_pytorch("2026-12-05-cpu-vs-pytorch")
+
+
+def cpu_vs_pytorch_before():
+    return cpu_vs_pytorch("2026-12-05-cpu-vs-pytorch-before")
+
+
 GENERATORS = {
+    "cpu-vs-pytorch": cpu_vs_pytorch_after,
+    "cpu-vs-pytorch-before": cpu_vs_pytorch_before,
     "cpu-gemm": cpu_gemm,
     "cpu-model": cpu_model,
     "h200-run1-step": h200_run1_step,
