@@ -8,7 +8,7 @@
 //   model_bench                                  # the two default configurations
 //   model_bench --model seresnet50 --img-size 128 --batch 4 --reps 5 --threads 2
 //   model_bench --model seresnet152d --img-size 256 --batch 2 --optim sgd --json out.json
-//   model_bench ... --fused                      # model.fused_se and fused_bn
+//   model_bench ... --fused                      # model.fused_se, fused_bn and fused_conv_bn
 #include <omp.h>
 
 #include <algorithm>
@@ -37,7 +37,7 @@ struct Mode {
 void run(const Config& c, int reps, const Mode& mode) {
   rz::ResNetConfig cfg = rz::resnet_config(c.model);
   cfg.num_classes = 11;
-  cfg.fused_se = cfg.fused_bn = mode.fused;
+  cfg.fused_se = cfg.fused_bn = cfg.fused_conv_bn = mode.fused;
   auto model = rz::create_resnet(cfg, 0);
   if (mode.eval) model->eval();
   else model->train();
@@ -81,7 +81,7 @@ void run(const Config& c, int reps, const Mode& mode) {
               "%7.2f images/s  %6.1f GFLOP/s%s\n",
               c.model.c_str(), static_cast<long long>(c.size), static_cast<long long>(c.size),
               static_cast<long long>(c.batch), what, med, sorted.front(), sorted.back(), per_image,
-              1000.0 / per_image, gflops, mode.fused ? "  (fused_se, fused_bn)" : "");
+              1000.0 / per_image, gflops, mode.fused ? "  (fused_se, fused_bn, fused_conv_bn)" : "");
   std::fflush(stdout);
   if (!mode.json.empty()) {
     std::FILE* f = std::fopen(mode.json.c_str(), "w");

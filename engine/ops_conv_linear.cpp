@@ -2,11 +2,14 @@
 // cuDNN convolutions (algorithms measured and cached per shape, see
 // engine/cuda_conv.h) or our native kernels (engine/conv_autotune.h), and
 // cuBLAS GEMMs, f32 or bf16 with fp32 accumulation.
+#include <vector>
+
 #include "engine/autograd.h"
 #include "engine/conv_autotune.h"
 #include "engine/dispatch.h"
 #include "engine/ops.h"
 #include "engine/ops_cuda.h"
+#include "kernels/common/bn_math.h"
 #include "kernels/cpu/conv2d.h"
 #include "kernels/cpu/linear.h"
 #if defined(RZ_HAVE_CUDA)
@@ -185,6 +188,29 @@ Tensor conv_bn_act(const Tensor& x, const Tensor& w_in, Conv2dOptions copt, cons
     if (y.defined()) return y;
   }
 #endif
+  if (x.device().is_cpu() && !residual.defined() && !any_requires_grad({&x, &w, &gamma, &beta})) {
+    // The eval BN folded into a per-channel scale and shift that the GEMM
+    // applies, with the ReLU, as it finishes each output tile: no BN pass.
+    for (const Tensor* p : {&gamma, &beta, &running_mean, &running_var}) {
+      check_same(x, *p, "conv_bn_act");
+      check_shape(*p, {g.K}, "conv_bn_act");
+    }
+    Tensor y = Tensor::empty({g.N, g.OH, g.OW, g.K}, x.dtype(), x.device());
+    dispatch_float(x.dtype(), "conv_bn_act", [&](auto tag) {
+      using T = decltype(tag);
+      std::vector<T> scale(static_cast<size_t>(g.K)), shift(static_cast<size_t>(g.K));
+      for (int64_t k = 0; k < g.K; ++k) {
+        const BnFold f = bn_fold(static_cast<double>(gamma.data<T>()[k]), static_cast<double>(beta.data<T>()[k]),
+                                 static_cast<double>(running_mean.data<T>()[k]),
+                                 static_cast<double>(running_var.data<T>()[k]), opt.eps);
+        scale[static_cast<size_t>(k)] = static_cast<T>(f.scale);
+        shift[static_cast<size_t>(k)] = static_cast<T>(f.shift);
+      }
+      const GemmEpilogue<T> ep{scale.data(), shift.data(), relu};
+      conv2d_fwd_cpu(x.data<T>(), w.data<T>(), y.data<T>(), g, &ep);
+    });
+    return y;
+  }
   Tensor y = Tensor::empty({g.N, g.OH, g.OW, g.K}, x.dtype(), x.device());
   conv_pass(ConvPass::Fwd, g, x, w, y);
   record_conv2d(y, x, w, g);

@@ -9,7 +9,8 @@ backward, SGD (lr 0.01, momentum 0.9, weight decay 1e-4), zero_grad; fp32.
 PyTorch: timm.create_model(MODEL, num_classes=11), channels_last model and
 input (oneDNN's preferred layout on the CPU; --no-channels-last for NCHW),
 torch.set_num_threads(--threads). ranzcr: build/model_bench --threads
---optim sgd | --eval (NHWC always; --fused adds model.fused_se and fused_bn).
+--optim sgd | --eval (NHWC always; --fused adds model.fused_se, fused_bn and
+fused_conv_bn: on the CPU, eval BN and ReLU in the convolution's GEMM epilogue).
 
 Each round runs PyTorch for --reps timed steps (after one warm-up step) in
 this process, then model_bench in a subprocess for the same; --rounds rounds
@@ -39,7 +40,7 @@ def parse_args():
     p.add_argument("--mode", choices=["train", "eval"], default="train")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--fused", action="store_true", help="ranzcr with model.fused_se and fused_bn")
+    p.add_argument("--fused", action="store_true", help="ranzcr with model.fused_se, fused_bn and fused_conv_bn")
     p.add_argument("--no-channels-last", action="store_true")
     p.add_argument("--model-bench", default=os.path.join(os.path.dirname(__file__), "..", "..", "build",
                                                           "model_bench"))

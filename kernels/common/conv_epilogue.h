@@ -51,10 +51,11 @@ struct ConvFwdFusion {
   int64_t segments = 1;
 };
 
-// The value an epilogue stores for one accumulator (before rounding to T).
-RZ_HD float conv_epilogue_value(float acc, const float* scale, const float* shift, bool relu,
-                                int k) {
-  float v = acc;
+// The value an epilogue stores for one accumulator (before rounding to T);
+// S is float on the GPU, the element type in the CPU GEMM's epilogue.
+template <class S, class I>
+RZ_HD S conv_epilogue_value(S acc, const S* scale, const S* shift, bool relu, I k) {
+  S v = acc;
   if (scale != nullptr) v = v * scale[k] + shift[k];
   if (relu) v = rz::relu(v);  // NaN propagates, as in the unfused ReLU
   return v;

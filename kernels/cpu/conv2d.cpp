@@ -96,16 +96,17 @@ void col2im_cpu(const T* dcol, T* dx, const Conv2dGeom& g, int64_t n0, int64_t c
   }
 }
 
-template <typename T> void conv2d_fwd_cpu(const T* x, const T* w, T* y, const Conv2dGeom& g) {
+template <typename T>
+void conv2d_fwd_cpu(const T* x, const T* w, T* y, const Conv2dGeom& g, const GemmEpilogue<T>* epilogue) {
   const int64_t taps = g.taps();
   if (g.is_pointwise()) {
-    gemm_cpu<T>(false, true, g.rows(), g.K, taps, T(1), x, taps, w, taps, T(0), y, g.K);
+    gemm_cpu<T>(false, true, g.rows(), g.K, taps, T(1), x, taps, w, taps, T(0), y, g.K, epilogue);
     return;
   }
   for_each_image_group<T>(g, [&](T* col, int64_t n0, int64_t count, int64_t m) {
     im2col_cpu(x, col, g, n0, count);
     gemm_cpu<T>(false, true, m, g.K, taps, T(1), col, taps, w, taps, T(0),
-                y + n0 * g.OH * g.OW * g.K, g.K);
+                y + n0 * g.OH * g.OW * g.K, g.K, epilogue);
   });
 }
 
@@ -138,7 +139,7 @@ void conv2d_bwd_weight_cpu(const T* x, const T* dy, T* dw, const Conv2dGeom& g) 
 }
 
 #define RZ_INSTANTIATE_CONV(T)                                                          \
-  template void conv2d_fwd_cpu<T>(const T*, const T*, T*, const Conv2dGeom&);           \
+  template void conv2d_fwd_cpu<T>(const T*, const T*, T*, const Conv2dGeom&, const GemmEpilogue<T>*);           \
   template void conv2d_bwd_data_cpu<T>(const T*, const T*, T*, const Conv2dGeom&);      \
   template void conv2d_bwd_weight_cpu<T>(const T*, const T*, T*, const Conv2dGeom&);    \
   template void im2col_cpu<T>(const T*, T*, const Conv2dGeom&, int64_t, int64_t);       \

@@ -5,6 +5,8 @@
 // already is the [N*H*W, C] im2col matrix.
 #pragma once
 
+#include "kernels/cpu/gemm.h"
+
 #include <cstdint>
 
 namespace rz {
@@ -24,7 +26,10 @@ Conv2dGeom make_conv2d_geom(int64_t N, int64_t H, int64_t W, int64_t C, int64_t 
                             int64_t S, int64_t sh, int64_t sw, int64_t ph, int64_t pw);
 
 // Writes y[N, OH, OW, K].
-template <typename T> void conv2d_fwd_cpu(const T* x, const T* w, T* y, const Conv2dGeom& g);
+// epilogue: applied to y per output channel as the GEMM finishes each tile
+// (gemm.h): eval-mode BN folded into a scale and shift, and ReLU.
+template <typename T>
+void conv2d_fwd_cpu(const T* x, const T* w, T* y, const Conv2dGeom& g, const GemmEpilogue<T>* epilogue = nullptr);
 // Writes dx[N, H, W, C] = d(sum dy*y)/dx.
 template <typename T> void conv2d_bwd_data_cpu(const T* dy, const T* w, T* dx, const Conv2dGeom& g);
 // Writes dw[K, R, S, C] = d(sum dy*y)/dw.

@@ -26,6 +26,7 @@
 // thread count.
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/scratch.h"
+#include "kernels/common/conv_epilogue.h"
 
 #include <omp.h>
 
@@ -416,12 +417,25 @@ inline int64_t split_at(int64_t n, int64_t parts, int64_t part) {
 
 }  // namespace
 
+// C[r][j] for r0 <= r < r1, j0 <= j < j1: the epilogue of gemm.h.
+template <typename T>
+void apply_epilogue(const GemmEpilogue<T>& ep, T* C, int64_t ldc, int64_t r0, int64_t r1, int64_t j0,
+                    int64_t j1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    T* row = C + r * ldc;
+#pragma omp simd
+    for (int64_t j = j0; j < j1; ++j) row[j] = conv_epilogue_value(row[j], ep.col_scale, ep.col_shift, ep.relu, j);
+  }
+}
+
 template <typename T>
 void gemm_cpu(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
-              int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+              int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc,
+              const GemmEpilogue<T>* epilogue) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0 || alpha == T(0)) {
     scale_c(M, N, beta, C, ldc);
+    if (epilogue != nullptr) apply_epilogue(*epilogue, C, ldc, 0, M, 0, N);
     return;
   }
 
@@ -515,6 +529,8 @@ void gemm_cpu(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alp
               run_tile<V, MR, Blk::NV>(kc, abuf + p * kc * MR, bbuf + (q - qbase) * KC * NR,
                                        C + (ic + p * MR) * ldc + jc + q * NR, ldc, mr, nr, alpha,
                                        beta_k);
+              if (epilogue != nullptr && pc + kc >= K)
+                apply_epilogue(*epilogue, C, ldc, ic + p * MR, ic + p * MR + mr, jc + q * NR, jc + q * NR + nr);
             }
           }
         }
@@ -528,8 +544,9 @@ void gemm_cpu(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alp
 }
 
 template void gemm_cpu<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,
-                              const float*, int64_t, float, float*, int64_t);
+                              const float*, int64_t, float, float*, int64_t, const GemmEpilogue<float>*);
 template void gemm_cpu<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*,
-                               int64_t, const double*, int64_t, double, double*, int64_t);
+                               int64_t, const double*, int64_t, double, double*, int64_t,
+                               const GemmEpilogue<double>*);
 
 }  // namespace rz

@@ -22,13 +22,29 @@ namespace rz {
 // allocate nothing. Deterministic: every C element is summed over K in the same order
 // by one thread, so the result does not depend on the thread count or on scheduling.
 // A, B must not alias C. Sizes must be >= 0 (not checked: kernels/ throws nothing).
+//
+// An epilogue, when given, finishes each C tile right after its last K block,
+// while the tile is still in cache: per column j, C = C * col_scale[j] +
+// col_shift[j] (both set, or neither), then max(C, 0) when relu
+// (conv_epilogue_value, the GPU epilogues' math). A convolution followed by
+// an eval-mode BN and ReLU thus makes one pass over its output instead of three.
+template <typename T>
+struct GemmEpilogue {
+  const T* col_scale = nullptr;
+  const T* col_shift = nullptr;
+  bool relu = false;
+};
+
 template <typename T>
 void gemm_cpu(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
-              int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+              int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc,
+              const GemmEpilogue<T>* epilogue = nullptr);
 
 extern template void gemm_cpu<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*,
-                                     int64_t, const float*, int64_t, float, float*, int64_t);
+                                     int64_t, const float*, int64_t, float, float*, int64_t,
+                                     const GemmEpilogue<float>*);
 extern template void gemm_cpu<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*,
-                                      int64_t, const double*, int64_t, double, double*, int64_t);
+                                      int64_t, const double*, int64_t, double, double*, int64_t,
+                                      const GemmEpilogue<double>*);
 
 }  // namespace rz

@@ -2,8 +2,10 @@
 // worked out by hand, or a direct formula written here (never our own kernels).
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 
+#include "engine/autograd.h"
 #include "engine/ops.h"
 
 using namespace rz;
@@ -160,4 +162,40 @@ TEST_CASE("forward: permute moves elements as the index formula says") {
   CHECK(permute(x.to(DType::BF16), {0, 2, 3, 1}).to(DType::F64).to_vector<double>() ==
         y.to(DType::BF16).to(DType::F64).to_vector<double>());
   CHECK_THROWS_AS(permute(x, {0, 0, 1, 2}), rz::Error);
+}
+
+TEST_CASE("conv_bn_act on the CPU in eval: BN and ReLU in the GEMM epilogue give conv2d + batch_norm_act") {
+
+  for (const DType dt : {DType::F64, DType::F32}) {
+    for (const bool pointwise : {true, false}) {
+      for (const bool relu : {true, false}) {
+        CAPTURE(dtype_name(dt));
+        CAPTURE(pointwise);
+        CAPTURE(relu);
+        Generator gen(11);
+        const int64_t C = 24, K = 40;
+        const Tensor x = Tensor::normal({2, 9, 11, C}, 0, 1, gen).to(dt);
+        const Tensor w = Tensor::normal({K, pointwise ? 1 : 3, pointwise ? 1 : 3, C}, 0, 0.2, gen).to(dt);
+        const Tensor gamma = Tensor::uniform({K}, 0.5, 1.5, gen).to(dt);
+        const Tensor beta = Tensor::uniform({K}, -0.5, 0.5, gen).to(dt);
+        const Tensor mean = Tensor::uniform({K}, -0.3, 0.3, gen).to(dt);
+        const Tensor var = Tensor::uniform({K}, 0.5, 2.0, gen).to(dt);
+        const Conv2dOptions copt{.stride = pointwise ? 1 : 2, .padding = pointwise ? 0 : 1};
+        const BatchNormOptions bopt{.training = false, .momentum = 0.1, .eps = 1e-5};
+        NoGradGuard no_grad;
+        const Tensor fused = conv_bn_act(x, w, copt, Tensor(), gamma, beta, mean, var, bopt, relu);
+        const Tensor ref = batch_norm_act(conv2d(x, w, copt), Tensor(), gamma, beta, mean, var, bopt, relu);
+        REQUIRE(fused.shape() == ref.shape());
+        const auto a = fused.to(DType::F64).to_vector<double>(), b = ref.to(DType::F64).to_vector<double>();
+        double worst = 0;
+        int64_t zeros = 0;
+        for (size_t i = 0; i < a.size(); ++i) {
+          worst = std::max(worst, std::abs(a[i] - b[i]));
+          if (b[i] == 0) ++zeros;
+        }
+        CHECK(worst <= (dt == DType::F64 ? 1e-12 : 2e-5));
+        CHECK((zeros > 0) == relu);
+      }
+    }
+  }
 }

@@ -205,3 +205,48 @@ TEST_CASE("gemm result is bitwise independent of the thread count") {
   }
   omp_set_num_threads(saved);
 }
+
+TEST_CASE("gemm epilogue: per-column scale and shift, then ReLU, on the finished C, across K blocks and partial tiles") {
+  std::mt19937 rng(7);
+  // K spans several K blocks (KC <= 1024 for float); M and N leave partial tiles.
+  for (const Shape s : {Shape{37, 45, 2100}, Shape{5, 3, 7}, Shape{130, 66, 300}}) {
+    for (const bool relu : {false, true}) {
+      for (const bool affine : {false, true}) {
+        CAPTURE(s.M);
+        CAPTURE(s.K);
+        CAPTURE(relu);
+        CAPTURE(affine);
+        Mat<float> A(s.M, s.K, 0, 0.0f), B(s.N, s.K, 0, 0.0f), C(s.M, s.N, 3, float(kSentinel));
+        fill_random(A, rng);
+        fill_random(B, rng);
+        std::vector<float> scale(std::size_t(s.N)), shift(std::size_t(s.N));
+        std::uniform_real_distribution<double> d(-2.0, 2.0);
+        for (auto& v : scale) v = float(d(rng));
+        for (auto& v : shift) v = float(d(rng));
+        const rz::GemmEpilogue<float> ep{affine ? scale.data() : nullptr, affine ? shift.data() : nullptr, relu};
+        rz::gemm_cpu<float>(false, true, s.M, s.N, s.K, 1.0f, A.data.data(), A.ld, B.data.data(), B.ld, 0.0f,
+                            C.data.data(), C.ld, &ep);
+        double worst = 0;
+        int64_t negatives = 0;
+        for (int64_t i = 0; i < s.M; ++i) {
+          for (int64_t j = 0; j < s.N; ++j) {
+            double acc = 0, mag = 0;
+            for (int64_t k = 0; k < s.K; ++k) {
+              acc += double(A.at(i, k)) * double(B.at(j, k));
+              mag += std::abs(double(A.at(i, k)) * double(B.at(j, k)));
+            }
+            double want = affine ? acc * double(scale[std::size_t(j)]) + double(shift[std::size_t(j)]) : acc;
+            if (relu) want = std::max(want, 0.0);
+            const double tol = 1e-5 * (mag * (affine ? std::abs(double(scale[std::size_t(j)])) : 1.0) + 1.0);
+            worst = std::max(worst, std::abs(double(C.at(i, j)) - want) / tol);
+            if (C.at(i, j) < 0) ++negatives;
+          }
+          for (int64_t j = s.N; j < C.ld; ++j) CHECK(C.at(i, j) == float(kSentinel));  // padding untouched
+        }
+        CHECK(worst <= 1.0);
+        if (relu) CHECK(negatives == 0);
+        else CHECK(negatives > 0);
+      }
+    }
+  }
+}
