@@ -26,17 +26,6 @@ namespace {
 constexpr int64_t kParallelMin = int64_t{1} << 15;
 constexpr int64_t kChunkRows = 16;
 
-// acc[k*C + c] (k < K) += what add(i, c, acc) adds for every pixel of image n,
-// in hw order; i is the element index (n*HW + hw)*C + c.
-template <class Add>
-void image_sums(int64_t n, int64_t HW, int64_t C, double* acc, Add add) {
-  for (int64_t hw = 0; hw < HW; ++hw) {
-    const int64_t row = nlc_index(n, hw, 0, HW, C);
-#pragma omp simd
-    for (int64_t c = 0; c < C; ++c) add(row + c, c, acc);
-  }
-}
-
 }  // namespace
 
 template <class T>
@@ -55,16 +44,35 @@ void fused_se_fwd_cpu(const T* t, const T* shortcut, const SeWeights<T>& w, T* o
     nc.assign(given_sums, given_sums + 2 * unc);
   } else {
     for (int64_t c = 0; c < C; ++c) shift[c] = static_cast<double>(t[c]);
-    const double* sh = shift.data();
+    // Rows are summed in T over chunks of kChunkRows, each chunk's sums then
+    // added in double, in a fixed order. Eval needs only the squeeze (k = 0).
+    const T* sh = t;  // shift[c] = t[c] exactly
+    const bool squares = opt.training;
     ThreadScratch<double> scratch(2 * C);
+    ThreadScratch<T> chunk(2 * C);
 #pragma omp parallel for schedule(static) if (N * HW * C >= kParallelMin)
     for (int64_t n = 0; n < N; ++n) {
       double* acc = scratch.zeroed();
-      image_sums(n, HW, C, acc, [=](int64_t i, int64_t c, double* a) {
-        const double v = static_cast<double>(t[i]) - sh[c];
-        a[c] += v;
-        a[C + c] += v * v;
-      });
+      T* part = chunk.mine();
+      for (int64_t h0 = 0; h0 < HW; h0 += kChunkRows) {
+        const int64_t h1 = std::min(HW, h0 + kChunkRows);
+        std::fill(part, part + 2 * C, T(0));
+        for (int64_t hw = h0; hw < h1; ++hw) {
+          const T* tr = t + nlc_index(n, hw, 0, HW, C);
+          if (squares) {
+#pragma omp simd
+            for (int64_t c = 0; c < C; ++c) {
+              const T v = tr[c] - sh[c];
+              part[c] += v;
+              part[C + c] += v * v;
+            }
+          } else {
+#pragma omp simd
+            for (int64_t c = 0; c < C; ++c) part[c] += tr[c] - sh[c];
+          }
+        }
+        for (int64_t i = 0; i < 2 * C; ++i) acc[i] += static_cast<double>(part[i]);
+      }
       for (int64_t c = 0; c < C; ++c) {
         nc[seg_sum_index(0, n, c, N, C)] = acc[c];
         nc[seg_sum_index(1, n, c, N, C)] = acc[C + c];
