@@ -15,6 +15,9 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -84,15 +87,12 @@ void run(const Config& c, int reps, const Mode& mode) {
               1000.0 / per_image, gflops, mode.fused ? "  (fused_se, fused_bn, fused_conv_bn)" : "");
   std::fflush(stdout);
   if (!mode.json.empty()) {
-    std::FILE* f = std::fopen(mode.json.c_str(), "w");
-    if (!f) throw std::runtime_error("cannot write " + mode.json);
-    std::fprintf(f, "{\"bench\": \"model_bench\", \"model\": \"%s\", \"img_size\": %lld, \"batch\": %lld, "
-                 "\"mode\": \"%s\", \"fused\": %s, \"threads\": %d, \"median_ms\": %.4f, \"ms\": [",
-                 c.model.c_str(), static_cast<long long>(c.size), static_cast<long long>(c.batch), what,
-                 mode.fused ? "true" : "false", omp_get_max_threads(), med);
-    for (size_t i = 0; i < ms.size(); ++i) std::fprintf(f, "%s%.4f", i ? ", " : "", ms[i]);
-    std::fprintf(f, "]}\n");
-    std::fclose(f);
+    const nlohmann::json j = {{"bench", "model_bench"}, {"model", c.model},  {"img_size", c.size},
+                              {"batch", c.batch},       {"mode", what},      {"fused", mode.fused},
+                              {"threads", omp_get_max_threads()}, {"median_ms", med}, {"ms", ms}};
+    std::ofstream f(mode.json);
+    f << j.dump() << "\n";
+    if (!f.good()) throw std::runtime_error("cannot write " + mode.json);
   }
 }
 

@@ -428,14 +428,24 @@ RooflineOptions roofline_options(const TrainConfig& cfg) {
 
 // ---- bounds ------------------------------------------------------------------
 
-double Roofline::peak_flops(const RooflineOp& op) const {
+double peak_flops(const RooflineOp& op, const GpuPeaks& gpu, bool bf16, bool allow_tf32) {
   if (!op.tensor_core) return gpu.fp32_tflops * 1e12;
-  if (options.bf16) return gpu.bf16_dense_tflops * 1e12;
-  return (options.allow_tf32 ? gpu.tf32_dense_tflops : gpu.fp32_tflops) * 1e12;
+  if (bf16) return gpu.bf16_dense_tflops * 1e12;
+  return (allow_tf32 ? gpu.tf32_dense_tflops : gpu.fp32_tflops) * 1e12;
+}
+
+double bound_time(const RooflineOp& op, const GpuPeaks& gpu, bool bf16, bool allow_tf32) {
+  return std::max(op.flops / peak_flops(op, gpu, bf16, allow_tf32), op.bytes / (gpu.hbm_tbps * 1e12));
+}
+
+double Roofline::peak_flops(const RooflineOp& op) const {
+  return rz::peak_flops(op, gpu, options.bf16, options.allow_tf32);
 }
 double Roofline::compute_time(const RooflineOp& op) const { return op.flops / peak_flops(op); }
 double Roofline::memory_time(const RooflineOp& op) const { return op.bytes / (gpu.hbm_tbps * 1e12); }
-double Roofline::bound_time(const RooflineOp& op) const { return std::max(compute_time(op), memory_time(op)); }
+double Roofline::bound_time(const RooflineOp& op) const {
+  return rz::bound_time(op, gpu, options.bf16, options.allow_tf32);
+}
 bool Roofline::memory_bound(const RooflineOp& op) const { return memory_time(op) >= compute_time(op); }
 
 Roofline roofline(const RooflineOptions& opt, const GpuPeaks& gpu) {
@@ -453,9 +463,9 @@ Roofline roofline(const RooflineOptions& opt, const GpuPeaks& gpu) {
     if (r.memory_bound(op)) t.memory_bound_s += b;
   }
   t.images_per_s = static_cast<double>(opt.batch) / t.bound_s;
-  const double tensor_peak =
-      (opt.bf16 ? gpu.bf16_dense_tflops : (opt.allow_tf32 ? gpu.tf32_dense_tflops : gpu.fp32_tflops)) * 1e12;
-  t.mfu_ceiling = t.model_flops / (t.bound_s * tensor_peak);
+  RooflineOp product;
+  product.tensor_core = true;
+  t.mfu_ceiling = t.model_flops / (t.bound_s * r.peak_flops(product));
   return r;
 }
 

@@ -82,6 +82,13 @@ struct RooflineTotals {
   double mfu_ceiling = 0;     // model_flops / (bound_s * the precision's tensor peak)
 };
 
+// The FLOP/s that bound an op on `gpu`: its tensor-core rate for the
+// precision (bf16, TF32 when allowed, else CUDA-core fp32) for convolutions
+// and linear layers, the CUDA-core fp32 rate for everything else.
+double peak_flops(const RooflineOp& op, const GpuPeaks& gpu, bool bf16, bool allow_tf32);
+// max(FLOPs / peak, bytes / bandwidth): the least time the op can take.
+double bound_time(const RooflineOp& op, const GpuPeaks& gpu, bool bf16, bool allow_tf32);
+
 struct Roofline {
   RooflineOptions options;
   GpuPeaks gpu;

@@ -36,19 +36,16 @@ std::string gpu_key_of(const std::string& device) {
 // Rows accumulate per (source, class) in first-seen order.
 class Joiner {
  public:
-  void add(const std::string& source, const std::string& klass, double measured_s, double bound_s) {
+  // weight: how many layers one measured shape stands for (conv_bench).
+  void add(const std::string& source, const std::string& klass, double measured_s, double bound_s,
+           double weight = 1.0) {
     const std::string key = source + "\n" + klass;
     auto [it, added] = index_.try_emplace(key, rows_.size());
     if (added) rows_.push_back({source, klass, 0, 0, 0});
     JoinRow& r = rows_[it->second];
     ++r.rows;
-    r.measured_s += measured_s;
-    r.bound_s += bound_s;
-  }
-  // Weighted rows (conv_bench: a shape stands for `count` layers).
-  void add_weighted(const std::string& source, const std::string& klass, double measured_s, double bound_s,
-                    double count) {
-    add(source, klass, measured_s * count, bound_s * count);
+    r.measured_s += measured_s * weight;
+    r.bound_s += bound_s * weight;
   }
   std::vector<JoinRow> rows() const { return rows_; }
 
@@ -167,13 +164,8 @@ bool parse_conv_table(const std::string& text, const std::string& path, Parsed& 
       if (ms_text.empty() || *end != '\0' || !(ms > 0)) continue;  // "-" or a variant that declined
       const std::string klass = "conv " + pass + " " + impls[i];
       p.rows.push_back([=](const GpuPeaks& gpu, Joiner& out) {
-        RooflineOptions o;
-        o.bf16 = bf16;
-        Roofline r;
-        r.options = o;
-        r.gpu = gpu;
-        const RooflineOp op = conv_pass(cs, pass, bf16);
-        out.add_weighted(source, klass, ms / 1e3, r.bound_time(op), static_cast<double>(count));
+        const double bound = bound_time(conv_pass(cs, pass, bf16), gpu, bf16, /*allow_tf32=*/false);
+        out.add(source, klass, ms / 1e3, bound, static_cast<double>(count));
       });
     }
   }

@@ -146,11 +146,8 @@ void fused_bn_bwd_cpu(const T* x, const T* y, const T* dy, const T* gamma, const
                       int64_t C, const FusedBnOptions& opt) {
   const auto uc = static_cast<size_t>(C);
   const bool relu_on = opt.relu, training = opt.training;
-  std::vector<double> mu(uc), istd(uc);
-  for (int64_t c = 0; c < C; ++c) {
-    mu[c] = static_cast<double>(mean[c]);
-    istd[c] = static_cast<double>(invstd[c]);
-  }
+  std::vector<double> istd(uc);
+  for (int64_t c = 0; c < C; ++c) istd[c] = static_cast<double>(invstd[c]);
   // g at (r, c), from dy and the ReLU mask of y.
   const auto grad_at = [=](int64_t i) {
     return bn_act_grad(relu_on ? static_cast<double>(y[i]) : 0.0, static_cast<double>(dy[i]),
@@ -162,8 +159,6 @@ void fused_bn_bwd_cpu(const T* x, const T* y, const T* dy, const T* gamma, const
   if (need_sums) {
     // Rows are summed in T over chunks of kChunkRows, each chunk's sums then
     // added in double, in a fixed order: full-width SIMD, deterministic.
-    const std::vector<T> mu_t(mu.begin(), mu.end());
-    const T* mt = mu_t.data();
     ThreadScratch<T> chunk(2 * C);
     with_flags(dresidual != nullptr, relu_on, [&](auto write_residual, auto relu) {
       sums = channel_sums(M, C, 2, [=, &chunk](int64_t r0, int64_t r1, double* acc) {
@@ -179,7 +174,7 @@ void fused_bn_bwd_cpu(const T* x, const T* y, const T* dy, const T* gamma, const
               const T g = bn_act_grad(decltype(relu)::value ? y[i] : T(0), dy[i], decltype(relu)::value);
               if constexpr (decltype(write_residual)::value) dresidual[i] = g;
               part[c] += g;
-              part[C + c] += g * (x[i] - mt[c]);
+              part[C + c] += g * (x[i] - mean[c]);
             }
           }
           for (int64_t c = 0; c < 2 * C; ++c) acc[c] += static_cast<double>(part[c]);
@@ -202,14 +197,13 @@ void fused_bn_bwd_cpu(const T* x, const T* y, const T* dy, const T* gamma, const
     k[c] = bn_backward_coeffs(static_cast<double>(gamma[c]), istd[c], sums[c], sums[C + c], inv_m,
                               training);
   // The elementwise pass in T, coefficients rounded to T once (as forward).
-  std::vector<T> k1(uc), mdy(uc), k2(uc), mean_t(uc);
+  std::vector<T> k1(uc), mdy(uc), k2(uc);
   for (int64_t c = 0; c < C; ++c) {
     k1[c] = static_cast<T>(k[c].k1);
     mdy[c] = static_cast<T>(k[c].mdy);
     k2[c] = static_cast<T>(k[c].k2);
-    mean_t[c] = mean[c];
   }
-  const T *a1 = k1.data(), *am = mdy.data(), *a2 = k2.data(), *mt = mean_t.data();
+  const T *a1 = k1.data(), *am = mdy.data(), *a2 = k2.data();
   with_flags(dresidual != nullptr, relu_on, [&](auto from_residual, auto relu) {
 #pragma omp parallel for schedule(static) if (M * C >= kParallelMin)
     for (int64_t r = 0; r < M; ++r) {
@@ -223,7 +217,7 @@ void fused_bn_bwd_cpu(const T* x, const T* y, const T* dy, const T* gamma, const
           g = dresidual[i];
         else
           g = bn_act_grad(decltype(relu)::value ? y[i] : T(0), dy[i], decltype(relu)::value);
-        dx[i] = bn_backward_dx(a1[c], am[c], a2[c], g, x[i] - mt[c]);
+        dx[i] = bn_backward_dx(a1[c], am[c], a2[c], g, x[i] - mean[c]);
       }
     }
   });

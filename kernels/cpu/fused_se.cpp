@@ -164,9 +164,8 @@ void fused_se_bwd_cpu(const T* t, const T* out, const T* dout, const SeWeights<T
   const int64_t N = d.N, HW = d.HW, C = d.C, rd = d.rd;
   const auto uc = static_cast<size_t>(C), unc = static_cast<size_t>(N * C);
   const double inv_hw = 1.0 / static_cast<double>(HW);
-  std::vector<double> mean(uc), istd(uc), scale(uc);
+  std::vector<double> istd(uc), scale(uc);
   for (int64_t c = 0; c < C; ++c) {
-    mean[c] = static_cast<double>(saved.mean[c]);
     istd[c] = static_cast<double>(saved.invstd[c]);
     scale[c] = static_cast<double>(w.gamma[c]) * istd[c];
   }
@@ -177,8 +176,7 @@ void fused_se_bwd_cpu(const T* t, const T* out, const T* dout, const SeWeights<T
   {
     // Rows are summed in T over chunks of kChunkRows, each chunk's sums then
     // added in double, in a fixed order: full-width SIMD, deterministic.
-    const std::vector<T> mu(mean.begin(), mean.end());
-    const T* mup = mu.data();
+    const T* mup = saved.mean;
     ThreadScratch<double> scratch(3 * C);
     ThreadScratch<T> chunk(3 * C);
 #pragma omp parallel for schedule(static) if (N * HW * C >= kParallelMin)
@@ -278,18 +276,17 @@ void fused_se_bwd_cpu(const T* t, const T* out, const T* dout, const SeWeights<T
 
   // Pass 2: dt = k1 * (du - mdy - (t - mean) * k2) with du rebuilt from g.
   // The elementwise pass in T, coefficients rounded to T once (as forward).
-  std::vector<T> k1(uc), mdy(uc), k2(uc), mu(uc), dp_hw(unc);
+  std::vector<T> k1(uc), mdy(uc), k2(uc), dp_hw(unc);
   for (int64_t c = 0; c < C; ++c) {
     k1[c] = static_cast<T>(k[c].k1);
     mdy[c] = static_cast<T>(k[c].mdy);
     k2[c] = static_cast<T>(k[c].k2);
-    mu[c] = saved.mean[c];
   }
   for (int64_t i = 0; i < N * C; ++i) dp_hw[i] = static_cast<T>(dp[i] * inv_hw);
 #pragma omp parallel for schedule(static) if (N * HW * C >= kParallelMin)
   for (int64_t n = 0; n < N; ++n) {
     const T *gn = saved.gate + n * C, *dpn = dp_hw.data() + n * C;
-    const T *a1 = k1.data(), *am = mdy.data(), *a2 = k2.data(), *mup = mu.data();
+    const T *a1 = k1.data(), *am = mdy.data(), *a2 = k2.data(), *mup = saved.mean;
     for (int64_t hw = 0; hw < HW; ++hw) {
       const int64_t row = nlc_index(n, hw, 0, HW, C);
       const T *gr = dshortcut + row, *tr = t + row;
