@@ -1,7 +1,9 @@
-// Memory traffic: im2col expands the input R*S/(sh*sw) times; the GEMM then
-// dominates (2*M*K*RSC flops). To bound the workspace, images are processed in
-// groups whose im2col matrix stays under kColBudgetBytes; the weight gradient
-// accumulates over groups with beta = 1 (fixed group order: deterministic).
+// Memory traffic: the GEMM dominates (2*M*K*RSC flops). The forward pass is an
+// implicit GEMM: each im2col row (R*S/(sh*sw) times the input) is written by the GEMM
+// straight into its L2-resident packing buffer, so the expanded input never goes to
+// memory. The backward passes still materialize it: to bound that workspace, images
+// are processed in groups whose im2col matrix stays under kColBudgetBytes; the weight
+// gradient accumulates over groups with beta = 1 (fixed group order: deterministic).
 // col2im is written as a gather over input pixels (each dx element sums the
 // taps that read it), so it parallelizes without atomics.
 #include "kernels/cpu/conv2d.h"
@@ -68,6 +70,36 @@ void im2col_cpu(const T* x, T* col, const Conv2dGeom& g, int64_t n0, int64_t cou
   }
 }
 
+namespace {
+struct Im2colRows {
+  const void* x;
+  const Conv2dGeom* g;
+};
+
+// Row `row` of the im2col matrix, elements [k0, k0 + kc): for each tap (r, s) the
+// input pixel's C channels (or zeros in the padding), cut to the requested range.
+template <typename T>
+void im2col_row(const void* ctx, int64_t row, int64_t k0, int64_t kc, T* dst) {
+  const auto& src = *static_cast<const Im2colRows*>(ctx);
+  const Conv2dGeom& g = *src.g;
+  const int64_t n = row / (g.OH * g.OW), ohw = row % (g.OH * g.OW);
+  const int64_t oh = ohw / g.OW, ow = ohw % g.OW;
+  const T* xn = static_cast<const T*>(src.x) + n * g.H * g.W * g.C;
+  for (int64_t k = k0, end = k0 + kc; k < end;) {
+    const int64_t tap = k / g.C, c = k % g.C, len = std::min(g.C - c, end - k);
+    const int64_t ih = oh * g.sh - g.ph + tap / g.S, iw = ow * g.sw - g.pw + tap % g.S;
+    if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) {
+      std::fill(dst, dst + len, T(0));
+    } else {
+      const T* p = xn + (ih * g.W + iw) * g.C + c;
+      std::copy(p, p + len, dst);
+    }
+    dst += len;
+    k += len;
+  }
+}
+}  // namespace
+
 template <typename T>
 void col2im_cpu(const T* dcol, T* dx, const Conv2dGeom& g, int64_t n0, int64_t count) {
   const int64_t taps = g.taps();
@@ -103,11 +135,10 @@ void conv2d_fwd_cpu(const T* x, const T* w, T* y, const Conv2dGeom& g, const Gem
     gemm_cpu<T>(false, true, g.rows(), g.K, taps, T(1), x, taps, w, taps, T(0), y, g.K, epilogue);
     return;
   }
-  for_each_image_group<T>(g, [&](T* col, int64_t n0, int64_t count, int64_t m) {
-    im2col_cpu(x, col, g, n0, count);
-    gemm_cpu<T>(false, true, m, g.K, taps, T(1), col, taps, w, taps, T(0),
-                y + n0 * g.OH * g.OW * g.K, g.K, epilogue);
-  });
+  // Implicit GEMM: the GEMM writes each im2col row straight into its packing buffer.
+  const Im2colRows rows{x, &g};
+  gemm_cpu_rows<T>(GemmRowSource<T>{&im2col_row<T>, &rows}, true, g.rows(), g.K, taps, T(1), w, taps,
+                   T(0), y, g.K, epilogue);
 }
 
 template <typename T>

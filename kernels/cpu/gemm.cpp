@@ -147,12 +147,17 @@ struct Blocking<float> {
   using V = VecF32;
   static constexpr int MR = kMrF32, NV = kNvF32, NR = NV * V::W;
   static constexpr int64_t KC = 1024, MC = MR * 4, NC = 2048;
+  // Row stride of a row-major A panel: KC plus one cache line, so that the MR rows a
+  // micro-kernel step reads fall in different L1 sets (a 4 KiB stride would put all 14
+  // in one set of a 12-way L1).
+  static constexpr int RS = int(KC) + 16;
 };
 template <>
 struct Blocking<double> {
   using V = VecF64;
   static constexpr int MR = kMrF64, NV = kNvF64, NR = NV * V::W;
   static constexpr int64_t KC = 512, MC = MR * 4, NC = 2048;
+  static constexpr int RS = int(KC) + 8;
 };
 
 constexpr std::size_t kAlign = 64;
@@ -266,15 +271,28 @@ void pack_transpose(const T* src, int64_t ld, int rows, int64_t kc, T* __restric
   pack_transpose_generic<T, P>(src, ld, rows, kc, dst);
 }
 
-// Panel of MR rows [i0, i0+mr) of op(A), k in [k0, k0+kc).
-template <typename T, int MR>
-void pack_a_panel(bool trans_a, const T* A, int64_t lda, int64_t i0, int mr, int64_t k0, int64_t kc,
-                  T* ap) {
+// Panel of MR rows [i0, i0+mr) of op(A), k in [k0, k0+kc). With trans_a the source
+// is k-major already and is copied into a k-major panel (element (r, k) at ap[k*MR +
+// r]). Without it, op(A) rows are k-contiguous (activations in NHWC): they are copied
+// row by row, with no transpose, into a row-major panel of fixed row stride RS
+// (element (r, k) at ap[r*RS + k]), or written there by the row source of an implicit
+// GEMM; the micro-kernel then broadcasts each row's k-th element at a constant
+// displacement from one pointer. Rows mr..MR-1 are zero.
+template <typename T, int MR, int RS>
+void pack_a_panel(bool trans_a, const T* A, int64_t lda, const GemmRowSource<T>* rows, int64_t i0,
+                  int mr, int64_t k0, int64_t kc, T* ap) {
   if (trans_a) {
     pack_copy<T, MR>(A + k0 * lda + i0, lda, mr, kc, ap);
-  } else {
-    pack_transpose<T, MR>(A + i0 * lda + k0, lda, mr, kc, ap);
+    return;
   }
+  for (int r = 0; r < mr; ++r) {
+    if (rows != nullptr) {
+      rows->fill(rows->ctx, i0 + r, k0, kc, ap + r * RS);
+    } else {
+      std::memcpy(ap + r * RS, A + (i0 + r) * lda + k0, std::size_t(kc) * sizeof(T));
+    }
+  }
+  for (int r = mr; r < MR; ++r) std::fill(ap + r * RS, ap + r * RS + kc, T(0));
 }
 
 // Panel of NR columns [j0, j0+nr) of op(B), k in [k0, k0+kc).
@@ -290,11 +308,14 @@ void pack_b_panel(bool trans_b, const T* B, int64_t ldb, int64_t j0, int nr, int
 
 // ---- Micro-kernel ----
 
-// acc = (ROWS x kc slice of the packed A panel, row stride AS) * (kc x NR packed B
-// panel); then C = alpha*acc + beta*C on the mr x nr corner of the tile (beta == 0: C is
-// not read). ROWS < AS runs the last, partly empty A panel of an M range with fewer
-// FMAs (M = 128 = 9*14 + 2 would otherwise waste 9% of the work).
-template <typename V, int ROWS, int NV, int AS>
+// acc = (ROWS x kc slice of the packed A panel, element (i, k) at ap[i*RS + k*KS]) *
+// (kc x NR packed B panel); then C = alpha*acc + beta*C on the mr x nr corner of the
+// tile (beta == 0: C is not read). Both strides are compile-time constants, so every
+// broadcast of A is one instruction at a fixed displacement (k-major panel: RS = 1,
+// KS = MR; row-major panel: RS = the panel's row stride, KS = 1). ROWS < MR runs the
+// last, partly empty A panel of an M range with fewer FMAs (M = 128 = 9*14 + 2 would
+// otherwise waste 9% of the work).
+template <typename V, int ROWS, int NV, int RS, int KS>
 void micro_kernel(int64_t kc, const typename V::T* __restrict ap,
                   const typename V::T* __restrict bp, typename V::T* c, int64_t ldc, int mr, int nr,
                   typename V::T alpha, typename V::T beta) {
@@ -323,11 +344,11 @@ void micro_kernel(int64_t kc, const typename V::T* __restrict ap,
     for (int v = 0; v < NV; ++v) b[v] = V::load(bp + v * W);
 #pragma GCC unroll 16
     for (int i = 0; i < ROWS; ++i) {
-      const R a = V::set1(ap[i]);
+      const R a = V::set1(ap[i * RS]);
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) acc[i][v] = V::fma(a, b[v], acc[i][v]);
     }
-    ap += AS;
+    ap += KS;
     bp += NR;
   }
 
@@ -378,16 +399,16 @@ void micro_kernel(int64_t kc, const typename V::T* __restrict ap,
 }
 
 // Picks the narrowest of three row kernels (4, 8, 14 rows for MR = 14) covering mr.
-template <typename V, int MR, int NV>
+template <typename V, int MR, int NV, int RS, int KS>
 void run_tile(int64_t kc, const typename V::T* ap, const typename V::T* bp, typename V::T* c,
               int64_t ldc, int mr, int nr, typename V::T alpha, typename V::T beta) {
   constexpr int kQuarter = (MR + 3) / 4, kHalf = std::min(MR, MR / 2 + 1);
   if (mr <= kQuarter) {
-    micro_kernel<V, kQuarter, NV, MR>(kc, ap, bp, c, ldc, mr, nr, alpha, beta);
+    micro_kernel<V, kQuarter, NV, RS, KS>(kc, ap, bp, c, ldc, mr, nr, alpha, beta);
   } else if (mr <= kHalf) {
-    micro_kernel<V, kHalf, NV, MR>(kc, ap, bp, c, ldc, mr, nr, alpha, beta);
+    micro_kernel<V, kHalf, NV, RS, KS>(kc, ap, bp, c, ldc, mr, nr, alpha, beta);
   } else {
-    micro_kernel<V, MR, NV, MR>(kc, ap, bp, c, ldc, mr, nr, alpha, beta);
+    micro_kernel<V, MR, NV, RS, KS>(kc, ap, bp, c, ldc, mr, nr, alpha, beta);
   }
 }
 
@@ -428,10 +449,14 @@ void apply_epilogue(const GemmEpilogue<T>& ep, T* C, int64_t ldc, int64_t r0, in
   }
 }
 
+namespace {
+
+// gemm_cpu and gemm_cpu_rows: A is either a matrix (rows == nullptr) or, with
+// !trans_a, the row source of an implicit GEMM.
 template <typename T>
-void gemm_cpu(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
-              int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc,
-              const GemmEpilogue<T>* epilogue) {
+void gemm_driver(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+                 int64_t lda, const GemmRowSource<T>* rows, const T* B, int64_t ldb, T beta, T* C,
+                 int64_t ldc, const GemmEpilogue<T>* epilogue) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0 || alpha == T(0)) {
     scale_c(M, N, beta, C, ldc);
@@ -482,7 +507,9 @@ void gemm_cpu(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alp
   // every B panel stays aligned for the micro-kernel's aligned loads.
   const int64_t block_panels = ceil_div(std::min(NC, N), NR);
   const int64_t per_line = int64_t(kAlign / sizeof(T));
-  const int64_t a_size = ceil_div(KC * MC, per_line) * per_line;
+  // A panels: k-major (MR x kc) with trans_a, row-major with row stride Blk::RS without.
+  const int64_t a_panel = trans_a ? KC * MR : MR * Blk::RS;
+  const int64_t a_size = ceil_div(a_panel * (MC / MR), per_line) * per_line;
   const int64_t b_size = tm > 1 ? KC * block_panels * NR : KC * ceil_div(block_panels, tn) * NR;
   const int64_t b_regions = tm > 1 ? 1 : nt;
   T* const work = workspace<T>().get(std::size_t(b_regions * b_size + nt * a_size));
@@ -520,15 +547,20 @@ void gemm_cpu(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alp
           const int64_t mp = ceil_div(mc, MR);
           for (int64_t p = 0; p < mp; ++p) {
             const int mr = int(std::min<int64_t>(MR, mc - p * MR));
-            pack_a_panel<T, MR>(trans_a, A, lda, ic + p * MR, mr, pc, kc, abuf + p * kc * MR);
+            pack_a_panel<T, MR, Blk::RS>(trans_a, A, lda, rows, ic + p * MR, mr, pc, kc, abuf + p * a_panel);
           }
           for (int64_t q = q0; q < q1; ++q) {
             const int nr = int(std::min<int64_t>(NR, nc - q * NR));
             for (int64_t p = 0; p < mp; ++p) {
               const int mr = int(std::min<int64_t>(MR, mc - p * MR));
-              run_tile<V, MR, Blk::NV>(kc, abuf + p * kc * MR, bbuf + (q - qbase) * KC * NR,
-                                       C + (ic + p * MR) * ldc + jc + q * NR, ldc, mr, nr, alpha,
-                                       beta_k);
+              const T* ap = abuf + p * a_panel;
+              const T* bp = bbuf + (q - qbase) * KC * NR;
+              T* cp = C + (ic + p * MR) * ldc + jc + q * NR;
+              if (trans_a) {
+                run_tile<V, MR, Blk::NV, 1, MR>(kc, ap, bp, cp, ldc, mr, nr, alpha, beta_k);
+              } else {
+                run_tile<V, MR, Blk::NV, Blk::RS, 1>(kc, ap, bp, cp, ldc, mr, nr, alpha, beta_k);
+              }
               if (epilogue != nullptr && pc + kc >= K)
                 apply_epilogue(*epilogue, C, ldc, ic + p * MR, ic + p * MR + mr, jc + q * NR, jc + q * NR + nr);
             }
@@ -543,10 +575,31 @@ void gemm_cpu(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alp
   }
 }
 
+}  // namespace
+
+template <typename T>
+void gemm_cpu(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+              int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc,
+              const GemmEpilogue<T>* epilogue) {
+  gemm_driver<T>(trans_a, trans_b, M, N, K, alpha, A, lda, nullptr, B, ldb, beta, C, ldc, epilogue);
+}
+
+template <typename T>
+void gemm_cpu_rows(const GemmRowSource<T>& a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha,
+                   const T* B, int64_t ldb, T beta, T* C, int64_t ldc, const GemmEpilogue<T>* epilogue) {
+  gemm_driver<T>(false, trans_b, M, N, K, alpha, nullptr, 0, &a, B, ldb, beta, C, ldc, epilogue);
+}
+
 template void gemm_cpu<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,
                               const float*, int64_t, float, float*, int64_t, const GemmEpilogue<float>*);
 template void gemm_cpu<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*,
                                int64_t, const double*, int64_t, double, double*, int64_t,
                                const GemmEpilogue<double>*);
+
+template void gemm_cpu_rows<float>(const GemmRowSource<float>&, bool, int64_t, int64_t, int64_t, float,
+                                   const float*, int64_t, float, float*, int64_t, const GemmEpilogue<float>*);
+template void gemm_cpu_rows<double>(const GemmRowSource<double>&, bool, int64_t, int64_t, int64_t, double,
+                                    const double*, int64_t, double, double*, int64_t,
+                                    const GemmEpilogue<double>*);
 
 }  // namespace rz

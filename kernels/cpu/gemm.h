@@ -40,11 +40,34 @@ void gemm_cpu(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alp
               int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc,
               const GemmEpilogue<T>* epilogue = nullptr);
 
+// Implicit GEMM: C = alpha * A * op(B) + beta * C with A (M x K, no transpose) never
+// stored; fill(ctx, row, k0, kc, dst) writes elements [k0, k0 + kc) of A's row `row` to
+// dst when the GEMM packs that row. A convolution passes its im2col here, so the
+// expanded input lives only in the packing buffer (L2) and never goes to memory.
+// fill is called from the GEMM's threads concurrently, for disjoint rows; it must
+// write all kc elements. Same results, bit for bit, as gemm_cpu on the stored A.
+template <typename T>
+struct GemmRowSource {
+  void (*fill)(const void* ctx, int64_t row, int64_t k0, int64_t kc, T* dst) = nullptr;
+  const void* ctx = nullptr;
+};
+
+template <typename T>
+void gemm_cpu_rows(const GemmRowSource<T>& a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha,
+                   const T* B, int64_t ldb, T beta, T* C, int64_t ldc,
+                   const GemmEpilogue<T>* epilogue = nullptr);
+
 extern template void gemm_cpu<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*,
                                      int64_t, const float*, int64_t, float, float*, int64_t,
                                      const GemmEpilogue<float>*);
 extern template void gemm_cpu<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*,
                                       int64_t, const double*, int64_t, double, double*, int64_t,
                                       const GemmEpilogue<double>*);
+extern template void gemm_cpu_rows<float>(const GemmRowSource<float>&, bool, int64_t, int64_t, int64_t,
+                                          float, const float*, int64_t, float, float*, int64_t,
+                                          const GemmEpilogue<float>*);
+extern template void gemm_cpu_rows<double>(const GemmRowSource<double>&, bool, int64_t, int64_t,
+                                           int64_t, double, const double*, int64_t, double, double*,
+                                           int64_t, const GemmEpilogue<double>*);
 
 }  // namespace rz
