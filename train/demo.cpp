@@ -12,6 +12,7 @@
 #include "data/synth.h"
 #include "train/checkpoint.h"
 #include "train/compute.h"
+#include "train/config.h"
 
 namespace fs = std::filesystem;
 
@@ -53,7 +54,9 @@ DemoResult run_demo(const DemoOptions& opt, const std::function<void(const std::
     // The demo owns its data folder: images left by an interrupted earlier
     // synth (train.csv is written last) are replaced.
     so.overwrite = true;
-    const auto r = data::run_synth(so);
+    ProgressLine progress("demo: synth", so.n + so.n_test, "img", opt.progress);
+    const auto r = data::run_synth(so, [&](int64_t done, int64_t) { progress.update(done); });
+    progress.close();
     log(data::format_synth_report(r));
   }
   data::PrepOptions po;
@@ -61,7 +64,18 @@ DemoResult run_demo(const DemoOptions& opt, const std::function<void(const std::
   po.out_dir = (root / "cache").string();
   po.image_size = cache_size;
   po.threads = static_cast<int>(opt.threads);
-  const auto pr = data::run_prep(po, {}, [&](const std::string& w) { log("warning: " + w); });
+  ProgressLine prep_progress("demo: prep", 0, "img", opt.progress);
+  const auto pr = data::run_prep(
+      po,
+      [&](int64_t done, int64_t total, int64_t) {
+        prep_progress.set_total(total);
+        prep_progress.update(done);
+      },
+      [&](const std::string& w) {
+        prep_progress.clear();
+        log("warning: " + w);
+      });
+  prep_progress.close();
   log("demo: cache of " + std::to_string(pr.images) + " images at " + std::to_string(cache_size) + " px");
 
   const std::string precision =
@@ -92,9 +106,10 @@ DemoResult run_demo(const DemoOptions& opt, const std::function<void(const std::
     c.train.batch = opt.full ? 16 : 32;
     c.train.log_every = 1000000;  // per-epoch lines only
     c.aug.dropout_p = 0.0;
+    for (const auto& kv : opt.sets) apply_override(c, kv);
     return c;
   };
-  TrainHooks hooks{.log = log};
+  TrainHooks hooks{.log = log, .progress = opt.progress};
   auto run_stage = [&](const TrainConfig& c) {
     const fs::path dir = fs::path(c.run.out_dir) / c.run.name;
     if (fs::exists(dir / "last.ckpt")) {

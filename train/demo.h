@@ -7,7 +7,9 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
+#include "train/progress.h"
 #include "train/trainer.h"
 
 namespace rz {
@@ -24,6 +26,8 @@ struct DemoOptions {
   int64_t img_size = 0;     // model input size (0: the preset's)
   std::string device = "auto";  // cpu, cuda, cuda:N, auto (a GPU when there is one)
   std::string precision;        // fp32 or bf16; empty: bf16 on CUDA, fp32 on the CPU
+  ProgressMode progress = ProgressMode::off;  // synth, prep and every epoch (train/progress.h)
+  std::vector<std::string> sets;  // "section.key=value" over every stage's preset config
 };
 
 struct DemoResult {

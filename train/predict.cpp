@@ -225,6 +225,7 @@ PredictReport run_predict(const PredictOptions& opt) {
     const auto p0 = Clock::now();
     auto last_note = p0;
     int64_t seen = 0;
+    ProgressLine pass_progress("predict", n, "img", opt.progress);
     loader.start_epoch(0);
     while (auto b = loader.next()) {
       const int64_t bn = static_cast<int64_t>(b->indices.size());
@@ -251,8 +252,10 @@ PredictReport run_predict(const PredictOptions& opt) {
         }
       }
       seen += bn;
+      pass_progress.update(seen);
       const double sec = std::chrono::duration<double>(Clock::now() - p0).count();
-      if (std::chrono::duration<double>(Clock::now() - last_note).count() >= 10.0 || seen == n) {
+      if (opt.progress == ProgressMode::off &&
+          (std::chrono::duration<double>(Clock::now() - last_note).count() >= 10.0 || seen == n)) {
         char line[160];
         std::snprintf(line, sizeof line, "predict: %lld/%lld images, %.1f images/s", static_cast<long long>(seen),
                       static_cast<long long>(n), static_cast<double>(seen) / std::max(sec, 1e-9));

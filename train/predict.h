@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "train/progress.h"
+
 #include "train/metrics.h"
 
 namespace rz {
@@ -49,7 +51,9 @@ struct PredictOptions {
   int64_t workers = 0;            // decode threads; 0: every core
   std::string device = "auto";    // cpu, cuda, cuda:N, auto
   std::string precision;          // fp32 or bf16; empty: a run's own on CUDA, fp32 on the CPU
-  std::function<void(const std::string&)> log;  // progress and notes; empty: stderr
+  std::function<void(const std::string&)> log;  // notes (and progress when `progress` is off); empty: stderr
+  // Per input pass on stderr (train/progress.h); off: a log line every 10 s.
+  ProgressMode progress = ProgressMode::off;
 };
 
 struct PredictReport {

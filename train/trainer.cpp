@@ -403,9 +403,11 @@ TrainResult Run::execute(bool resuming) {
   TrainResult result;
   result.run_dir = dir_;
   int64_t nonfinite_in_a_row = 0;
+  ProgressLine* progress = nullptr;  // the current epoch's
   // A skipped step: warn, and abort after train.max_nonfinite in a row.
   auto note_nonfinite = [&](double lv, int64_t epoch, int64_t batch_index) {
     ++nonfinite_in_a_row;
+    if (progress) progress->clear();
     log("warning: non-finite loss " + std::to_string(lv) + " at epoch " + std::to_string(epoch + 1) +
         " batch " + std::to_string(batch_index) + ": step skipped (" +
         std::to_string(nonfinite_in_a_row) + " in a row)");
@@ -428,6 +430,10 @@ TrainResult Run::execute(bool resuming) {
     int64_t loss_count = 0, micro = 0, images = 0;
     auto t_log = Clock::now();
     int64_t images_since_log = 0;
+    ProgressLine epoch_progress("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(cfg_.train.epochs),
+                                micro_per_epoch, "img", hooks_.progress, hooks_.progress_every_s,
+                                cfg_.train.log_every);
+    progress = &epoch_progress;
     optim->zero_grad();
     while (true) {
       std::optional<data::Batch> b;
@@ -538,30 +544,26 @@ TrainResult Run::execute(bool resuming) {
       if (compute.device.is_cuda() && state.step == profile_last) profile_stop();
       ++state.step;
       fault_point("train step");
-      if (state.step % cfg_.train.log_every == 0 || hooks_.progress_bar) {
+      char fields[96];
+      std::snprintf(fields, sizeof fields, "loss %.4f  lr %.2e",
+                    loss_sum / static_cast<double>(std::max<int64_t>(loss_count, 1)), optim->lr());
+      epoch_progress.update(micro, images, fields);
+      if (state.step % cfg_.train.log_every == 0) {
         const double dt = seconds_since(t_log);
         const double ips = static_cast<double>(images_since_log) / std::max(dt, 1e-9);
         nlohmann::json j{{"type", "step"}, {"epoch", epoch + 1}, {"step", state.step},
                          {"loss", lv}, {"lr", optim->lr()}, {"images_per_s", ips}};
         if (cfg_.train.clip_grad > 0) j["grad_norm"] = grad_norm;
-        if (state.step % cfg_.train.log_every == 0) write_jsonl(j);
-        const double left = static_cast<double>(micro_per_epoch - micro) * static_cast<double>(cfg_.train.batch) / std::max(ips, 1e-9);
-        char line[200];
-        std::snprintf(line, sizeof line, "epoch %lld/%lld  batch %lld/%lld  loss %.4f  lr %.2e  %.1f img/s  ETA %.0fs",
-                      static_cast<long long>(epoch + 1), static_cast<long long>(cfg_.train.epochs),
-                      static_cast<long long>(micro), static_cast<long long>(micro_per_epoch),
-                      loss_sum / static_cast<double>(std::max<int64_t>(loss_count, 1)), optim->lr(), ips, left);
-        if (hooks_.progress_bar) {
-          std::printf("\r%-110s", line);
-          std::fflush(stdout);
-        } else if (state.step % cfg_.train.log_every == 0) {
-          log(line);
+        write_jsonl(j);
+        if (hooks_.progress == ProgressMode::off) {
+          log(epoch_progress.format(micro, images, seconds_since(t_epoch), fields));
         }
         t_log = Clock::now();
         images_since_log = 0;
       }
     }
-    if (hooks_.progress_bar) std::printf("\n");
+    epoch_progress.close();  // the epoch's summary line follows
+    progress = nullptr;
 
     // Validation (the EMA weights when EMA is on), checkpoints, logs, report.
     std::vector<RocCurve> roc;

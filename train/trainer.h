@@ -29,6 +29,7 @@
 #include "models/seresnet.h"
 #include "train/compute.h"
 #include "train/config.h"
+#include "train/progress.h"
 #include "train/report.h"
 
 namespace rz {
@@ -45,7 +46,11 @@ struct TrainResult {
 
 struct TrainHooks {
   std::function<void(const std::string&)> log;  // human-readable lines (default: stdout)
-  bool progress_bar = false;                    // redraw one line on a terminal
+  // Per-epoch progress on stderr (train/progress.h): live on a terminal, plain
+  // lines every train.log_every steps or progress_every_s seconds, or off
+  // (then hooks.log gets a line every train.log_every steps).
+  ProgressMode progress = ProgressMode::off;
+  double progress_every_s = 30.0;
   int64_t stop_after_epochs = 0;                // stop early after this many epochs (tests)
   // resume(): accept a config.toml that differs from the configuration stored
   // in last.ckpt in keys that change what the run computes (model, data,

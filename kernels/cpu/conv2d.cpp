@@ -9,6 +9,7 @@
 #include "kernels/cpu/conv2d.h"
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "kernels/cpu/gemm.h"
@@ -78,24 +79,34 @@ struct Im2colRows {
 
 // Row `row` of the im2col matrix, elements [k0, k0 + kc): for each tap (r, s) the
 // input pixel's C channels (or zeros in the padding), cut to the requested range.
+// Walks the taps incrementally (one division per call); short runs (few channels)
+// are copied inline rather than through memcpy calls.
 template <typename T>
-void im2col_row(const void* ctx, int64_t row, int64_t k0, int64_t kc, T* dst) {
+void im2col_row(const void* ctx, int64_t row, int64_t k0, int64_t kc, T* __restrict dst) {
   const auto& src = *static_cast<const Im2colRows*>(ctx);
   const Conv2dGeom& g = *src.g;
   const int64_t n = row / (g.OH * g.OW), ohw = row % (g.OH * g.OW);
-  const int64_t oh = ohw / g.OW, ow = ohw % g.OW;
+  const int64_t ih0 = (ohw / g.OW) * g.sh - g.ph, iw0 = (ohw % g.OW) * g.sw - g.pw;
   const T* xn = static_cast<const T*>(src.x) + n * g.H * g.W * g.C;
-  for (int64_t k = k0, end = k0 + kc; k < end;) {
-    const int64_t tap = k / g.C, c = k % g.C, len = std::min(g.C - c, end - k);
-    const int64_t ih = oh * g.sh - g.ph + tap / g.S, iw = ow * g.sw - g.pw + tap % g.S;
+  int64_t tap = k0 / g.C, c = k0 % g.C;
+  int64_t r = tap / g.S, s = tap % g.S;
+  for (int64_t left = kc; left > 0;) {
+    const int64_t len = std::min(g.C - c, left);
+    const int64_t ih = ih0 + r, iw = iw0 + s;
     if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) {
-      std::fill(dst, dst + len, T(0));
+      for (int64_t j = 0; j < len; ++j) dst[j] = T(0);
     } else {
-      const T* p = xn + (ih * g.W + iw) * g.C + c;
-      std::copy(p, p + len, dst);
+      const T* __restrict p = xn + (ih * g.W + iw) * g.C + c;
+      if (len >= 32) {
+        std::memcpy(dst, p, static_cast<size_t>(len) * sizeof(T));
+      } else {
+        for (int64_t j = 0; j < len; ++j) dst[j] = p[j];
+      }
     }
     dst += len;
-    k += len;
+    left -= len;
+    c = 0;
+    if (++s == g.S) s = 0, ++r;
   }
 }
 }  // namespace

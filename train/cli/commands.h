@@ -22,6 +22,5 @@ void add_bench(CLI::App& app);
 void add_image_budget_option(CLI::App* cmd);
 
 // True when stdout is a terminal (progress bars redraw one line then).
-bool stdout_is_terminal();
 
 }  // namespace rz::cli

@@ -2,15 +2,16 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <memory>
 
 #include "data/cache.h"
 #include "data/image.h"
 #include "data/synth.h"
 #include "train/cli/commands.h"
+#include "train/progress.h"
 
 namespace rz::cli {
 
-bool stdout_is_terminal() { return ::isatty(STDOUT_FILENO) == 1; }
 
 void add_image_budget_option(CLI::App* cmd) {
   cmd->add_option_function<int64_t>(
@@ -21,25 +22,15 @@ void add_image_budget_option(CLI::App* cmd) {
 }
 
 namespace {
-// "label: done/total" as a redrawn line on a terminal, else every ~10%.
+// Progress of a (done, total) callback: a live line on a terminal (stderr), else a plain
+// line every 30 s and at the end (train/progress.h).
 struct Progress {
   std::string label;
-  int64_t last_decile = -1;
+  std::unique_ptr<ProgressLine> line{};
   void operator()(int64_t done, int64_t total, const std::string& extra = "") {
-    if (stdout_is_terminal()) {
-      std::printf("\r%s: %lld/%lld %s   ", label.c_str(), static_cast<long long>(done),
-                  static_cast<long long>(total), extra.c_str());
-      if (done == total) std::printf("\n");
-      std::fflush(stdout);
-      return;
-    }
-    const int64_t decile = total > 0 ? done * 10 / total : 10;
-    if (decile != last_decile) {
-      last_decile = decile;
-      std::printf("%s: %lld/%lld %s\n", label.c_str(), static_cast<long long>(done),
-                  static_cast<long long>(total), extra.c_str());
-      std::fflush(stdout);
-    }
+    if (!line) line = std::make_unique<ProgressLine>(label, total, "img", ProgressLine::auto_mode());
+    line->update(done, done, extra);
+    if (done >= total) line->finish(extra);
   }
 };
 }  // namespace

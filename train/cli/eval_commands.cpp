@@ -99,6 +99,7 @@ void add_predict(CLI::App& app) {
     if (*o_tiles) o->clahe_tiles = *tiles;
     if (*o_noclahe) o->clahe = false;
     if (*o_crop) o->eval_crop = *crop;
+    o->progress = ProgressLine::auto_mode();
     const auto r = run_predict(*o);
     std::printf("predict: %lld images, %lld model(s) x %lld view(s) in %.1f s (%.1f images/s) -> %s\n",
                 static_cast<long long>(r.images), static_cast<long long>(r.models),

@@ -42,7 +42,7 @@ void add_train(CLI::App& app) {
       return;
     }
     TrainHooks hooks;
-    hooks.progress_bar = stdout_is_terminal();
+    hooks.progress = ProgressLine::auto_mode();
     if (*allow_change && resume_dir->empty())
       throw CLI::ValidationError("--allow-config-change", "only applies with --resume");
     hooks.allow_config_change = *allow_change;
@@ -85,7 +85,9 @@ void add_demo(CLI::App& app) {
   cmd->add_option("--device", o->device, "cpu, cuda, cuda:N or auto");
   cmd->add_option("--precision", o->precision, "fp32 or bf16 (default: bf16 on CUDA, fp32 on the CPU)")
       ->check(CLI::IsMember({"fp32", "bf16"}));
+  cmd->add_option("--set", o->sets, "section.key=value over every stage's preset config (repeatable)");
   cmd->callback([o] {
+    o->progress = ProgressLine::auto_mode();
     const auto r = run_demo(*o, [](const std::string& s) {
       std::printf("%s\n", s.c_str());
       std::fflush(stdout);
