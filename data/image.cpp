@@ -412,14 +412,18 @@ void append_bytes(void* context, void* data, int size) {
 }
 }  // namespace
 
-void write_png(const std::string& path, const Image& img) {
-  check_writable(img, path, "write_png");
+std::string encode_png(const Image& img, const std::string& name) {
+  check_writable(img, name, "encode_png");
   const int w = static_cast<int>(img.width), h = static_cast<int>(img.height);
   const int c = static_cast<int>(img.channels);
   std::string bytes;
   if (!stbi_write_png_to_func(append_bytes, &bytes, w, h, c, img.pixels.data(), w * c))
-    RZ_THROW("write_png: cannot encode '", path, "'");
-  write_file_atomic(path, bytes, "PNG image");
+    RZ_THROW("encode_png: cannot encode '", name, "'");
+  return bytes;
+}
+
+void write_png(const std::string& path, const Image& img) {
+  write_file_atomic(path, encode_png(img, path), "PNG image");
 }
 
 void write_jpeg(const std::string& path, const Image& img, int quality) {

@@ -116,6 +116,8 @@ Image decode_image_memory(std::span<const uint8_t> bytes, const std::string& nam
 // renamed over `path`, so a link planted at the path is replaced, never
 // followed. Throws rz::Error if the file cannot be written.
 void write_png(const std::string& path, const Image& img);
+// The PNG bytes in memory (for embedding); `name` is used in error messages.
+std::string encode_png(const Image& img, const std::string& name);
 // Baseline JPEG, quality 1..100 (stb's encoder; 4:2:0 chroma at quality <= 90),
 // written like write_png.
 void write_jpeg(const std::string& path, const Image& img, int quality = 95);

@@ -62,6 +62,8 @@ void check_options(const SynthOptions& o) {
            o.difficulty);
   RZ_CHECK(o.tube_width_scale > 0 && o.tube_width_scale <= 8,
            "synth: tube_width_scale must be in (0, 8], got ", o.tube_width_scale);
+  RZ_CHECK(o.tube_contrast > 0 && o.tube_contrast <= 8, "synth: tube_contrast must be in (0, 8], got ",
+           o.tube_contrast);
   RZ_CHECK(o.annotated_fraction >= 0 && o.annotated_fraction <= 1,
            "synth: annotated_fraction must be 0..1, got ", o.annotated_fraction);
   RZ_CHECK(o.jpeg_quality >= 1 && o.jpeg_quality <= 100, "synth: jpeg_quality must be 1..100, got ",
@@ -332,7 +334,7 @@ SynthSample render_slot(const SynthOptions& o, SynthSplit split, int64_t index, 
   look.illum_r = g.uniform(-0.2, 0.05);
   look.noise_sigma = g.uniform(1.5, 4.5) * (0.7 + 0.6 * o.difficulty);
   look.noise_corr_sigma = g.uniform(0.5, 3.0);
-  look.tube_amp = (0.07 + (0.016 - 0.07) * o.difficulty) * g.uniform(0.75, 1.25);
+  look.tube_amp = (0.07 + (0.016 - 0.07) * o.difficulty) * g.uniform(0.75, 1.25) * o.tube_contrast;
   look.marker = g.uniform() < 0.5;
 
   // Devices: each group is the patient's (still in place, maybe moved) or drawn afresh.
@@ -390,6 +392,11 @@ SynthSample render_slot(const SynthOptions& o, SynthSplit split, int64_t index, 
     out.devices.push_back(std::move(dev));
     tubes.push_back(std::move(t));
   }
+  // Endotracheal tubes listed last: the trachea and the oesophagus project within a
+  // few pixels of each other, and a teacher draws the annotation rows in file order,
+  // so a long NGT drawn after a short ETT would cover it.
+  std::stable_partition(out.devices.begin(), out.devices.end(),
+                        [](const SynthDevice& d) { return d.label > kEttNormal; });
   out.annotated =
       split == SynthSplit::train && !out.devices.empty() && g.uniform() < o.annotated_fraction;
   out.image =

@@ -60,6 +60,10 @@ struct SynthOptions {
   // downscale). Low-resolution demos use wider tubes so a small model can
   // still see them without annotations.
   double tube_width_scale = 1.0;
+  // Multiplies every tube's density contrast (1 = the `difficulty` mapping
+  // alone). Real catheters are radio-opaque and often the brightest thing in
+  // the image; a small CPU demo model needs them closer to that.
+  double tube_contrast = 1.0;
   // Of the train images with at least one device, the fraction whose devices
   // are listed in train_annotations.csv (the real set annotates about 30% of
   // all images; more here so that a teacher has enough).

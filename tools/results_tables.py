@@ -200,12 +200,17 @@ def cpu_vs_pytorch_after():
     return cpu_vs_pytorch("2026-12-05-cpu-vs-pytorch")
 
 
+def cpu_vs_pytorch_implicit_gemm():
+    return cpu_vs_pytorch("2026-12-05-cpu-vs-pytorch-implicit-gemm")
+
+
 def cpu_vs_pytorch_before():
     return cpu_vs_pytorch("2026-12-05-cpu-vs-pytorch-before")
 
 
 GENERATORS = {
     "cpu-vs-pytorch": cpu_vs_pytorch_after,
+    "cpu-vs-pytorch-implicit-gemm": cpu_vs_pytorch_implicit_gemm,
     "cpu-vs-pytorch-before": cpu_vs_pytorch_before,
     "cpu-gemm": cpu_gemm,
     "cpu-model": cpu_model,

@@ -13,6 +13,9 @@
 #include "train/checkpoint.h"
 #include "train/compute.h"
 #include "train/config.h"
+#include "train/demo_report.h"
+#include "train/run_folder.h"
+#include "data/draw.h"
 
 namespace fs = std::filesystem;
 
@@ -24,6 +27,45 @@ std::string auc_cell(const std::optional<double>& a) {
   if (!a) return "     -";
   std::snprintf(b, sizeof b, "%6.3f", *a);
   return b;
+}
+// Up to `count` annotated validation studies, picked greedily so that together they
+// show as many labels as possible: the cached image (what the models read) with the
+// teacher's annotations drawn, beside the plain one, both at the cache size.
+std::vector<DemoSampleImage> demo_samples(const std::string& data_dir, const std::string& cache_dir,
+                                          const TrainConfig& teacher, const std::vector<std::string>& uids,
+                                          size_t count) {
+  const auto train = read_ranzcr_train((fs::path(data_dir) / "train.csv").string());
+  const auto anns = read_ranzcr_annotations((fs::path(data_dir) / "train_annotations.csv").string(), train);
+  const auto cache = data::ImageCache::open(cache_dir);
+  std::vector<bool> used(uids.size(), false), shown(kRanzcrLabels.size(), false);
+  std::vector<DemoSampleImage> out;
+  while (out.size() < count) {
+    int64_t pick = -1, gain = -1;
+    for (size_t i = 0; i < uids.size(); ++i) {
+      const int64_t si = train.find(uids[i]);
+      if (used[i] || si < 0 || cache.find(uids[i]) < 0) continue;
+      int64_t g = 0;
+      for (size_t l = 0; l < kRanzcrLabels.size(); ++l)
+        g += train.studies[static_cast<size_t>(si)].labels[l] > 0.5f && !shown[l];
+      if (g > gain) gain = g, pick = static_cast<int64_t>(i);
+    }
+    if (pick < 0) break;
+    used[static_cast<size_t>(pick)] = true;
+    const auto& study = train.studies[static_cast<size_t>(train.find(uids[static_cast<size_t>(pick)]))];
+    for (size_t l = 0; l < kRanzcrLabels.size(); ++l) shown[l] = shown[l] || study.labels[l] > 0.5f;
+    const int64_t row = cache.find(study.uid);
+    const auto& entry = cache.entry(row);
+    DemoSampleImage s;
+    s.uid = study.uid;
+    s.plain = cache.load(row);
+    s.annotated = data::draw_annotations(
+        s.plain, anns.by_study[static_cast<size_t>(train.find(study.uid))], entry.orig_h, entry.orig_w,
+        teacher.stage.annotation_style == "color" ? data::AnnotationStyle::color : data::AnnotationStyle::seed,
+        static_cast<float>(teacher.stage.annotation_thickness));
+    s.labels = study.labels;
+    out.push_back(std::move(s));
+  }
+  return out;
 }
 }  // namespace
 
@@ -40,6 +82,7 @@ DemoResult run_demo(const DemoOptions& opt, const std::function<void(const std::
   const int64_t synth_size = opt.full ? 768 : cache_size;
   const int64_t epochs = opt.epochs > 0 ? opt.epochs : (opt.full ? 15 : 10);
 
+  const auto d0 = std::chrono::steady_clock::now();
   data::SynthOptions so;
   so.out_dir = (root / "data").string();
   so.n = n;
@@ -49,6 +92,7 @@ DemoResult run_demo(const DemoOptions& opt, const std::function<void(const std::
   so.difficulty = opt.difficulty >= 0 ? opt.difficulty : 0.0;  // clear tubes: a small CPU model needs them
   // At the CPU preset's 160 px a real-proportion tube is under one pixel wide.
   so.tube_width_scale = opt.tube_width > 0 ? opt.tube_width : (opt.full ? 1.0 : 2.0);
+  so.tube_contrast = opt.tube_contrast > 0 ? opt.tube_contrast : 1.0;
   if (!fs::exists(root / "data" / "train.csv")) {
     log("demo: writing " + std::to_string(n) + " synthetic studies to " + so.out_dir);
     // The demo owns its data folder: images left by an interrupted earlier
@@ -76,6 +120,7 @@ DemoResult run_demo(const DemoOptions& opt, const std::function<void(const std::
         log("warning: " + w);
       });
   prep_progress.close();
+  const double data_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - d0).count();
   log("demo: cache of " + std::to_string(pr.images) + " images at " + std::to_string(cache_size) + " px");
 
   const std::string precision =
@@ -110,45 +155,83 @@ DemoResult run_demo(const DemoOptions& opt, const std::function<void(const std::
     return c;
   };
   TrainHooks hooks{.log = log, .progress = opt.progress};
+  struct Stage {
+    fs::path dir;
+    std::vector<EpochRecord> history;
+    double seconds = 0;  // wall time here, or the logged epochs' when it was already trained
+  };
   auto run_stage = [&](const TrainConfig& c) {
     const fs::path dir = fs::path(c.run.out_dir) / c.run.name;
+    const auto s0 = std::chrono::steady_clock::now();
+    Stage st{dir, {}, 0};
     if (fs::exists(dir / "last.ckpt")) {
-      const auto st = read_checkpoint_state((dir / "last.ckpt").string());
-      if (st.epoch >= c.train.epochs) {
+      const auto saved = read_checkpoint_state((dir / "last.ckpt").string());
+      if (saved.epoch >= c.train.epochs) {
         log("demo: " + c.run.name + " already trained (" + dir.string() + ")");
-        return dir;
+        st.history = repair_run_logs(dir.string(), saved.epoch).history;
+        for (const auto& e : st.history) st.seconds += e.seconds;
+        return st;
       }
       log("demo: continuing " + c.run.name);
-      resume(dir.string(), hooks);
-      return dir;
+      st.history = resume(dir.string(), hooks).history;
+    } else {
+      log("demo: stage " + c.run.name + " (" + c.stage.kind + ")");
+      st.history = train(c, hooks).history;
     }
-    log("demo: stage " + c.run.name + " (" + c.stage.kind + ")");
-    train(c, hooks);
-    return dir;
+    st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - s0).count();
+    return st;
   };
 
-  const fs::path teacher = run_stage(base("teacher", "teacher"));
+  const TrainConfig teacher_cfg = base("teacher", "teacher");
+  const Stage teacher = run_stage(teacher_cfg);
   TrainConfig kd = base("student_distilled", "student-kd");
-  kd.stage.teacher = (teacher / "best.ckpt").string();
-  const fs::path distilled = run_stage(kd);
+  kd.stage.teacher = (teacher.dir / "best.ckpt").string();
+  const Stage distilled = run_stage(kd);
   // The control: the same student, the same studies and schedule, no teacher.
   TrainConfig control = base("student_control", "finetune");
   control.data.annotated_only = true;
-  const fs::path control_dir = run_stage(control);
+  const Stage control_st = run_stage(control);
   TrainConfig ft = base("student_finetuned", "finetune");
-  ft.stage.init = (distilled / "best.ckpt").string();
+  ft.stage.init = (distilled.dir / "best.ckpt").string();
   ft.train.epochs = std::max<int64_t>(1, epochs / 2);
   ft.optim.lr /= 4;
-  const fs::path ft_dir = run_stage(ft);
+  const Stage ft_st = run_stage(ft);
 
   // All students on the same held-out fold, plain images; the teacher on the
   // annotated images of that fold (its input).
+  const auto e0 = std::chrono::steady_clock::now();
   DemoResult r;
   const TrainConfig plain = base("eval", "finetune");
-  r.teacher = evaluate(base("eval", "teacher"), (teacher / "best.ckpt").string());
-  r.control = evaluate(plain, (control_dir / "best.ckpt").string());
-  r.distilled = evaluate(plain, (distilled / "best.ckpt").string());
-  r.finetuned = evaluate(plain, (ft_dir / "best.ckpt").string());
+  r.teacher = evaluate(base("eval", "teacher"), (teacher.dir / "best.ckpt").string());
+  r.control = evaluate(plain, (control_st.dir / "best.ckpt").string());
+  r.distilled = evaluate(plain, (distilled.dir / "best.ckpt").string());
+  r.finetuned = evaluate(plain, (ft_st.dir / "best.ckpt").string());
+  const double eval_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - e0).count();
+
+  // The side-by-side report.
+  DemoReportInput rep;
+  rep.title = std::string("ranzcr demo") + (opt.full ? " --full" : "") + ": teacher, students, fine-tune";
+  char setup[400];
+  std::snprintf(setup, sizeof setup,
+                "%lld synthetic studies (seed %llu), %s at %lld px on %s, %lld epochs per stage (fine-tune %lld), "
+                "held-out fold %lld of 5; the teacher reads images with the line annotations drawn on them "
+                "(%s style), the students plain images.",
+                static_cast<long long>(n), static_cast<unsigned long long>(opt.seed), teacher_cfg.model.name.c_str(),
+                static_cast<long long>(img), compute.str().c_str(), static_cast<long long>(epochs),
+                static_cast<long long>(ft.train.epochs), static_cast<long long>(teacher_cfg.data.fold),
+                teacher_cfg.stage.annotation_style.c_str());
+  rep.setup = setup;
+  auto add_run = [&](const std::string& name, const std::string& input, const EvalResult& e, const Stage& st) {
+    rep.runs.push_back({name, input, e.record.auc, e.record.mean_auc, e.studies, e.roc, st.history, st.seconds});
+  };
+  add_run("teacher", "annotated images", r.teacher, teacher);
+  add_run("control student", "plain, no teacher", r.control, control_st);
+  add_run("distilled student", "plain + teacher features", r.distilled, distilled);
+  add_run("fine-tuned student", "plain, all studies", r.finetuned, ft_st);
+  rep.other_seconds = {{"synth + prep", data_seconds}, {"evaluation", eval_seconds}};
+  rep.samples = demo_samples(so.out_dir, po.out_dir, teacher_cfg, r.teacher.uids, 6);
+  write_demo_report((root / "report.html").string(), rep);
+  log("demo: report " + (root / "report.html").string());
 
   std::string t = "held-out fold 0 AUC (teacher: annotated images; students: plain images)\n";
   char line[200];

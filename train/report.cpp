@@ -9,7 +9,7 @@
 
 namespace rz {
 
-namespace {
+namespace html {
 std::string fmt(const char* f, double v) {
   char b[64];
   std::snprintf(b, sizeof b, f, v);
@@ -29,12 +29,6 @@ std::string escape(const std::string& s) {
   }
   return out;
 }
-
-// A line chart of one or more series over x, in a W x H box with axes.
-struct Series {
-  std::string name, color;
-  std::vector<double> x, y;
-};
 
 std::string svg_chart(const std::vector<Series>& series, const std::string& title, double w,
                       double h, bool unit_square) {
@@ -90,7 +84,12 @@ std::string svg_chart(const std::vector<Series>& series, const std::string& titl
   }
   return s + "</svg>";
 }
-}  // namespace
+}  // namespace html
+
+using html::escape;
+using html::fmt;
+using html::Series;
+using html::svg_chart;
 
 std::string render_report_html(const ReportInput& in) {
   std::string h = "<!DOCTYPE html><html><head><meta charset='utf-8'><title>" + escape(in.title) +

@@ -26,6 +26,20 @@ struct ReportInput {
 };
 
 std::string render_report_html(const ReportInput& in);
+
+// The pieces the run report and the demo report share.
+namespace html {
+std::string fmt(const char* printf_format, double v);
+std::string escape(const std::string& s);  // &, <, >, "
+// A line chart of one or more series over x, in a w x h box with axes and a
+// legend of the named series; unit_square fixes both axes to [0, 1] (ROC).
+struct Series {
+  std::string name, color;
+  std::vector<double> x, y;
+};
+std::string svg_chart(const std::vector<Series>& series, const std::string& title, double w, double h,
+                      bool unit_square);
+}  // namespace html
 void write_report(const std::string& path, const ReportInput& in);  // atomic
 
 }  // namespace rz

@@ -80,6 +80,8 @@ void add_synth(CLI::App& app) {
       ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--tube-width", o->tube_width_scale, "tube width multiplier (1: real proportions)")
       ->check(CLI::Range(0.1, 8.0));
+  cmd->add_option("--tube-contrast", o->tube_contrast, "tube contrast multiplier (1: the difficulty mapping alone)")
+      ->check(CLI::Range(0.01, 8.0));
   cmd->add_option("--images-per-patient", o->images_per_patient, "mean images per patient");
   cmd->add_option("--annotated-fraction", o->annotated_fraction, "share of images with devices that are annotated");
   cmd->add_option("--threads", o->threads, "threads (0: all cores)");

@@ -82,6 +82,7 @@ void add_demo(CLI::App& app) {
   cmd->add_option("--difficulty", o->difficulty, "synthetic tube faintness 0..1");
   cmd->add_option("--img-size", o->img_size, "model input size (0: preset)");
   cmd->add_option("--tube-width", o->tube_width, "synthetic tube width multiplier (0: preset)");
+  cmd->add_option("--tube-contrast", o->tube_contrast, "synthetic tube contrast multiplier (0: preset)");
   cmd->add_option("--device", o->device, "cpu, cuda, cuda:N or auto");
   cmd->add_option("--precision", o->precision, "fp32 or bf16 (default: bf16 on CUDA, fp32 on the CPU)")
       ->check(CLI::IsMember({"fp32", "bf16"}));
