@@ -80,7 +80,7 @@ DemoResult run_demo(const DemoOptions& opt, const std::function<void(const std::
   // larger than the crops (the random resized crop keeps 85-100% of the area).
   const int64_t cache_size = img * 5 / 4;
   const int64_t synth_size = opt.full ? 768 : cache_size;
-  const int64_t epochs = opt.epochs > 0 ? opt.epochs : (opt.full ? 15 : 10);
+  const int64_t epochs = opt.epochs > 0 ? opt.epochs : (opt.full ? 15 : 20);
 
   const auto d0 = std::chrono::steady_clock::now();
   data::SynthOptions so;
@@ -92,7 +92,9 @@ DemoResult run_demo(const DemoOptions& opt, const std::function<void(const std::
   so.difficulty = opt.difficulty >= 0 ? opt.difficulty : 0.0;  // clear tubes: a small CPU model needs them
   // At the CPU preset's 160 px a real-proportion tube is under one pixel wide.
   so.tube_width_scale = opt.tube_width > 0 ? opt.tube_width : (opt.full ? 1.0 : 2.0);
-  so.tube_contrast = opt.tube_contrast > 0 ? opt.tube_contrast : 1.0;
+  // Radio-opaque lines, as on real films: at 3x the default contrast a tube
+  // stands out of the CPU preset's 128 px input (see bench/RESULTS.md, demo).
+  so.tube_contrast = opt.tube_contrast > 0 ? opt.tube_contrast : (opt.full ? 1.0 : 3.0);
   if (!fs::exists(root / "data" / "train.csv")) {
     log("demo: writing " + std::to_string(n) + " synthetic studies to " + so.out_dir);
     // The demo owns its data folder: images left by an interrupted earlier
@@ -137,6 +139,11 @@ DemoResult run_demo(const DemoOptions& opt, const std::function<void(const std::
     c.run.precision = precision;
     c.model.name = opt.full ? "seresnet152d" : "seresnet_tiny";
     c.model.img_size = img;
+    // The teacher's input as in the public 3-stage pipeline: each label's lines in
+    // their own colour on the grayscale image, so every model reads 3 channels.
+    c.model.in_chans = 3;
+    c.stage.annotation_style = "color";
+    c.stage.annotation_thickness = opt.full ? 6.0 : 3.0;
     c.data.dir = so.out_dir;
     c.data.cache_dir = po.out_dir;
     // Loader threads: 2 keep a small CPU model fed; a GPU needs more.
