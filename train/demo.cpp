@@ -69,9 +69,9 @@ std::vector<DemoSampleImage> demo_samples(const std::string& data_dir, const std
 }
 }  // namespace
 
-DemoResult run_demo(const DemoOptions& opt, const std::function<void(const std::string&)>& log) {
-  const auto t0 = std::chrono::steady_clock::now();
+DemoPlan make_demo_plan(const DemoOptions& opt, const std::string& device, const std::string& precision) {
   const fs::path root(opt.out_dir);
+  DemoPlan plan;
   // Presets: the CPU one fits a 2-core machine in minutes; --full is the
   // real model at a real resolution, for a GPU.
   const int64_t n = opt.n_images > 0 ? opt.n_images : (opt.full ? 6000 : 1200);
@@ -82,8 +82,7 @@ DemoResult run_demo(const DemoOptions& opt, const std::function<void(const std::
   const int64_t synth_size = opt.full ? 768 : cache_size;
   const int64_t epochs = opt.epochs > 0 ? opt.epochs : (opt.full ? 15 : 20);
 
-  const auto d0 = std::chrono::steady_clock::now();
-  data::SynthOptions so;
+  data::SynthOptions& so = plan.synth;
   so.out_dir = (root / "data").string();
   so.n = n;
   so.n_test = opt.full ? 500 : 50;
@@ -95,21 +94,109 @@ DemoResult run_demo(const DemoOptions& opt, const std::function<void(const std::
   // Radio-opaque lines, as on real films: at 3x the default contrast a tube
   // stands out of the CPU preset's 128 px input (see bench/RESULTS.md, demo).
   so.tube_contrast = opt.tube_contrast > 0 ? opt.tube_contrast : (opt.full ? 1.0 : 3.0);
-  if (!fs::exists(root / "data" / "train.csv")) {
-    log("demo: writing " + std::to_string(n) + " synthetic studies to " + so.out_dir);
-    // The demo owns its data folder: images left by an interrupted earlier
-    // synth (train.csv is written last) are replaced.
-    so.overwrite = true;
-    ProgressLine progress("demo: synth", so.n + so.n_test, "img", opt.progress);
-    const auto r = data::run_synth(so, [&](int64_t done, int64_t) { progress.update(done); });
-    progress.close();
-    log(data::format_synth_report(r));
-  }
-  data::PrepOptions po;
+  data::PrepOptions& po = plan.prep;
   po.data_dir = so.out_dir;
   po.out_dir = (root / "cache").string();
   po.image_size = cache_size;
   po.threads = static_cast<int>(opt.threads);
+  auto base = [&](const std::string& name, const std::string& kind) {
+    TrainConfig c;
+    c.run.name = name;
+    c.run.out_dir = (root / "runs").string();
+    c.run.seed = opt.seed;
+    c.run.threads = opt.threads;
+    c.run.device = device;
+    c.run.precision = precision;
+    c.model.name = opt.full ? "seresnet152d" : "seresnet_tiny";
+    c.model.img_size = img;
+    // The teacher's input as in the public 3-stage pipeline: each label's lines in
+    // their own colour on the grayscale image, so every model reads 3 channels.
+    c.model.in_chans = 3;
+    c.stage.annotation_style = "color";
+    c.stage.annotation_thickness = opt.full ? 6.0 : 3.0;
+    c.data.dir = so.out_dir;
+    c.data.cache_dir = po.out_dir;
+    // Loader threads: 2 keep a small CPU model fed; a GPU needs more.
+    c.data.workers = device.rfind("cuda", 0) == 0 ? std::max(2, static_cast<int>(std::thread::hardware_concurrency()) - 2) : 2;
+    c.stage.kind = kind;
+    c.optim.name = "adamw";
+    c.optim.lr = opt.full ? 2e-4 : 2e-3;
+    c.optim.weight_decay = 1e-4;
+    c.sched.warmup_epochs = 0.5;
+    c.sched.min_lr = c.optim.lr / 100;
+    c.train.epochs = epochs;
+    c.train.batch = opt.full ? 16 : 32;
+    c.train.log_every = 1000000;  // per-epoch lines only
+    c.aug.dropout_p = 0.0;
+    for (const auto& kv : opt.sets) apply_override(c, kv);
+    return c;
+  };
+  plan.teacher = base("teacher", "teacher");
+  plan.distilled = base("student_distilled", "student-kd");
+  plan.distilled.stage.teacher = (fs::path(plan.teacher.run.out_dir) / "teacher" / "best.ckpt").string();
+  // The control: the same student, the same studies and schedule, no teacher.
+  plan.control = base("student_control", "finetune");
+  plan.control.data.annotated_only = true;
+  plan.finetuned = base("student_finetuned", "finetune");
+  plan.finetuned.stage.init = (fs::path(plan.teacher.run.out_dir) / "student_distilled" / "best.ckpt").string();
+  plan.finetuned.train.epochs = std::max<int64_t>(1, epochs / 2);
+  plan.finetuned.optim.lr /= 4;
+  plan.eval_teacher = base("eval", "teacher");
+  plan.eval_plain = base("eval", "finetune");
+  // Every key checked here; whether the device exists is checked when a stage starts.
+  for (const TrainConfig* c : {&plan.teacher, &plan.distilled, &plan.control, &plan.finetuned}) {
+    TrainConfig v = *c;
+    v.run.device = "cpu";
+    validate_config(v);
+  }
+  return plan;
+}
+
+std::string DemoPlan::str() const {
+  std::string s;
+  char line[300];
+  std::snprintf(line, sizeof line, "data: %lld synthetic studies (+%lld test) at %lld px, tube contrast %.2g, width %.2g; cache at %lld px\n",
+                static_cast<long long>(synth.n), static_cast<long long>(synth.n_test), static_cast<long long>(synth.size),
+                synth.tube_contrast, synth.tube_width_scale, static_cast<long long>(prep.image_size));
+  s += line;
+  for (const TrainConfig* c : {&teacher, &distilled, &control, &finetuned}) {
+    std::snprintf(line, sizeof line,
+                  "stage %-18s %-11s %s at %lld px, in_chans %lld, %lld epochs, batch %lld, %s lr %.3g, %s %s%s%s\n",
+                  c->run.name.c_str(), c->stage.kind.c_str(), c->model.name.c_str(),
+                  static_cast<long long>(c->model.img_size), static_cast<long long>(c->model.in_chans),
+                  static_cast<long long>(c->train.epochs), static_cast<long long>(c->train.batch),
+                  c->optim.name.c_str(), c->optim.lr, c->run.device.c_str(), c->run.precision.c_str(),
+                  c->stage.teacher.empty() ? "" : (", teacher " + c->stage.teacher).c_str(),
+                  c->stage.init.empty() ? "" : (", init " + c->stage.init).c_str());
+    s += line;
+  }
+  return s;
+}
+
+DemoResult run_demo(const DemoOptions& opt, const std::function<void(const std::string&)>& log) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const fs::path root(opt.out_dir);
+  const std::string precision =
+      !opt.precision.empty() ? opt.precision : (parse_device(opt.device).is_cuda() ? "bf16" : "fp32");
+  const Compute compute = resolve_compute(opt.device, precision);
+  const DemoPlan plan = make_demo_plan(opt, compute.device.str(), precision);
+  const int64_t n = plan.synth.n, img = plan.teacher.model.img_size, epochs = plan.teacher.train.epochs;
+  const int64_t cache_size = plan.prep.image_size;
+  const data::SynthOptions& so = plan.synth;
+  const data::PrepOptions& po = plan.prep;
+
+  const auto d0 = std::chrono::steady_clock::now();
+  if (!fs::exists(root / "data" / "train.csv")) {
+    log("demo: writing " + std::to_string(n) + " synthetic studies to " + so.out_dir);
+    // The demo owns its data folder: images left by an interrupted earlier
+    // synth (train.csv is written last) are replaced.
+    data::SynthOptions fresh = so;
+    fresh.overwrite = true;
+    ProgressLine progress("demo: synth", so.n + so.n_test, "img", opt.progress);
+    const auto r = data::run_synth(fresh, [&](int64_t done, int64_t) { progress.update(done); });
+    progress.close();
+    log(data::format_synth_report(r));
+  }
   ProgressLine prep_progress("demo: prep", 0, "img", opt.progress);
   const auto pr = data::run_prep(
       po,
@@ -125,42 +212,7 @@ DemoResult run_demo(const DemoOptions& opt, const std::function<void(const std::
   const double data_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - d0).count();
   log("demo: cache of " + std::to_string(pr.images) + " images at " + std::to_string(cache_size) + " px");
 
-  const std::string precision =
-      !opt.precision.empty() ? opt.precision : (parse_device(opt.device).is_cuda() ? "bf16" : "fp32");
-  const Compute compute = resolve_compute(opt.device, precision);
   log("demo: computing on " + compute.str());
-  auto base = [&](const std::string& name, const std::string& kind) {
-    TrainConfig c;
-    c.run.name = name;
-    c.run.out_dir = (root / "runs").string();
-    c.run.seed = opt.seed;
-    c.run.threads = opt.threads;
-    c.run.device = compute.device.str();
-    c.run.precision = precision;
-    c.model.name = opt.full ? "seresnet152d" : "seresnet_tiny";
-    c.model.img_size = img;
-    // The teacher's input as in the public 3-stage pipeline: each label's lines in
-    // their own colour on the grayscale image, so every model reads 3 channels.
-    c.model.in_chans = 3;
-    c.stage.annotation_style = "color";
-    c.stage.annotation_thickness = opt.full ? 6.0 : 3.0;
-    c.data.dir = so.out_dir;
-    c.data.cache_dir = po.out_dir;
-    // Loader threads: 2 keep a small CPU model fed; a GPU needs more.
-    c.data.workers = compute.device.is_cuda() ? std::max(2, static_cast<int>(std::thread::hardware_concurrency()) - 2) : 2;
-    c.stage.kind = kind;
-    c.optim.name = "adamw";
-    c.optim.lr = opt.full ? 2e-4 : 2e-3;
-    c.optim.weight_decay = 1e-4;
-    c.sched.warmup_epochs = 0.5;
-    c.sched.min_lr = c.optim.lr / 100;
-    c.train.epochs = epochs;
-    c.train.batch = opt.full ? 16 : 32;
-    c.train.log_every = 1000000;  // per-epoch lines only
-    c.aug.dropout_p = 0.0;
-    for (const auto& kv : opt.sets) apply_override(c, kv);
-    return c;
-  };
   TrainHooks hooks{.log = log, .progress = opt.progress};
   struct Stage {
     fs::path dir;
@@ -189,27 +241,20 @@ DemoResult run_demo(const DemoOptions& opt, const std::function<void(const std::
     return st;
   };
 
-  const TrainConfig teacher_cfg = base("teacher", "teacher");
+  const TrainConfig& teacher_cfg = plan.teacher;
   const Stage teacher = run_stage(teacher_cfg);
-  TrainConfig kd = base("student_distilled", "student-kd");
-  kd.stage.teacher = (teacher.dir / "best.ckpt").string();
+  const TrainConfig& kd = plan.distilled;
   const Stage distilled = run_stage(kd);
-  // The control: the same student, the same studies and schedule, no teacher.
-  TrainConfig control = base("student_control", "finetune");
-  control.data.annotated_only = true;
-  const Stage control_st = run_stage(control);
-  TrainConfig ft = base("student_finetuned", "finetune");
-  ft.stage.init = (distilled.dir / "best.ckpt").string();
-  ft.train.epochs = std::max<int64_t>(1, epochs / 2);
-  ft.optim.lr /= 4;
+  const Stage control_st = run_stage(plan.control);
+  const TrainConfig& ft = plan.finetuned;
   const Stage ft_st = run_stage(ft);
 
   // All students on the same held-out fold, plain images; the teacher on the
   // annotated images of that fold (its input).
   const auto e0 = std::chrono::steady_clock::now();
   DemoResult r;
-  const TrainConfig plain = base("eval", "finetune");
-  r.teacher = evaluate(base("eval", "teacher"), (teacher.dir / "best.ckpt").string());
+  const TrainConfig& plain = plan.eval_plain;
+  r.teacher = evaluate(plan.eval_teacher, (teacher.dir / "best.ckpt").string());
   r.control = evaluate(plain, (control_st.dir / "best.ckpt").string());
   r.distilled = evaluate(plain, (distilled.dir / "best.ckpt").string());
   r.finetuned = evaluate(plain, (ft_st.dir / "best.ckpt").string());

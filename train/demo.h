@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "data/cache.h"
+#include "data/synth.h"
 #include "train/progress.h"
 #include "train/trainer.h"
 
@@ -30,6 +32,20 @@ struct DemoOptions {
   ProgressMode progress = ProgressMode::off;  // synth, prep and every epoch (train/progress.h)
   std::vector<std::string> sets;  // "section.key=value" over every stage's preset config
 };
+
+// What a demo will do: the synthetic set, the cache, and the four stages'
+// configurations (teacher, distilled student, control student, fine-tune) plus
+// the two used for scoring, with every preset and --set applied and each stage
+// validated. run_demo follows it; `ranzcr demo --dry-run` prints it.
+struct DemoPlan {
+  data::SynthOptions synth;
+  data::PrepOptions prep;
+  TrainConfig teacher, distilled, control, finetuned;
+  TrainConfig eval_teacher, eval_plain;
+  std::string str() const;
+};
+// `device` and `precision` go into every stage as given (run_demo passes the resolved ones).
+DemoPlan make_demo_plan(const DemoOptions& opt, const std::string& device, const std::string& precision);
 
 struct DemoResult {
   EvalResult teacher, control, distilled, finetuned;

@@ -87,7 +87,15 @@ void add_demo(CLI::App& app) {
   cmd->add_option("--precision", o->precision, "fp32 or bf16 (default: bf16 on CUDA, fp32 on the CPU)")
       ->check(CLI::IsMember({"fp32", "bf16"}));
   cmd->add_option("--set", o->sets, "section.key=value over every stage's preset config (repeatable)");
-  cmd->callback([o] {
+  auto dry_run = std::make_shared<bool>(false);
+  cmd->add_flag("--dry-run", *dry_run, "print the plan (data, stages, models, epochs) and stop");
+  cmd->callback([o, dry_run] {
+    if (*dry_run) {
+      const std::string precision =
+          !o->precision.empty() ? o->precision : (o->device.rfind("cuda", 0) == 0 ? "bf16" : "fp32");
+      std::printf("%s", make_demo_plan(*o, o->device, precision).str().c_str());
+      return;
+    }
     o->progress = ProgressLine::auto_mode();
     const auto r = run_demo(*o, [](const std::string& s) {
       std::printf("%s\n", s.c_str());

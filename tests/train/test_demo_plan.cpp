@@ -1,0 +1,50 @@
+// The demo's plan, as `ranzcr demo --dry-run` prints it: the presets (CPU and
+// --full), the chaining of the stages, and --set over every stage.
+#include <doctest/doctest.h>
+
+#include "engine/error.h"
+#include "train/demo.h"
+
+using namespace rz;
+
+TEST_CASE("demo plan: the CPU preset and --full, stages chained, overrides applied") {
+  DemoOptions o;
+  o.out_dir = "d";
+  const DemoPlan cpu = make_demo_plan(o, "cpu", "fp32");
+  CHECK(cpu.teacher.model.name == "seresnet_tiny");
+  CHECK(cpu.teacher.model.img_size == 128);
+  CHECK(cpu.synth.n == 1200);
+  CHECK(cpu.synth.tube_contrast == 3.0);
+  CHECK(cpu.prep.image_size == 160);
+  CHECK(cpu.teacher.stage.kind == "teacher");
+  CHECK(cpu.teacher.stage.annotation_style == "color");
+  CHECK(cpu.teacher.model.in_chans == 3);
+  CHECK(cpu.distilled.stage.kind == "student-kd");
+  CHECK(cpu.distilled.stage.teacher == "d/runs/teacher/best.ckpt");
+  CHECK(cpu.control.stage.kind == "finetune");
+  CHECK(cpu.control.data.annotated_only);  // the distilled student's studies, no teacher
+  CHECK(cpu.control.train.epochs == cpu.distilled.train.epochs);
+  CHECK(cpu.finetuned.stage.init == "d/runs/student_distilled/best.ckpt");
+  CHECK(cpu.finetuned.train.epochs == cpu.teacher.train.epochs / 2);
+  CHECK(cpu.finetuned.optim.lr == doctest::Approx(cpu.teacher.optim.lr / 4));
+  CHECK(cpu.eval_teacher.stage.kind == "teacher");
+  CHECK(cpu.eval_plain.stage.kind == "finetune");
+  CHECK(cpu.str().find("stage student_control") != std::string::npos);
+
+  o.full = true;
+  const DemoPlan full = make_demo_plan(o, "cuda", "bf16");
+  CHECK(full.teacher.model.name == "seresnet152d");
+  CHECK(full.teacher.model.img_size == 512);
+  CHECK(full.synth.n == 6000);
+  CHECK(full.teacher.run.device == "cuda");
+  CHECK(full.teacher.run.precision == "bf16");
+  CHECK(full.teacher.data.workers >= 2);
+
+  o.full = false;
+  o.sets = {"train.batch=8", "stage.w_feat=2"};
+  const DemoPlan set = make_demo_plan(o, "cpu", "fp32");
+  for (const TrainConfig* c : {&set.teacher, &set.distilled, &set.control, &set.finetuned}) CHECK(c->train.batch == 8);
+  CHECK(set.distilled.stage.w_feat == 2.0);
+  o.sets = {"train.bogus=1"};
+  CHECK_THROWS_WITH_AS(make_demo_plan(o, "cpu", "fp32"), doctest::Contains("train.bogus"), Error);
+}
