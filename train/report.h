@@ -3,6 +3,7 @@
 // per label, and loss / mean-AUC curves over the epochs.
 #pragma once
 
+#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
@@ -14,6 +15,9 @@ namespace rz {
 struct EpochRecord {
   int64_t epoch = 0;
   double train_loss = 0, val_loss = 0, mean_auc = 0, lr = 0, seconds = 0;
+  // student-kd: the epoch's mean feature-distillation term, MSE(student features,
+  // teacher features) before its weight stage.w_feat; NaN for other stages.
+  double feat_loss = std::numeric_limits<double>::quiet_NaN();
   std::array<std::optional<double>, kNumRanzcrLabels> auc{};
 };
 

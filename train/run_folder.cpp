@@ -81,6 +81,7 @@ EpochRecord epoch_record(const nlohmann::json& j, int64_t epoch) {
   r.epoch = epoch;
   r.train_loss = number_or_nan(j, "train_loss");
   r.val_loss = number_or_nan(j, "val_loss");
+  r.feat_loss = number_or_nan(j, "feat_loss");
   r.mean_auc = number_or_nan(j, "mean_auc");
   r.lr = number_or_nan(j, "lr");
   r.seconds = number_or_nan(j, "seconds");

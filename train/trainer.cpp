@@ -380,6 +380,7 @@ TrainResult Run::execute(bool resuming) {
   // The loss of one batch: BCE (scaled by w_bce), plus w_feat * MSE between the
   // student's and the frozen teacher's final feature maps for student-kd
   // (xt: the teacher's input, the annotated image).
+  Tensor feat_term;  // student-kd: the last batch's unweighted feature MSE
   auto forward_loss = [&](const Tensor& x, const Tensor& xt, const Tensor& y) {
     if (!kd) return scale(bce_with_logits(model->forward(x), y), cfg_.stage.w_bce);
     Tensor teacher_features;
@@ -389,13 +390,13 @@ TrainResult Run::execute(bool resuming) {
     }
     Tensor features = model->forward_features(x);
     Tensor logits = model->forward_head(features);
-    return add(scale(bce_with_logits(logits, y), cfg_.stage.w_bce),
-               scale(mse_loss(features, teacher_features), cfg_.stage.w_feat));
+    feat_term = mse_loss(features, teacher_features);
+    return add(scale(bce_with_logits(logits, y), cfg_.stage.w_bce), scale(feat_term, cfg_.stage.w_feat));
   };
   // train.cuda_graph: the whole step (forward, backward, optimizer, EMA)
   // captured once into a CUDA graph and replayed on static input tensors.
   struct GraphState {
-    Tensor x, xt, y, loss;
+    Tensor x, xt, y, loss, feat;
     CudaGraph graph;
     int eager_steps = 0;
   } gs;
@@ -426,7 +427,7 @@ TrainResult Run::execute(bool resuming) {
     const auto t_epoch = Clock::now();
     train_loader.start_epoch(epoch, 0);
     model->train();
-    double loss_sum = 0;
+    double loss_sum = 0, feat_sum = 0;
     int64_t loss_count = 0, micro = 0, images = 0;
     auto t_log = Clock::now();
     int64_t images_since_log = 0;
@@ -458,6 +459,7 @@ TrainResult Run::execute(bool resuming) {
           gs.y = Tensor::empty(y_host.shape(), DType::F32, compute.device);
           if (kd) gs.xt = Tensor::empty(b->images_annotated.shape(), compute.activations, compute.device);
           gs.loss = Tensor::empty({}, DType::F32, compute.device);
+          if (kd) gs.feat = Tensor::empty({}, DType::F32, compute.device);
         }
         gs.x.copy_(b->images);
         gs.y.copy_(y_host);
@@ -470,6 +472,8 @@ TrainResult Run::execute(bool resuming) {
         auto body = [&](bool eager_check) {
           Tensor loss = forward_loss(gs.x, gs.xt, gs.y);
           gs.loss.copy_(loss);
+          if (kd) gs.feat.copy_(feat_term);
+          feat_term = Tensor();  // no reference to this step's graph past the step
           if (eager_check && !std::isfinite(gs.loss.item())) return;
           if (optim->graph_mode()) optim->set_graph_gate(gs.loss);
           loss.backward();
@@ -510,6 +514,7 @@ TrainResult Run::execute(bool resuming) {
         nonfinite_in_a_row = 0;
         loss_sum += lv;
         ++loss_count;
+        if (kd) feat_sum += gs.feat.item();
       } else {
         const Tensor y = y_host.to(compute.device);
         const Tensor x = to_compute(b->images, compute);
@@ -519,6 +524,8 @@ TrainResult Run::execute(bool resuming) {
           loss = forward_loss(x, kd ? to_compute(b->images_annotated, compute) : Tensor(), y);
         }
         lv = loss.item();
+        const double fv = kd ? feat_term.item() : 0.0;
+        feat_term = Tensor();  // no reference to this step's graph past the step
         if (!std::isfinite(lv)) {
           note_nonfinite(lv, epoch, b->batch_index);
           optim->zero_grad();
@@ -527,6 +534,7 @@ TrainResult Run::execute(bool resuming) {
         nonfinite_in_a_row = 0;
         loss_sum += lv;
         ++loss_count;
+        feat_sum += fv;
         {
           NvtxRange range("backward");
           scale(loss, 1.0 / static_cast<double>(cfg_.train.accum_steps)).backward();
@@ -570,6 +578,7 @@ TrainResult Run::execute(bool resuming) {
     EpochRecord rec = validate(data_, ema ? *ema : *model, val_loader, split.val, compute, &roc);
     rec.epoch = epoch + 1;
     rec.train_loss = loss_sum / static_cast<double>(std::max<int64_t>(loss_count, 1));
+    if (kd) rec.feat_loss = feat_sum / static_cast<double>(std::max<int64_t>(loss_count, 1));
     rec.lr = optim->lr();
     rec.seconds = seconds_since(t_epoch);
     history.push_back(rec);
@@ -588,6 +597,7 @@ TrainResult Run::execute(bool resuming) {
                      {"train_loss", rec.train_loss}, {"val_loss", rec.val_loss},
                      {"lr", rec.lr}, {"seconds", rec.seconds}, {"images", images}};
     j["mean_auc"] = std::isfinite(rec.mean_auc) ? nlohmann::json(rec.mean_auc) : nlohmann::json();
+    if (kd) j["feat_loss"] = std::isfinite(rec.feat_loss) ? nlohmann::json(rec.feat_loss) : nlohmann::json();
     nlohmann::json aucs = nlohmann::json::array();
     for (const auto& a : rec.auc) aucs.push_back(a ? nlohmann::json(*a) : nlohmann::json());
     j["auc"] = aucs;
@@ -601,9 +611,10 @@ TrainResult Run::execute(bool resuming) {
       write_best_files(dir_, ema ? *ema : *model, state, cfg_.stage.kind);
       result.best_roc = roc;
     }
-    char line[220];
-    std::snprintf(line, sizeof line, "epoch %lld/%lld: train loss %.4f  val loss %.4f  val mean AUC %.4f%s  (%.1fs)",
-                  static_cast<long long>(rec.epoch), static_cast<long long>(cfg_.train.epochs), rec.train_loss,
+    char line[260], feat[40] = "";
+    if (kd) std::snprintf(feat, sizeof feat, " (features %.4f)", rec.feat_loss);
+    std::snprintf(line, sizeof line, "epoch %lld/%lld: train loss %.4f%s  val loss %.4f  val mean AUC %.4f%s  (%.1fs)",
+                  static_cast<long long>(rec.epoch), static_cast<long long>(cfg_.train.epochs), rec.train_loss, feat,
                   rec.val_loss, rec.mean_auc, best ? "  *best*" : "", rec.seconds);
     log(line);
     ReportInput rin;

@@ -123,9 +123,22 @@ TEST_CASE("trainer: stages run end to end and fill the run folder; resume is bit
   kd.stage.teacher = (full_dir / "best.ckpt").string();
   kd.stage.input_noise = 0.05;
   kd.stage.input_dropout = 0.05;
-  kd.train.epochs = 2;
+  kd.train.epochs = 3;
   const auto student = train(kd, quiet);
-  CHECK(student.epochs_run == 2);
+  CHECK(student.epochs_run == 3);
+  // It learns: the loss falls, and the student's features move toward the teacher's.
+  REQUIRE(student.history.size() == 3);
+  CHECK(student.history.back().train_loss < 0.9 * student.history.front().train_loss);
+  CHECK(std::isfinite(student.history.front().feat_loss));
+  CHECK(student.history.back().feat_loss < 0.9 * student.history.front().feat_loss);
+  // ... because of the feature term: the same student with w_feat = 0 ends farther away.
+  TrainConfig kd0 = kd;
+  kd0.run.name = "student_kd_without_features";
+  kd0.stage.w_feat = 0.0;
+  const auto unguided = train(kd0, quiet);
+  CHECK(student.history.back().feat_loss < 0.9 * unguided.history.back().feat_loss);
+  CHECK(std::isnan(full.history.back().feat_loss));  // a teacher has no feature term
+  CHECK(read_file(fs::path(student.run_dir) / "metrics.jsonl").find("\"feat_loss\"") != std::string::npos);
   // --pretrained: a timm-format weights file into another stage.
   TrainConfig pre = set.config("from_pretrained", "finetune");
   pre.model.pretrained = (full_dir / "best.safetensors").string();
@@ -134,10 +147,11 @@ TEST_CASE("trainer: stages run end to end and fill the run folder; resume is bit
   TrainConfig ft = set.config("finetune", "finetune");
   ft.stage.init = (fs::path(student.run_dir) / "best.ckpt").string();
   ft.stage.freeze = {"conv1", "bn1", "layer1"};
-  ft.train.epochs = 1;
+  ft.train.epochs = 3;
   const auto tuned = train(ft, quiet);
-  CHECK(tuned.epochs_run == 1);
+  CHECK(tuned.epochs_run == 3);
   CHECK(std::isfinite(tuned.last.val_loss));
+  CHECK(tuned.history.back().train_loss < tuned.history.front().train_loss);
 }
 
 TEST_CASE("trainer: non-finite losses are skipped with a warning, then abort the run") {
