@@ -208,7 +208,70 @@ def cpu_vs_pytorch_before():
     return cpu_vs_pytorch("2026-12-05-cpu-vs-pytorch-before")
 
 
+# ---- the demo, 2026-12-05 ------------------------------------------------------
+
+def demo_table(text, name):
+    """The final AUC table of a `ranzcr demo` log: {run: (mean, [per-label AUC or None])}, and its wall time."""
+    i = text.rfind("held-out fold 0 AUC")
+    if i < 0:
+        raise RawError(f"{name}: no AUC table")
+    runs = ["teacher", "control", "distilled", "finetuned"]
+    labels = {r: [] for r in runs}
+    mean = None
+    for line in text[i:].splitlines()[2:]:
+        cells = line.split()
+        if line.strip().startswith("mean AUC"):
+            mean = dict(zip(runs, (float(c) for c in cells[2:6])))
+            break
+        for r, c in zip(runs, cells[-4:]):
+            labels[r].append(None if c == "-" else float(c))
+    m = re.search(r"demo finished in ([0-9.]+) s", text)
+    if mean is None or not m or any(len(v) != 11 for v in labels.values()):
+        raise RawError(f"{name}: incomplete AUC table")
+    return mean, labels, float(m[1])
+
+
+def demo():
+    folder = "2026-12-05-demo"
+    names = sorted(f for f in os.listdir(os.path.join(RAW, folder)) if re.match(r"^seed\d+\.log$", f))
+    if not names:
+        raise RawError(f"{folder}: no seed*.log")
+    rows, means, per_label = [], {k: [] for k in ("teacher", "control", "distilled", "finetuned")}, []
+    for name in names:
+        mean, labels, seconds = demo_table(read(f"{folder}/{name}"), name)
+        for k in means:
+            means[k].append(mean[k])
+        per_label.append(labels)
+        teacher_min = min(a for a in labels["teacher"] if a is not None)
+        rows.append([name[4:-4], f"{mean['teacher']:.4f}", f"{teacher_min:.3f}", f"{mean['control']:.4f}",
+                     f"{mean['distilled']:.4f}", f"{mean['finetuned']:.4f}",
+                     f"{mean['distilled'] - mean['control']:+.4f}", f"{seconds:.0f} s"])
+    n = len(names)
+
+    def avg(v):
+        return sum(v) / len(v)
+
+    def spread(v):
+        return (max(v) - min(v)) / 2
+    # The students' weakest label in the mean over seeds.
+    worst = []
+    for k in ("control", "distilled", "finetuned"):
+        for li in range(11):
+            vals = [p[k][li] for p in per_label if p[k][li] is not None]
+            if vals:
+                worst.append(avg(vals))
+    gain = [d - c for d, c in zip(means["distilled"], means["control"])]
+    rows.append([f"mean of {n} (± half range)", f"{avg(means['teacher']):.4f} ± {spread(means['teacher']):.4f}", "",
+                 f"{avg(means['control']):.4f} ± {spread(means['control']):.4f}",
+                 f"{avg(means['distilled']):.4f} ± {spread(means['distilled']):.4f}",
+                 f"{avg(means['finetuned']):.4f} ± {spread(means['finetuned']):.4f}",
+                 f"{avg(gain):+.4f}", f"lowest student label (mean over seeds) {min(worst):.3f}"])
+    return table(["seed", "teacher", "teacher's lowest label", "control", "distilled", "fine-tuned",
+                  "distilled - control", "wall time"], rows)
+
+
 GENERATORS = {
+    "demo": demo,
     "cpu-vs-pytorch": cpu_vs_pytorch_after,
     "cpu-vs-pytorch-implicit-gemm": cpu_vs_pytorch_implicit_gemm,
     "cpu-vs-pytorch-before": cpu_vs_pytorch_before,

@@ -94,6 +94,9 @@ DemoPlan make_demo_plan(const DemoOptions& opt, const std::string& device, const
   // Radio-opaque lines, as on real films: at 3x the default contrast a tube
   // stands out of the CPU preset's 128 px input (see bench/RESULTS.md, demo).
   so.tube_contrast = opt.tube_contrast > 0 ? opt.tube_contrast : (opt.full ? 1.0 : 3.0);
+  // Half the studies with devices annotated: the teacher and both students train on
+  // those, the fine-tune on all of them.
+  so.annotated_fraction = opt.annotated_fraction >= 0 ? opt.annotated_fraction : (opt.full ? 0.8 : 0.5);
   data::PrepOptions& po = plan.prep;
   po.data_dir = so.out_dir;
   po.out_dir = (root / "cache").string();
@@ -132,6 +135,9 @@ DemoPlan make_demo_plan(const DemoOptions& opt, const std::string& device, const
     return c;
   };
   plan.teacher = base("teacher", "teacher");
+  // The teacher reads colours, an easy task, but its rarer labels (the ETT statuses
+  // share a short stretch of trachea) need more passes over its fewer studies.
+  plan.teacher.train.epochs = opt.teacher_epochs > 0 ? opt.teacher_epochs : (opt.full ? epochs : 2 * epochs);
   plan.distilled = base("student_distilled", "student-kd");
   plan.distilled.stage.teacher = (fs::path(plan.teacher.run.out_dir) / "teacher" / "best.ckpt").string();
   // The control: the same student, the same studies and schedule, no teacher.

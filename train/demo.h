@@ -21,11 +21,13 @@ struct DemoOptions {
   uint64_t seed = 0;
   bool full = false;        // seresnet152d-sized settings (for a GPU)
   int64_t n_images = 0;     // 0: the preset's
-  int64_t epochs = 0;       // 0: the preset's (per stage)
+  int64_t epochs = 0;       // 0: the preset's (per student stage; the fine-tune gets half)
+  int64_t teacher_epochs = 0;  // 0: the preset's
   int64_t threads = 0;      // CPU threads, 0: all
   double difficulty = -1;   // synthetic tube faintness 0..1 (<0: the preset's)
   double tube_width = 0;    // synthetic tube width multiplier (0: the preset's)
   double tube_contrast = 0; // synthetic tube contrast multiplier (0: the preset's)
+  double annotated_fraction = -1;  // share of studies with devices that are annotated (<0: the preset's)
   int64_t img_size = 0;     // model input size (0: the preset's)
   std::string device = "auto";  // cpu, cuda, cuda:N, auto (a GPU when there is one)
   std::string precision;        // fp32 or bf16; empty: bf16 on CUDA, fp32 on the CPU

@@ -25,7 +25,9 @@ TEST_CASE("demo plan: the CPU preset and --full, stages chained, overrides appli
   CHECK(cpu.control.data.annotated_only);  // the distilled student's studies, no teacher
   CHECK(cpu.control.train.epochs == cpu.distilled.train.epochs);
   CHECK(cpu.finetuned.stage.init == "d/runs/student_distilled/best.ckpt");
-  CHECK(cpu.finetuned.train.epochs == cpu.teacher.train.epochs / 2);
+  CHECK(cpu.finetuned.train.epochs == cpu.distilled.train.epochs / 2);
+  CHECK(cpu.teacher.train.epochs == 2 * cpu.distilled.train.epochs);
+  CHECK(cpu.synth.annotated_fraction == 0.5);
   CHECK(cpu.finetuned.optim.lr == doctest::Approx(cpu.teacher.optim.lr / 4));
   CHECK(cpu.eval_teacher.stage.kind == "teacher");
   CHECK(cpu.eval_plain.stage.kind == "finetune");
@@ -39,6 +41,7 @@ TEST_CASE("demo plan: the CPU preset and --full, stages chained, overrides appli
   CHECK(full.teacher.run.device == "cuda");
   CHECK(full.teacher.run.precision == "bf16");
   CHECK(full.teacher.data.workers >= 2);
+  CHECK(full.teacher.train.epochs == full.distilled.train.epochs);
 
   o.full = false;
   o.sets = {"train.batch=8", "stage.w_feat=2"};

@@ -77,12 +77,16 @@ void add_demo(CLI::App& app) {
   cmd->add_option("--seed", o->seed, "seed");
   cmd->add_flag("--full", o->full, "seresnet152d at 512 px on 6000 studies (for a GPU)");
   cmd->add_option("--n", o->n_images, "synthetic training studies (0: preset)");
-  cmd->add_option("--epochs", o->epochs, "epochs per stage (0: preset)");
+  cmd->add_option("--epochs", o->epochs, "epochs per student stage, half for the fine-tune (0: preset)");
+  cmd->add_option("--teacher-epochs", o->teacher_epochs, "teacher epochs (0: preset)");
   cmd->add_option("--threads", o->threads, "CPU threads (0: all cores)");
   cmd->add_option("--difficulty", o->difficulty, "synthetic tube faintness 0..1");
   cmd->add_option("--img-size", o->img_size, "model input size (0: preset)");
   cmd->add_option("--tube-width", o->tube_width, "synthetic tube width multiplier (0: preset)");
   cmd->add_option("--tube-contrast", o->tube_contrast, "synthetic tube contrast multiplier (0: preset)");
+  cmd->add_option("--annotated-fraction", o->annotated_fraction,
+                  "share of synthetic studies with devices that are annotated (teacher, students' studies)")
+      ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--device", o->device, "cpu, cuda, cuda:N or auto");
   cmd->add_option("--precision", o->precision, "fp32 or bf16 (default: bf16 on CUDA, fp32 on the CPU)")
       ->check(CLI::IsMember({"fp32", "bf16"}));
