@@ -270,8 +270,21 @@ def demo():
                   "distilled - control", "wall time"], rows)
 
 
+def demo_explore():
+    folder = "2026-12-05-demo"
+    rows = []
+    for name in sorted(f for f in os.listdir(os.path.join(RAW, folder)) if f.startswith("explore-")):
+        mean, labels, seconds = demo_table(read(f"{folder}/{name}"), name)
+        rows.append([f"`{name}`", f"{mean['teacher']:.4f}", f"{min(a for a in labels['teacher'] if a is not None):.3f}",
+                     f"{mean['control']:.4f}", f"{mean['distilled']:.4f}", f"{mean['finetuned']:.4f}",
+                     f"{mean['distilled'] - mean['control']:+.4f}", f"{seconds:.0f} s"])
+    return table(["log", "teacher", "teacher's lowest label", "control", "distilled", "fine-tuned",
+                  "distilled - control", "wall time"], rows)
+
+
 GENERATORS = {
     "demo": demo,
+    "demo-explore": demo_explore,
     "cpu-vs-pytorch": cpu_vs_pytorch_after,
     "cpu-vs-pytorch-implicit-gemm": cpu_vs_pytorch_implicit_gemm,
     "cpu-vs-pytorch-before": cpu_vs_pytorch_before,

@@ -186,7 +186,7 @@ DemoResult run_demo(const DemoOptions& opt, const std::function<void(const std::
       !opt.precision.empty() ? opt.precision : (parse_device(opt.device).is_cuda() ? "bf16" : "fp32");
   const Compute compute = resolve_compute(opt.device, precision);
   const DemoPlan plan = make_demo_plan(opt, compute.device.str(), precision);
-  const int64_t n = plan.synth.n, img = plan.teacher.model.img_size, epochs = plan.teacher.train.epochs;
+  const int64_t n = plan.synth.n, img = plan.teacher.model.img_size;
   const int64_t cache_size = plan.prep.image_size;
   const data::SynthOptions& so = plan.synth;
   const data::PrepOptions& po = plan.prep;
@@ -269,13 +269,15 @@ DemoResult run_demo(const DemoOptions& opt, const std::function<void(const std::
   // The side-by-side report.
   DemoReportInput rep;
   rep.title = std::string("ranzcr demo") + (opt.full ? " --full" : "") + ": teacher, students, fine-tune";
-  char setup[400];
+  char setup[500];
   std::snprintf(setup, sizeof setup,
-                "%lld synthetic studies (seed %llu), %s at %lld px on %s, %lld epochs per stage (fine-tune %lld), "
-                "held-out fold %lld of 5; the teacher reads images with the line annotations drawn on them "
-                "(%s style), the students plain images.",
-                static_cast<long long>(n), static_cast<unsigned long long>(opt.seed), teacher_cfg.model.name.c_str(),
-                static_cast<long long>(img), compute.str().c_str(), static_cast<long long>(epochs),
+                "%lld synthetic studies (seed %llu, %.0f%% of those with devices annotated), %s at %lld px on %s; "
+                "epochs: teacher %lld, students %lld, fine-tune %lld; held-out fold %lld of 5. The teacher and both "
+                "students train on the annotated studies (the teacher reads the line annotations drawn on them, %s "
+                "style; the students the plain images), the fine-tune on all studies.",
+                static_cast<long long>(n), static_cast<unsigned long long>(opt.seed), 100.0 * so.annotated_fraction,
+                teacher_cfg.model.name.c_str(), static_cast<long long>(img), compute.str().c_str(),
+                static_cast<long long>(teacher_cfg.train.epochs), static_cast<long long>(kd.train.epochs),
                 static_cast<long long>(ft.train.epochs), static_cast<long long>(teacher_cfg.data.fold),
                 teacher_cfg.stage.annotation_style.c_str());
   rep.setup = setup;
