@@ -44,6 +44,10 @@ struct DemoPlan {
   data::PrepOptions prep;
   TrainConfig teacher, distilled, control, finetuned;
   TrainConfig eval_teacher, eval_plain;
+  // Expected images through a training step over all stages, from the preset's
+  // prevalences (the exact count depends on the drawn studies): what the demo
+  // costs, for sizing it against a device's measured images/s.
+  double training_images() const;
   std::string str() const;
 };
 // `device` and `precision` go into every stage as given (run_demo passes the resolved ones).
