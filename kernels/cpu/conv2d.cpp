@@ -1,11 +1,13 @@
-// Memory traffic: the GEMM dominates (2*M*K*RSC flops). The forward pass is an
-// implicit GEMM: each im2col row (R*S/(sh*sw) times the input) is written by the GEMM
-// straight into its L2-resident packing buffer, so the expanded input never goes to
-// memory. The backward passes still materialize it: to bound that workspace, images
-// are processed in groups whose im2col matrix stays under kColBudgetBytes; the weight
-// gradient accumulates over groups with beta = 1 (fixed group order: deterministic).
-// col2im is written as a gather over input pixels (each dx element sums the
-// taps that read it), so it parallelizes without atomics.
+// Memory traffic: the GEMM dominates (2*M*K*RSC flops). The forward pass of a
+// convolution with at least kImplicitMinChannels input channels is an implicit
+// GEMM: each im2col row (R*S/(sh*sw) times the input) is written by the GEMM
+// straight into its L2-resident packing buffer, so the expanded input never goes
+// to memory. With fewer channels, and in the backward passes, the im2col matrix is
+// materialized: to bound that workspace, images are processed in groups whose
+// im2col matrix stays under kColBudgetBytes; the weight gradient accumulates over
+// groups with beta = 1 (fixed group order: deterministic). col2im is written as a
+// gather over input pixels (each dx element sums the taps that read it), so it
+// parallelizes without atomics.
 #include "kernels/cpu/conv2d.h"
 
 #include <algorithm>
@@ -19,6 +21,8 @@ namespace rz {
 
 namespace {
 constexpr int64_t kColBudgetBytes = 64ll << 20;
+// Input channels from which the forward pass runs as an implicit GEMM (see the top).
+constexpr int64_t kImplicitMinChannels = 16;
 struct Im2colScratch {};
 
 // Calls body(col, n0, count, m) for consecutive image groups, with `col` a
@@ -146,10 +150,20 @@ void conv2d_fwd_cpu(const T* x, const T* w, T* y, const Conv2dGeom& g, const Gem
     gemm_cpu<T>(false, true, g.rows(), g.K, taps, T(1), x, taps, w, taps, T(0), y, g.K, epilogue);
     return;
   }
-  // Implicit GEMM: the GEMM writes each im2col row straight into its packing buffer.
-  const Im2colRows rows{x, &g};
-  gemm_cpu_rows<T>(GemmRowSource<T>{&im2col_row<T>, &rows}, true, g.rows(), g.K, taps, T(1), w, taps,
-                   T(0), y, g.K, epilogue);
+  if (g.C >= kImplicitMinChannels) {
+    // Implicit GEMM: the GEMM writes each im2col row straight into its packing buffer.
+    const Im2colRows rows{x, &g};
+    gemm_cpu_rows<T>(GemmRowSource<T>{&im2col_row<T>, &rows}, true, g.rows(), g.K, taps, T(1), w, taps,
+                     T(0), y, g.K, epilogue);
+    return;
+  }
+  // Few channels: runs of C elements are too short for the per-row fill to pay; the
+  // explicit im2col (parallel over pixels) then the GEMM.
+  for_each_image_group<T>(g, [&](T* col, int64_t n0, int64_t count, int64_t m) {
+    im2col_cpu(x, col, g, n0, count);
+    gemm_cpu<T>(false, true, m, g.K, taps, T(1), col, taps, w, taps, T(0), y + n0 * g.OH * g.OW * g.K, g.K,
+                epilogue);
+  });
 }
 
 template <typename T>
