@@ -240,17 +240,19 @@ DemoResult run_demo(const DemoOptions& opt, const std::function<void(const std::
     fs::path dir;
     std::vector<EpochRecord> history;
     double seconds = 0;  // wall time here, or the logged epochs' when it was already trained
+    bool logged = false;
   };
   auto run_stage = [&](const TrainConfig& c) {
     const fs::path dir = fs::path(c.run.out_dir) / c.run.name;
     const auto s0 = std::chrono::steady_clock::now();
-    Stage st{dir, {}, 0};
+    Stage st{dir, {}, 0, false};
     if (fs::exists(dir / "last.ckpt")) {
       const auto saved = read_checkpoint_state((dir / "last.ckpt").string());
       if (saved.epoch >= c.train.epochs) {
         log("demo: " + c.run.name + " already trained (" + dir.string() + ")");
         st.history = repair_run_logs(dir.string(), saved.epoch).history;
         for (const auto& e : st.history) st.seconds += e.seconds;
+        st.logged = true;
         return st;
       }
       log("demo: continuing " + c.run.name);
@@ -298,7 +300,8 @@ DemoResult run_demo(const DemoOptions& opt, const std::function<void(const std::
                 teacher_cfg.stage.annotation_style.c_str());
   rep.setup = setup;
   auto add_run = [&](const std::string& name, const std::string& input, const EvalResult& e, const Stage& st) {
-    rep.runs.push_back({name, input, e.record.auc, e.record.mean_auc, e.studies, e.roc, st.history, st.seconds});
+    rep.runs.push_back(
+        {name, input, e.record.auc, e.record.mean_auc, e.studies, e.roc, st.history, st.seconds, st.logged});
   };
   add_run("teacher", "annotated images", r.teacher, teacher);
   add_run("control student", "plain, no teacher", r.control, control_st);

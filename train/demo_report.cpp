@@ -46,7 +46,10 @@ std::string img_tag(const data::Image& img, const std::string& alt) {
 
 // A horizontal bar per (name, seconds).
 std::string svg_bars(const std::vector<std::pair<std::string, double>>& bars, double w) {
-  const double row = 20, ml = 150, mr = 60;
+  const double row = 20, mr = 60;
+  size_t longest = 0;
+  for (const auto& b : bars) longest = std::max(longest, b.first.size());
+  const double ml = std::max(150.0, 6.5 * static_cast<double>(longest) + 12);  // 11 px sans: ~6.5 px a character
   const double h = row * static_cast<double>(bars.size()) + 10;
   double top = 1e-9;
   for (const auto& b : bars) top = std::max(top, b.second);
@@ -141,9 +144,10 @@ std::string render_demo_report_html(const DemoReportInput& in) {
   // Wall time per stage.
   std::vector<std::pair<std::string, double>> bars;
   double total = 0;
-  for (const auto& r : in.runs) bars.emplace_back(r.name, r.seconds), total += r.seconds;
+  for (const auto& r : in.runs)
+    bars.emplace_back(r.name + (r.seconds_logged ? " (logged epochs)" : ""), r.seconds), total += r.seconds;
   for (const auto& o : in.other_seconds) bars.push_back(o), total += o.second;
-  h += "<h2 id='time'>Wall time per stage</h2>" + svg_bars(bars, 620) + "<p>total " + fmt("%.1f s", total) +
+  h += "<h2 id='time'>Wall time per stage</h2>" + svg_bars(bars, 760) + "<p>total " + fmt("%.1f s", total) +
        "</p>";
 
   // Sample inputs.

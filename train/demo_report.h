@@ -25,6 +25,7 @@ struct DemoReportRun {
   std::vector<RocCurve> roc;       // per label (may be empty)
   std::vector<EpochRecord> epochs; // its training history
   double seconds = 0;              // wall time of its stage
+  bool seconds_logged = false;     // seconds are its logged epochs' (the stage was trained by an earlier run)
 };
 
 struct DemoSampleImage {

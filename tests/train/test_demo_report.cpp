@@ -71,6 +71,7 @@ TEST_CASE("demo report: sections, best-of-row marks, embedded samples") {
     run.seconds = 10.0 * (r + 1);
     in.runs.push_back(run);
   }
+  in.runs[0].seconds_logged = true;  // trained by an earlier run
   // A tie in one row: both tied runs are marked.
   in.runs[2].auc[0] = in.runs[3].auc[0];
   in.other_seconds = {{"synth + prep", 5.0}, {"evaluation", 2.0}};
@@ -89,6 +90,8 @@ TEST_CASE("demo report: sections, best-of-row marks, embedded samples") {
   CHECK(count(h, "<svg") == 11 + 2 + 1);
   CHECK(count(h, "<polyline") == 11 * 4 + 2 * 4);
   CHECK(h.find("total 107.0 s") != std::string::npos);
+  CHECK(h.find("teacher (logged epochs)") != std::string::npos);
+  CHECK(h.find("control student (logged epochs)") == std::string::npos);
   CHECK(h.find("ETT - Normal") != std::string::npos);
   CHECK(h.find("<script") == std::string::npos);
   CHECK(count(h, "http") == count(h, "xmlns='http://www.w3.org/2000/svg'"));  // nothing external
