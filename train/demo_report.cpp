@@ -70,13 +70,11 @@ std::string svg_bars(const std::vector<std::pair<std::string, double>>& bars, do
 }  // namespace
 
 std::string render_demo_report_html(const DemoReportInput& in) {
-  std::string h = "<!DOCTYPE html><html><head><meta charset='utf-8'><title>" + escape(in.title) +
-                  "</title><style>body{font-family:sans-serif;margin:24px;color:#222;max-width:1400px}"
-                  "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;"
-                  "text-align:right}th{background:#f3f3f3}.l{text-align:left}td.best{font-weight:bold;"
-                  "background:#e6f4e6}.grid{display:flex;flex-wrap:wrap;gap:8px}.sample{display:inline-block;"
-                  "margin:0 14px 14px 0;vertical-align:top;font-size:12px}.sample img{image-rendering:pixelated;"
-                  "margin-right:4px}</style></head><body>";
+  std::string h = html::page_start(
+      in.title,
+      "body{max-width:1400px}td.best{font-weight:bold;background:#e6f4e6}.sample{display:inline-block;"
+      "margin:0 14px 14px 0;vertical-align:top;font-size:12px}.sample img{image-rendering:pixelated;"
+      "margin-right:4px}");
   h += "<h1>" + escape(in.title) + "</h1>";
   if (!in.setup.empty()) h += "<p id='setup'>" + escape(in.setup) + "</p>";
 

@@ -84,6 +84,14 @@ std::string svg_chart(const std::vector<Series>& series, const std::string& titl
   }
   return s + "</svg>";
 }
+std::string page_start(const std::string& title, const std::string& extra_css) {
+  return "<!DOCTYPE html><html><head><meta charset='utf-8'><title>" + escape(title) +
+         "</title><style>body{font-family:sans-serif;margin:24px;color:#222}"
+         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;"
+         "text-align:right}th{background:#f3f3f3}.l{text-align:left}"
+         ".grid{display:flex;flex-wrap:wrap;gap:8px}pre{background:#f7f7f7;padding:8px}" +
+         extra_css + "</style></head><body>";
+}
 }  // namespace html
 
 using html::escape;
@@ -92,12 +100,7 @@ using html::Series;
 using html::svg_chart;
 
 std::string render_report_html(const ReportInput& in) {
-  std::string h = "<!DOCTYPE html><html><head><meta charset='utf-8'><title>" + escape(in.title) +
-                  "</title><style>body{font-family:sans-serif;margin:24px;color:#222}"
-                  "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;"
-                  "text-align:right}th{background:#f3f3f3}.l{text-align:left}"
-                  ".grid{display:flex;flex-wrap:wrap;gap:8px}pre{background:#f7f7f7;padding:8px}"
-                  "</style></head><body>";
+  std::string h = html::page_start(in.title, "");
   h += "<h1>" + escape(in.title) + "</h1>";
   const EpochRecord* best = nullptr;
   for (const auto& e : in.epochs)

@@ -35,6 +35,8 @@ std::string render_report_html(const ReportInput& in);
 namespace html {
 std::string fmt(const char* printf_format, double v);
 std::string escape(const std::string& s);  // &, <, >, "
+// "<!DOCTYPE html>...<body>": the reports' page head and shared style, plus extra_css.
+std::string page_start(const std::string& title, const std::string& extra_css);
 // A line chart of one or more series over x, in a w x h box with axes and a
 // legend of the named series; unit_square fixes both axes to [0, 1] (ROC).
 struct Series {
