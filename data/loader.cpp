@@ -67,6 +67,14 @@ Loader::Loader(std::vector<int64_t> samples, LoaderOptions options, SampleShape 
            "Loader: sample shape must be positive, got ", shape_.height, "x", shape_.width, "x",
            shape_.channels);
   RZ_CHECK(static_cast<bool>(transform_), "Loader: no sample transform given");
+  RZ_CHECK(opts_.shard_count >= 1 && opts_.shard_rank >= 0 && opts_.shard_rank < opts_.shard_count,
+           "Loader: shard ", opts_.shard_rank, " of ", opts_.shard_count, " is out of range");
+  {
+    const int64_t n = static_cast<int64_t>(samples_.size()), w = opts_.shard_count, r = opts_.shard_rank;
+    shard_size_ = opts_.drop_last ? n / (w * opts_.batch) * opts_.batch : (n - r + w - 1) / w;
+    if (w == 1) shard_size_ = n;
+    RZ_CHECK(shard_size_ >= 1 || opts_.drop_last, "Loader: rank ", r, " of ", w, " gets no sample of ", n);
+  }
   try {
     for (int i = 0; i < opts_.workers; ++i) workers_.emplace_back([this] { work(); });
   } catch (...) {
@@ -102,7 +110,10 @@ std::vector<int64_t> Loader::epoch_order(int64_t epoch) const {
     for (size_t i = order.size() - 1; i > 0; --i)
       std::swap(order[i], order[static_cast<size_t>(g.below(i + 1))]);
   }
-  return order;
+  if (opts_.shard_count == 1) return order;
+  std::vector<int64_t> mine(static_cast<size_t>(shard_size_));
+  for (int64_t p = 0; p < shard_size_; ++p) mine[static_cast<size_t>(p)] = order[static_cast<size_t>(global_position(p))];
+  return mine;
 }
 
 int64_t Loader::batch_rows(int64_t b) const {
@@ -287,7 +298,7 @@ void Loader::work_loop() {
     if (!skip) {
       const int64_t row = pos - b * B;
       try {
-        Generator rng(sample_seed(opts_.seed, epoch, pos));
+        Generator rng(sample_seed(opts_.seed, epoch, global_position(pos)));
         float* plain = images.data<float>() + row * sample_numel_;
         float* ann = opts_.paired ? annotated.data<float>() + row * sample_numel_ : nullptr;
         transform_(sample, rng, plain, ann);

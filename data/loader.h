@@ -50,6 +50,17 @@ struct LoaderOptions {
   int prefetch = 4;     // batches in flight ahead of the consumer (>= 1)
   bool paired = false;  // also fill Batch::images_annotated (teacher/student)
   bool pin_memory = true;  // page-locked batch memory when a CUDA device is usable
+  // Data-parallel sharding (PyTorch's DistributedSampler): every rank draws
+  // the same epoch order and takes the positions p with p % shard_count ==
+  // shard_rank. With drop_last each rank keeps (n / (shard_count * batch)) *
+  // batch of them, so all ranks run the same number of batches and batch b of
+  // the ranks together holds exactly batch b of one process at batch
+  // shard_count * batch; without it the tail is neither padded nor dropped
+  // (ranks differ by at most one sample). A sample's Generator is seeded by
+  // its position in the whole epoch order, so its augmentation does not
+  // depend on the number of ranks.
+  int shard_rank = 0;
+  int shard_count = 1;
 };
 
 // The shape of one transformed sample: out_plain points at H*W*C floats (HWC).
@@ -106,11 +117,12 @@ class Loader {
   std::optional<Batch> next();
 
   int64_t batches_per_epoch() const;
-  int64_t size() const { return static_cast<int64_t>(samples_.size()); }
+  // Samples this rank reads per epoch (all of them in one process).
+  int64_t size() const { return shard_size_; }
   const LoaderOptions& options() const { return opts_; }
   const SampleShape& shape() const { return shape_; }
-  // The sample order of an epoch (what batch b of that epoch holds is
-  // order[b*batch, ...)): exposed for tests and for logging.
+  // This rank's sample order of an epoch (what batch b of that epoch holds
+  // is order[b*batch, ...)): exposed for tests and for logging.
   std::vector<int64_t> epoch_order(int64_t epoch) const;
   // Batch storages allocated so far: flat in steady state when the consumer
   // drops its batches (they are recycled), for tests and diagnostics.
@@ -129,8 +141,11 @@ class Loader {
   int64_t batch_rows(int64_t b) const;
   Tensor take_buffer(const Shape& shape);  // under mu_
 
+  // Position in the whole epoch order of this rank's position p.
+  int64_t global_position(int64_t p) const { return p * opts_.shard_count + opts_.shard_rank; }
   const std::vector<int64_t> samples_;
   const LoaderOptions opts_;
+  int64_t shard_size_ = 0;
   const SampleShape shape_;
   const SampleTransform transform_;
   const int64_t sample_numel_;

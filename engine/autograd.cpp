@@ -41,6 +41,7 @@ std::vector<Tensor> AccumulateGrad::apply(const Tensor& grad_output) {
   } else {
     Tensor(leaf->grad).add_(grad_output);
   }
+  if (leaf->grad_ready) leaf->grad_ready();
   return {};
 }
 

@@ -1,5 +1,7 @@
 #include "engine/nn.h"
 
+#include "engine/comm.h"
+
 #include <cmath>
 
 namespace rz {
@@ -35,8 +37,19 @@ void BatchNorm2d::count_batch() {
 
 Tensor BatchNorm2d::forward(const Tensor& x) {
   if (is_training()) count_batch();
-  return batch_norm2d(x, weight, bias, running_mean, running_var,
-                      BatchNormOptions{is_training(), momentum, eps});
+  const BatchNormOptions opt{is_training(), momentum, eps};
+  if (sync && opt.training) return sync_batch_norm2d(x, weight, bias, running_mean, running_var, opt, *sync);
+  return batch_norm2d(x, weight, bias, running_mean, running_var, opt);
+}
+
+int64_t set_sync_batch_norm(Module& root, const std::shared_ptr<Communicator>& comm) {
+  int64_t n = 0;
+  if (auto* bn = dynamic_cast<BatchNorm2d*>(&root)) {
+    bn->sync = comm;
+    ++n;
+  }
+  for (const auto& [name, child] : root.named_children()) n += set_sync_batch_norm(*child, comm);
+  return n;
 }
 
 Linear::Linear(int64_t in_features, int64_t out_features, Generator& gen, bool with_bias) {

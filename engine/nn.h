@@ -30,7 +30,14 @@ class BatchNorm2d : public Module {
   // Training forward counts the batch in num_batches_tracked (a host counter).
   void count_batch();
   double eps, momentum;
+  // SyncBN: when set, training statistics are those of every rank of this
+  // communicator (sync_batch_norm2d).
+  std::shared_ptr<Communicator> sync;
 };
+
+// Sets (or clears, with nullptr) the SyncBN communicator of every
+// BatchNorm2d under `root`; returns how many there are.
+int64_t set_sync_batch_norm(Module& root, const std::shared_ptr<Communicator>& comm);
 
 class Linear : public Module {
  public:

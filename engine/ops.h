@@ -70,6 +70,17 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                     const Tensor& running_mean, const Tensor& running_var,
                     BatchNormOptions opt = {});
 
+// ---- synchronized batch norm (SyncBN, timm's --sync-bn) ----
+// Training: the statistics are those of the rows of every rank of `comm`
+// (their sums all-reduced, with the row count), and backward all-reduces the
+// sums of dy and dy * (x - mean) that dx needs; gamma's and beta's gradients
+// are this rank's own (data-parallel training averages them). Every rank
+// must call it in the same order. Eval: batch_norm2d. Same argument rules as
+// batch_norm2d; on CUDA, comm must take CUDA tensors (NCCL).
+class Communicator;
+Tensor sync_batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                         const Tensor& running_var, BatchNormOptions opt, Communicator& comm);
+
 // ---- batch norm fused with what follows it: y = [relu](batch_norm2d(x) [+ residual]) ----
 // residual may be undefined. One autograd node, as few passes over memory as
 // the statistics allow (kernels/cpu/fused_bn.h, kernels/cuda/fused_bn.cuh);

@@ -8,10 +8,13 @@
 #include "kernels/cpu/batch_norm.h"
 #include "kernels/cpu/channel_scale.h"
 #include "kernels/cpu/pool.h"
+#include "kernels/cpu/sync_bn.h"
+#include "engine/comm.h"
 #if defined(RZ_HAVE_CUDA)
 #include "kernels/cuda/batch_norm.cuh"
 #include "kernels/cuda/channel_scale.cuh"
 #include "kernels/cuda/pool.cuh"
+#include "kernels/cuda/sync_bn.cuh"
 #endif
 
 namespace rz {
@@ -178,6 +181,97 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta,
   check_batch_norm_args(x, gamma, beta, running_mean, running_var, opt, M, C);
   if (x.device().is_cpu()) return batch_norm2d_cpu(x, gamma, beta, running_mean, running_var, opt, M, C);
   return batch_norm2d_cuda(x, gamma, beta, running_mean, running_var, opt, M, C);
+}
+
+Tensor sync_batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                         const Tensor& running_var, BatchNormOptions opt, Communicator& comm) {
+  if (!opt.training) return batch_norm2d(x, gamma, beta, running_mean, running_var, opt);
+  NvtxRange range("sync_batch_norm2d");
+  RZ_CHECK(x.defined() && x.dim() >= 2, "sync_batch_norm2d: input must be channels-last with rank >= 2, got ",
+           x.defined() ? x.str() : "undefined");
+  const int64_t C = x.size(-1), M = x.numel() / std::max<int64_t>(C, 1);
+  check_batch_norm_args(x, gamma, beta, running_mean, running_var, opt, M, C);
+  RZ_CHECK(x.device().is_cpu() || comm.takes_cuda(), "sync_batch_norm2d: the ", comm.name(),
+           " communicator takes no CUDA tensors (", x.str(), ")");
+  const bool track = running_mean.defined();
+  const Device dev = x.device();
+  const DType pdt = gamma.dtype();  // x's dtype on the CPU, f32 on CUDA
+  // Forward: this rank's sums, all-reduced (with the row count), then the
+  // batch statistics of every rank's rows and the eval-form normalization.
+  Tensor sums = Tensor::empty({2 * C + 1}, DType::F64, dev);
+  Tensor mean = Tensor::empty({C}, pdt, dev), var = Tensor::empty({C}, pdt, dev);
+  Tensor invstd = Tensor::empty({C}, pdt, dev), y = Tensor::empty_like(x);
+  Tensor rm = running_mean, rv = running_var;
+  if (track) {
+    rm.bump_version();
+    rv.bump_version();
+  }
+  on_device(x, "sync_batch_norm2d", [&](auto tag, auto on_cpu) {
+    using T = decltype(tag);
+    if constexpr (decltype(on_cpu)::value) {
+      sync_bn_sums_cpu(x.data<T>(), M, C, sums.data<double>());
+      comm.all_reduce_sum(sums);
+      sync_bn_stats_cpu(sums.data<double>(), C, opt.momentum, mean.data<T>(), var.data<T>(),
+                        track ? rm.data<T>() : nullptr, track ? rv.data<T>() : nullptr);
+      batch_norm_fwd_eval_cpu(x.data<T>(), gamma.data<T>(), beta.data<T>(), mean.data<T>(), var.data<T>(),
+                              y.data<T>(), M, C, opt.eps);
+      for (int64_t c = 0; c < C; ++c)
+        invstd.data<T>()[c] = static_cast<T>(1.0 / std::sqrt(static_cast<double>(var.data<T>()[c]) + opt.eps));
+    } else {
+      RZ_OP_CUDA(sync_bn_sums_cuda(x.data<T>(), M, C, sums.data<double>(), op_stream()));
+      comm.all_reduce_sum(sums);
+      RZ_OP_CUDA(sync_bn_stats_cuda(sums.data<double>(), C, opt.momentum, mean.data<float>(), var.data<float>(),
+                                    track ? rm.data<float>() : nullptr, track ? rv.data<float>() : nullptr,
+                                    op_stream()));
+      RZ_OP_CUDA(batch_norm_fwd_eval_cuda(x.data<T>(), gamma.data<float>(), beta.data<float>(), mean.data<float>(),
+                                          var.data<float>(), y.data<T>(), M, C, opt.eps, op_stream()));
+      Tensor mean_copy = Tensor::empty({C}, DType::F32, dev);
+      RZ_OP_CUDA(batch_norm_eval_stats_cuda(mean.data<float>(), var.data<float>(), mean_copy.data<float>(),
+                                            invstd.data<float>(), C, opt.eps, op_stream()));
+    }
+  });
+  if (!any_requires_grad({&x, &gamma, &beta})) return y;
+  // Backward: this rank's sums of dy and dy * (x - mean) give its parameter
+  // gradients; all-reduced, they give dx (the statistics depend on every
+  // rank's rows).
+  const bool need_x = x.requires_grad(), need_g = gamma.requires_grad(), need_b = beta.requires_grad();
+  SavedTensor sx(x), sg(gamma);
+  Communicator* cp = &comm;
+  record_op(y, "sync_batch_norm2d", {&x, &gamma, &beta},
+            [sx, sg, mean, invstd, sums, need_x, need_g, need_b, M, C, cp](const Tensor& dy) {
+              const Tensor xs = sx.get("sync_batch_norm2d"), gs = sg.get("sync_batch_norm2d");
+              std::vector<Tensor> grads(3);
+              Tensor g = Tensor::empty({2 * C}, DType::F64, dy.device());
+              if (need_g) grads[1] = Tensor::empty({C}, gs.dtype(), dy.device());
+              if (need_b) grads[2] = Tensor::empty({C}, gs.dtype(), dy.device());
+              if (need_x) grads[0] = Tensor::empty_like(xs);
+              on_device(dy, "sync_batch_norm2d backward", [&](auto tag, auto on_cpu) {
+                using T = decltype(tag);
+                if constexpr (decltype(on_cpu)::value) {
+                  sync_bn_grad_sums_cpu(xs.data<T>(), dy.data<T>(), mean.data<T>(), M, C, g.data<double>());
+                  sync_bn_param_grads_cpu(g.data<double>(), invstd.data<T>(), C,
+                                          need_g ? grads[1].data<T>() : nullptr, need_b ? grads[2].data<T>() : nullptr);
+                  if (!need_x) return;
+                  cp->all_reduce_sum(g);
+                  sync_bn_grad_input_cpu(xs.data<T>(), dy.data<T>(), gs.data<T>(), mean.data<T>(), invstd.data<T>(),
+                                         g.data<double>(), sums.data<double>()[2 * C], M, C, grads[0].data<T>());
+                } else {
+                  RZ_OP_CUDA(sync_bn_grad_sums_cuda(xs.data<T>(), dy.data<T>(), mean.data<float>(), M, C,
+                                                    g.data<double>(), op_stream()));
+                  RZ_OP_CUDA(sync_bn_param_grads_cuda(g.data<double>(), invstd.data<float>(), C,
+                                                      need_g ? grads[1].data<float>() : nullptr,
+                                                      need_b ? grads[2].data<float>() : nullptr, op_stream()));
+                  if (!need_x) return;
+                  cp->all_reduce_sum(g);
+                  RZ_OP_CUDA(sync_bn_grad_input_cuda(xs.data<T>(), dy.data<T>(), gs.data<float>(), mean.data<float>(),
+                                                     invstd.data<float>(), g.data<double>(),
+                                                     sums.data<double>() + 2 * C, M, C, grads[0].data<T>(),
+                                                     op_stream()));
+                }
+              });
+              return grads;
+            });
+  return y;
 }
 
 Tensor channel_scale(const Tensor& x, const Tensor& s) {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,6 +34,9 @@ struct TensorImpl {
   std::shared_ptr<TensorImpl> grad;       // accumulated by backward (leaves only)
   std::shared_ptr<Node> grad_fn;          // the op that produced this tensor, if recorded
   std::weak_ptr<Node> grad_accumulator;   // leaves: the shared AccumulateGrad sink
+  // Leaves: called once per backward, right after that backward's gradient
+  // was added into `grad` (data-parallel training starts its reduction here).
+  std::function<void()> grad_ready;
 };
 
 class Tensor {

@@ -10,7 +10,10 @@ RZ_TOOL_PACKAGES=(build-essential cmake ninja-build)
 # raw files; standard library only).
 RZ_CHECK_PACKAGES=(clang-14 libclang-rt-14-dev libomp-14-dev llvm-14 python3)
 # The development packages of our dependencies (headers, CMake configs).
-RZ_DEV_PACKAGES=(doctest-dev libstb-dev libcli11-dev nlohmann-json3-dev libtomlplusplus-dev)
+# OpenMPI launches data-parallel runs (mpirun) and carries their CPU
+# collectives; a build without it trains in one process.
+RZ_DEV_PACKAGES=(doctest-dev libstb-dev libcli11-dev nlohmann-json3-dev libtomlplusplus-dev openmpi-bin
+                 libopenmpi-dev)
 # Their run-time libraries, which a bundle must carry too (apt installs
 # them as dependencies).
 RZ_RUNTIME_PACKAGES=(libstb0 libtomlplusplus3)

@@ -47,6 +47,8 @@ std::vector<Field> fields(TrainConfig& c) {
       {"model.fused_bn", &c.model.fused_bn, "fuse bn1/bn2 + ReLU of every block into one op each"},
       {"model.fused_conv_bn", &c.model.fused_conv_bn,
        "conv1/conv2 + BN + ReLU of every block as conv_bn_act (BN statistics in the native conv epilogue)"},
+      {"model.sync_bn", &c.model.sync_bn,
+       "data-parallel: batch-norm statistics and their gradients summed over all ranks (timm --sync-bn)"},
       {"model.pretrained", &c.model.pretrained, "timm-named safetensors weights to start from (first conv adapted to in_chans, new head), as timm create_model(pretrained=True)"},
       {"data.dir", &c.data.dir, "RANZCR data folder (train.csv, train/)"},
       {"data.cache_dir", &c.data.cache_dir, "ranzcr prep output folder"},
@@ -112,6 +114,10 @@ std::vector<Field> fields(TrainConfig& c) {
       {"train.cuda_graph", &c.train.cuda_graph,
        "CUDA: capture forward+backward+optimizer once, then replay it each step"},
       {"train.profile_steps", &c.train.profile_steps, "A:B brackets steps for nsys/ncu"},
+      {"dist.bucket_mb", &c.dist.bucket_mb, "data-parallel: MB of gradients per all-reduce bucket"},
+      {"dist.reduce_dtype", &c.dist.reduce_dtype, "data-parallel: gradient all-reduce in f32 or bf16"},
+      {"dist.timeout_s", &c.dist.timeout_s,
+       "data-parallel: seconds a collective may wait for the other ranks before the job ends with an error"},
   };
 }
 
@@ -304,6 +310,13 @@ void validate_config(const TrainConfig& c) {
   one_of("stage.annotation_style", c.stage.annotation_style, {"seed", "color"});
   one_of("optim.name", c.optim.name, {"sgd", "adam", "adamw"});
   one_of("sched.kind", c.sched.kind, {"constant", "step", "cosine"});
+  one_of("dist.reduce_dtype", c.dist.reduce_dtype, {"f32", "bf16"});
+  RZ_CHECK(!c.model.sync_bn || (!c.model.fused_se && !c.model.fused_bn && !c.model.fused_conv_bn),
+           "config: model.sync_bn needs model.fused_se, model.fused_bn and model.fused_conv_bn = false "
+           "(the fused ops compute their batch statistics on one rank)");
+  RZ_CHECK(c.dist.bucket_mb > 0 && c.dist.bucket_mb <= 4096, "config: dist.bucket_mb = ", c.dist.bucket_mb,
+           " (expected 0 < MB <= 4096)");
+  RZ_CHECK(c.dist.timeout_s > 0, "config: dist.timeout_s = ", c.dist.timeout_s, " (expected > 0)");
   RZ_CHECK(c.model.img_size >= 32 && c.model.img_size <= 4096, "config: model.img_size = ",
            c.model.img_size, " (expected 32..4096)");
   RZ_CHECK(c.model.in_chans == 1 || c.model.in_chans == 3, "config: model.in_chans = ",

@@ -33,6 +33,7 @@ struct TrainConfig {
     bool fused_se = false;            // bottleneck ends (bn3+SE+add+ReLU) as one fused op
     bool fused_bn = false;            // bn1/bn2 + ReLU of every block as one fused op
     bool fused_conv_bn = false;       // conv1/conv2 + BN + ReLU as conv_bn_act
+    bool sync_bn = false;             // data-parallel: batch statistics over all ranks
     std::string pretrained;           // timm-format safetensors file
   } model;
   struct Data {
@@ -107,6 +108,13 @@ struct TrainConfig {
     int64_t log_every = 10;           // optimizer steps between metrics lines
     std::string profile_steps;        // "A:B": cudaProfilerStart/Stop around steps A..B
   } train;
+  // Data-parallel training (train/data_parallel.h), active when the process
+  // is one of several ranks launched by mpirun or srun.
+  struct Dist {
+    double bucket_mb = 25.0;          // gradient bucket size of the all-reduce
+    std::string reduce_dtype = "f32"; // f32 | bf16: the gradients' wire format
+    double timeout_s = 600.0;         // a collective not done by then ends the job
+  } dist;
 };
 
 // Reads a TOML file over the defaults. Errors name the file, the key and the value.

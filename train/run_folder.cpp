@@ -269,6 +269,7 @@ const std::vector<std::string>& resume_safe_config_keys() {
       "run.device", "run.conv_impl", "run.allow_tf32",            // device and kernels
       "run.deterministic", "run.allow_unvalidated_kernels",       //
       "train.cuda_graph",                                         // the same step, replayed
+      "dist.timeout_s",                                           // how long a rank waits
       "model.fused_se", "model.fused_bn", "model.fused_conv_bn",  // the same math, fused
   };
   return keys;

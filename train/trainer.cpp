@@ -35,6 +35,11 @@
 #include "train/inputs.h"
 #include "train/metrics.h"
 #include "train/run_folder.h"
+#include "train/run_records.h"
+#include "train/train_step.h"
+#include "train/data_parallel.h"
+#include "engine/comm.h"
+#include "engine/nn.h"
 
 namespace fs = std::filesystem;
 
@@ -185,7 +190,8 @@ std::pair<int64_t, int64_t> parse_profile_steps(const std::string& s) {
 // per-label AUC, and the ROC curves when asked; sigmoid scores into *scores_out.
 EpochRecord validate(const Dataset& data, ResNet& model, data::Loader& loader,
                      const std::vector<int64_t>& val, const Compute& compute,
-                     std::vector<RocCurve>* roc, std::vector<float>* scores_out = nullptr) {
+                     std::vector<RocCurve>* roc, std::vector<float>* scores_out = nullptr,
+                     Communicator* comm = nullptr) {
   NvtxRange range("validate");
   NoGradGuard no_grad;
   model.eval();
@@ -211,6 +217,18 @@ EpochRecord validate(const Dataset& data, ResNet& model, data::Loader& loader,
     rows += static_cast<int64_t>(studies.size());
   }
   model.train();
+  if (comm && comm->world_size() > 1) {
+    // Each rank scored its shard (rows r, r + W, ...): every rank gets the
+    // whole fold in its order, so the AUC is the one of a single process.
+    scores.resize(static_cast<size_t>(rows * kNumRanzcrLabels));
+    labels.resize(scores.size());
+    scores = gather_sharded_rows(*comm, scores, n, kNumRanzcrLabels);
+    labels = gather_sharded_rows(*comm, labels, n, kNumRanzcrLabels);
+    double totals[2] = {loss_sum, static_cast<double>(rows)};
+    comm->all_reduce_sum(totals, 2);
+    loss_sum = totals[0];
+    rows = static_cast<int64_t>(totals[1]);
+  }
   if (scores_out) *scores_out = scores;
   EpochRecord r;
   r.val_loss = loss_sum / static_cast<double>(std::max<int64_t>(rows, 1));
@@ -287,9 +305,21 @@ class Run {
 TrainResult Run::execute(bool resuming) {
   validate_config(cfg_);
   const OmpThreadsScope threads(cfg_.run.threads);
-  const Compute compute = run_compute(cfg_);
+  Compute compute = run_compute(cfg_);
+  // Data parallelism (train/data_parallel.h): one process per rank, each on
+  // the GPU of its local rank; rank 0 alone logs and writes files.
+  const DistEnv env = detect_dist_env();
+  const bool distributed = env.world_size > 1;
+  if (distributed && compute.device.is_cuda()) compute.device = Device::cuda(env.local_rank);
+  const std::shared_ptr<Communicator> comm = communicator_for(compute.device, cfg_.dist.timeout_s);
+  const bool writer = comm->rank() == 0;
+  if (!writer) {
+    hooks_.log = [](const std::string&) {};
+    hooks_.progress = ProgressMode::off;
+  }
+  RZ_CHECK(!distributed || !cfg_.train.cuda_graph, "train.cuda_graph is not supported in data-parallel training (",
+           env.world_size, " ranks)");
   const auto [profile_first, profile_last] = parse_profile_steps(cfg_.train.profile_steps);
-  const bool graphed = cfg_.train.cuda_graph;
   check_training_memory(cfg_, compute.device.is_cuda() ? compute.device.index : -1);
   data_ = load_dataset(cfg_);
   const Split split = make_split(data_, cfg_);
@@ -299,7 +329,10 @@ TrainResult Run::execute(bool resuming) {
   log("stage " + cfg_.stage.kind + ": " + std::to_string(split.train.size()) + " training and " +
       std::to_string(split.val.size()) + " validation studies (fold " + std::to_string(cfg_.data.fold) +
       "), model " + cfg_.model.name + " at " + std::to_string(S) + "px on " + compute.str() + ", " +
-      std::to_string(omp_get_max_threads()) + " CPU threads");
+      std::to_string(omp_get_max_threads()) + " CPU threads" +
+      (distributed ? ", rank 0 of " + std::to_string(comm->world_size()) + " (" + comm->name() + ", " +
+                         env.launcher + "), global batch " + std::to_string(cfg_.train.batch * comm->world_size())
+                   : std::string()));
 
   // Model, teacher, optimizer.
   auto model = build_model(cfg_, cfg_.run.seed);
@@ -335,15 +368,36 @@ TrainResult Run::execute(bool resuming) {
     ema->load_state_dict(model->state_dict());
   }
   auto optim = build_optimizer(cfg_, trainable);
+  std::unique_ptr<GradientReducer> reducer;
+  if (distributed) {
+    // Every rank starts from rank 0's weights and statistics.
+    std::vector<Tensor> state;
+    for (auto& [name, t] : model->state_dict()) state.push_back(t);
+    broadcast_state(*comm, state);
+    if (ema) ema->load_state_dict(model->state_dict());
+    if (cfg_.model.sync_bn) {
+      const int64_t n = set_sync_batch_norm(*model, comm);
+      log("sync_bn: " + std::to_string(n) + " batch norms take their statistics over " +
+          std::to_string(comm->world_size()) + " ranks");
+    }
+    reducer = std::make_unique<GradientReducer>(
+        comm, trainable,
+        ReducerOptions{.bucket_mb = cfg_.dist.bucket_mb,
+                       .reduce_dtype = cfg_.dist.reduce_dtype == "bf16" ? DType::BF16 : DType::F32});
+    log("data parallel: " + std::to_string(comm->world_size()) + " ranks, " + std::to_string(reducer->bucket_count()) +
+        " gradient buckets of up to " + std::to_string(cfg_.dist.bucket_mb) + " MB (" + cfg_.dist.reduce_dtype + ")");
+  }
 
-  // Data.
+  // Data: each rank reads its shard of every epoch.
   data::LoaderOptions lo{.batch = cfg_.train.batch, .shuffle = true, .drop_last = true,
                          .seed = cfg_.run.seed, .workers = static_cast<int>(cfg_.data.workers),
-                         .prefetch = kTrainLoaderPrefetch, .paired = kd};
-  RZ_CHECK(static_cast<int64_t>(split.train.size()) >= cfg_.train.batch, "only ", split.train.size(),
-           " training studies for a batch of ", cfg_.train.batch);
+                         .prefetch = kTrainLoaderPrefetch, .paired = kd,
+                         .shard_rank = comm->rank(), .shard_count = comm->world_size()};
+  RZ_CHECK(static_cast<int64_t>(split.train.size()) >= cfg_.train.batch * comm->world_size(), "only ",
+           split.train.size(), " training studies for a batch of ", cfg_.train.batch, " on ",
+           comm->world_size(), " rank(s)");
   data::Loader train_loader(split.train, lo, {S, S, C}, make_transform(data_, cfg_, true, teacher_stage));
-  data::LoaderOptions vo = lo;
+  data::LoaderOptions vo = lo;  // sharded too: validate() gathers the scores
   vo.shuffle = false;
   vo.drop_last = false;
   vo.paired = false;
@@ -353,8 +407,8 @@ TrainResult Run::execute(bool resuming) {
   const LrSchedule sched = build_schedule(cfg_, steps_per_epoch);
 
   TrainState state;
-  std::vector<EpochRecord> history;
-  const fs::path last_ckpt = fs::path(dir_) / "last.ckpt", best_ckpt = fs::path(dir_) / "best.ckpt";
+  const fs::path last_ckpt = fs::path(dir_) / "last.ckpt";
+  RunRecords records(dir_, kd, writer);
   state.config_toml = config_to_toml(cfg_);
   if (resuming) {
     state = load_checkpoint(last_ckpt.string(), *model, ema.get(), optim.get());
@@ -362,60 +416,18 @@ TrainResult Run::execute(bool resuming) {
              ": last.ckpt changed while it was being read (epoch ", state.epoch, ")");
     if (state.rng.count("dropout")) model->dropout_generator().set_state(state.rng.at("dropout"));
     state.config_toml = config_to_toml(cfg_);
-    check_best_files(dir_, state, ema ? *ema : *model, cfg_.stage.kind, hooks_.log);
-    // The logs keep exactly the committed epochs; the history for the report
-    // comes back from metrics.jsonl.
-    RunLogRepair logs = repair_run_logs(dir_, state.epoch);
-    if (logs.dropped_metrics_lines + logs.dropped_summary_lines > 0)
-      log("resume: dropped " + std::to_string(logs.dropped_metrics_lines) + " metrics.jsonl and " +
-          std::to_string(logs.dropped_summary_lines) + " summary.csv lines written after last.ckpt (epoch " +
-          std::to_string(state.epoch) + ")");
-    if (!logs.missing_epochs.empty())
-      log("warning: metrics.jsonl has no line for " + std::to_string(logs.missing_epochs.size()) +
-          " committed epoch(s), the first " + std::to_string(logs.missing_epochs.front()));
-    history = std::move(logs.history);
+    if (writer) check_best_files(dir_, state, ema ? *ema : *model, cfg_.stage.kind, hooks_.log);
+    // The logs keep exactly the committed epochs.
+    records.resume(state.epoch, hooks_.log);
     log("resuming " + dir_ + " after epoch " + std::to_string(state.epoch));
   }
 
-  // The loss of one batch: BCE (scaled by w_bce), plus w_feat * MSE between the
-  // student's and the frozen teacher's final feature maps for student-kd
-  // (xt: the teacher's input, the annotated image).
-  Tensor feat_term;  // student-kd: the last batch's unweighted feature MSE
-  auto forward_loss = [&](const Tensor& x, const Tensor& xt, const Tensor& y) {
-    if (!kd) return scale(bce_with_logits(model->forward(x), y), cfg_.stage.w_bce);
-    Tensor teacher_features;
-    {
-      NoGradGuard no_grad;
-      teacher_features = teacher->forward_features(xt);
-    }
-    Tensor features = model->forward_features(x);
-    Tensor logits = model->forward_head(features);
-    feat_term = mse_loss(features, teacher_features);
-    return add(scale(bce_with_logits(logits, y), cfg_.stage.w_bce), scale(feat_term, cfg_.stage.w_feat));
-  };
-  // train.cuda_graph: the whole step (forward, backward, optimizer, EMA)
-  // captured once into a CUDA graph and replayed on static input tensors.
-  struct GraphState {
-    Tensor x, xt, y, loss, feat;
-    CudaGraph graph;
-    int eager_steps = 0;
-  } gs;
-
+  TrainStep step(cfg_, compute, *model, teacher.get(), ema.get(), *optim, trainable,
+                 [this](const std::string& s) { log(s); });
+  step.set_gradient_sync(reducer.get());
   TrainResult result;
   result.run_dir = dir_;
   int64_t nonfinite_in_a_row = 0;
-  ProgressLine* progress = nullptr;  // the current epoch's
-  // A skipped step: warn, and abort after train.max_nonfinite in a row.
-  auto note_nonfinite = [&](double lv, int64_t epoch, int64_t batch_index) {
-    ++nonfinite_in_a_row;
-    if (progress) progress->clear();
-    log("warning: non-finite loss " + std::to_string(lv) + " at epoch " + std::to_string(epoch + 1) +
-        " batch " + std::to_string(batch_index) + ": step skipped (" +
-        std::to_string(nonfinite_in_a_row) + " in a row)");
-    RZ_CHECK(nonfinite_in_a_row < cfg_.train.max_nonfinite, "aborting: ", nonfinite_in_a_row,
-             " non-finite losses in a row (train.max_nonfinite = ", cfg_.train.max_nonfinite,
-             "); last checkpoint: ", last_ckpt.string());
-  };
   // Out of memory inside the loop names the step and the settings to lower.
   const AllocationPurpose purpose(
       "the training step (batch " + std::to_string(cfg_.train.batch) + " at " + std::to_string(S) +
@@ -431,10 +443,8 @@ TrainResult Run::execute(bool resuming) {
     int64_t loss_count = 0, micro = 0, images = 0;
     auto t_log = Clock::now();
     int64_t images_since_log = 0;
-    ProgressLine epoch_progress("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(cfg_.train.epochs),
-                                micro_per_epoch, "img", hooks_.progress, hooks_.progress_every_s,
-                                cfg_.train.log_every);
-    progress = &epoch_progress;
+    ProgressLine progress("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(cfg_.train.epochs),
+                          micro_per_epoch, "img", hooks_.progress, hooks_.progress_every_s, cfg_.train.log_every);
     optim->zero_grad();
     while (true) {
       std::optional<data::Batch> b;
@@ -448,140 +458,54 @@ TrainResult Run::execute(bool resuming) {
       NvtxRange step_range("train step");
       const Tensor y_host = gather_labels(data_, b->indices);
       ++micro;
-      images += y_host.size(0);
-      images_since_log += y_host.size(0);
-      double lv = 0, grad_norm = 0;
-      if (graphed) {
-        // Static inputs, then: step 1 eager, step 2 the graph-mode path eagerly,
-        // step 3 captured and replayed, every later step replayed.
-        if (!gs.x.defined()) {
-          gs.x = Tensor::empty(b->images.shape(), compute.activations, compute.device);
-          gs.y = Tensor::empty(y_host.shape(), DType::F32, compute.device);
-          if (kd) gs.xt = Tensor::empty(b->images_annotated.shape(), compute.activations, compute.device);
-          gs.loss = Tensor::empty({}, DType::F32, compute.device);
-          if (kd) gs.feat = Tensor::empty({}, DType::F32, compute.device);
-        }
-        gs.x.copy_(b->images);
-        gs.y.copy_(y_host);
-        if (kd) gs.xt.copy_(b->images_annotated);
-        optim->set_lr(lr_at(sched, state.step));
-        // One step. eager_check: the first (plain eager) step reads the loss
-        // before updating and stops on a non-finite one, like the eager path.
-        // In graph mode the optimizer's gate is the loss: a non-finite loss
-        // makes the (captured) update change nothing.
-        auto body = [&](bool eager_check) {
-          Tensor loss = forward_loss(gs.x, gs.xt, gs.y);
-          gs.loss.copy_(loss);
-          if (kd) gs.feat.copy_(feat_term);
-          feat_term = Tensor();  // no reference to this step's graph past the step
-          if (eager_check && !std::isfinite(gs.loss.item())) return;
-          if (optim->graph_mode()) optim->set_graph_gate(gs.loss);
-          loss.backward();
-          optim->step();
-          optim->zero_grad();
-          if (ema) ema_update(*ema, *model, cfg_.train.ema_decay, optim->graph_mode() ? gs.loss : Tensor());
-        };
-        bool staged = false;
-        if (gs.eager_steps == 0) {
-          body(true);
-          if (std::isfinite(gs.loss.item())) {
-            optim->enter_graph_mode();
-            ++gs.eager_steps;
-          }
-        } else if (gs.eager_steps == 1) {
-          optim->stage_graph_step();
-          staged = true;
-          body(false);
-          ++gs.eager_steps;
-        } else {
-          optim->stage_graph_step();
-          staged = true;
-          if (!gs.graph.ready()) {
-            gs.graph.begin_capture(compute.device.index);
-            body(false);
-            gs.graph.end_capture();
-            log("cuda graph: captured one training step (" + std::to_string(gs.graph.node_count()) + " nodes)");
-          }
-          gs.graph.replay();
-        }
-        lv = gs.loss.item();
-        if (!std::isfinite(lv)) {
-          if (staged) optim->unstage_graph_step();  // the gated update changed nothing
-          note_nonfinite(lv, epoch, b->batch_index);
-          if (!staged) optim->zero_grad();
-          continue;
-        }
-        nonfinite_in_a_row = 0;
-        loss_sum += lv;
-        ++loss_count;
-        if (kd) feat_sum += gs.feat.item();
-      } else {
-        const Tensor y = y_host.to(compute.device);
-        const Tensor x = to_compute(b->images, compute);
-        Tensor loss;
-        {
-          NvtxRange range("forward");
-          loss = forward_loss(x, kd ? to_compute(b->images_annotated, compute) : Tensor(), y);
-        }
-        lv = loss.item();
-        const double fv = kd ? feat_term.item() : 0.0;
-        feat_term = Tensor();  // no reference to this step's graph past the step
-        if (!std::isfinite(lv)) {
-          note_nonfinite(lv, epoch, b->batch_index);
-          optim->zero_grad();
-          continue;
-        }
-        nonfinite_in_a_row = 0;
-        loss_sum += lv;
-        ++loss_count;
-        feat_sum += fv;
-        {
-          NvtxRange range("backward");
-          scale(loss, 1.0 / static_cast<double>(cfg_.train.accum_steps)).backward();
-        }
-        if (micro % cfg_.train.accum_steps != 0) continue;
-        {
-          NvtxRange range("optimizer");
-          optim->set_lr(lr_at(sched, state.step));
-          if (cfg_.train.clip_grad > 0) grad_norm = clip_grad_norm(trainable, cfg_.train.clip_grad);
-          optim->step();
-          optim->zero_grad();
-          if (ema) ema_update(*ema, *model, cfg_.train.ema_decay);
-        }
+      images += y_host.size(0) * comm->world_size();
+      images_since_log += y_host.size(0) * comm->world_size();
+      const StepResult r = step.run(b->images, b->images_annotated, y_host, lr_at(sched, state.step),
+                                    micro % cfg_.train.accum_steps == 0);
+      if (!r.finite) {
+        // A skipped step: warn, and abort after train.max_nonfinite in a row.
+        ++nonfinite_in_a_row;
+        progress.clear();
+        log("warning: non-finite loss " + std::to_string(r.loss) + " at epoch " + std::to_string(epoch + 1) +
+            " batch " + std::to_string(b->batch_index) + ": step skipped (" + std::to_string(nonfinite_in_a_row) +
+            " in a row)");
+        RZ_CHECK(nonfinite_in_a_row < cfg_.train.max_nonfinite, "aborting: ", nonfinite_in_a_row,
+                 " non-finite losses in a row (train.max_nonfinite = ", cfg_.train.max_nonfinite,
+                 "); last checkpoint: ", last_ckpt.string());
+        continue;
       }
+      nonfinite_in_a_row = 0;
+      loss_sum += r.loss;
+      feat_sum += r.feat;
+      ++loss_count;
+      if (!r.stepped) continue;
       if (compute.device.is_cuda() && state.step == profile_last) profile_stop();
       ++state.step;
       fault_point("train step");
       char fields[96];
       std::snprintf(fields, sizeof fields, "loss %.4f  lr %.2e",
                     loss_sum / static_cast<double>(std::max<int64_t>(loss_count, 1)), optim->lr());
-      epoch_progress.update(micro, images, fields);
+      progress.update(micro, images, fields);
       if (state.step % cfg_.train.log_every == 0) {
         const double dt = seconds_since(t_log);
-        const double ips = static_cast<double>(images_since_log) / std::max(dt, 1e-9);
-        nlohmann::json j{{"type", "step"}, {"epoch", epoch + 1}, {"step", state.step},
-                         {"loss", lv}, {"lr", optim->lr()}, {"images_per_s", ips}};
-        if (cfg_.train.clip_grad > 0) j["grad_norm"] = grad_norm;
-        write_jsonl(j);
-        if (hooks_.progress == ProgressMode::off) {
-          log(epoch_progress.format(micro, images, seconds_since(t_epoch), fields));
-        }
+        records.step_line(epoch + 1, state.step, r.loss, optim->lr(),
+                          static_cast<double>(images_since_log) / std::max(dt, 1e-9),
+                          cfg_.train.clip_grad > 0 ? std::optional<double>(r.grad_norm) : std::nullopt);
+        if (hooks_.progress == ProgressMode::off) log(progress.format(micro, images, seconds_since(t_epoch), fields));
         t_log = Clock::now();
         images_since_log = 0;
       }
     }
-    epoch_progress.close();  // the epoch's summary line follows
-    progress = nullptr;
+    progress.close();  // the epoch's summary line follows
 
     // Validation (the EMA weights when EMA is on), checkpoints, logs, report.
     std::vector<RocCurve> roc;
-    EpochRecord rec = validate(data_, ema ? *ema : *model, val_loader, split.val, compute, &roc);
+    EpochRecord rec = validate(data_, ema ? *ema : *model, val_loader, split.val, compute, &roc, nullptr, comm.get());
     rec.epoch = epoch + 1;
     rec.train_loss = loss_sum / static_cast<double>(std::max<int64_t>(loss_count, 1));
     if (kd) rec.feat_loss = feat_sum / static_cast<double>(std::max<int64_t>(loss_count, 1));
     rec.lr = optim->lr();
     rec.seconds = seconds_since(t_epoch);
-    history.push_back(rec);
     state.epoch = epoch + 1;
     state.batch_in_epoch = 0;
     state.rng["dropout"] = model->dropout_generator().state();
@@ -593,42 +517,27 @@ TrainResult Run::execute(bool resuming) {
     // The epoch's files, last.ckpt the commit point (train/trainer.h): its log
     // lines before it (a resume drops them if it never came), best.* after
     // it (a resume rewrites them from it if they lag).
-    nlohmann::json j{{"type", "epoch"}, {"epoch", rec.epoch}, {"step", state.step},
-                     {"train_loss", rec.train_loss}, {"val_loss", rec.val_loss},
-                     {"lr", rec.lr}, {"seconds", rec.seconds}, {"images", images}};
-    j["mean_auc"] = std::isfinite(rec.mean_auc) ? nlohmann::json(rec.mean_auc) : nlohmann::json();
-    if (kd) j["feat_loss"] = std::isfinite(rec.feat_loss) ? nlohmann::json(rec.feat_loss) : nlohmann::json();
-    nlohmann::json aucs = nlohmann::json::array();
-    for (const auto& a : rec.auc) aucs.push_back(a ? nlohmann::json(*a) : nlohmann::json());
-    j["auc"] = aucs;
-    fault_point("epoch files", "metrics.jsonl");
-    write_jsonl(j);
-    fault_point("epoch files", "summary.csv");
-    append_summary_row(dir_, rec);
-    fault_point("epoch files", "last.ckpt");
-    save_checkpoint(last_ckpt.string(), *model, ema.get(), optim.get(), state);
-    if (best) {
-      write_best_files(dir_, ema ? *ema : *model, state, cfg_.stage.kind);
-      result.best_roc = roc;
+    records.epoch_lines(rec, state.step, images);
+    if (writer) {
+      fault_point("epoch files", "last.ckpt");
+      save_checkpoint(last_ckpt.string(), *model, ema.get(), optim.get(), state);
+      if (best) write_best_files(dir_, ema ? *ema : *model, state, cfg_.stage.kind);
     }
+    if (best) result.best_roc = roc;
     char line[260], feat[40] = "";
     if (kd) std::snprintf(feat, sizeof feat, " (features %.4f)", rec.feat_loss);
     std::snprintf(line, sizeof line, "epoch %lld/%lld: train loss %.4f%s  val loss %.4f  val mean AUC %.4f%s  (%.1fs)",
                   static_cast<long long>(rec.epoch), static_cast<long long>(cfg_.train.epochs), rec.train_loss, feat,
                   rec.val_loss, rec.mean_auc, best ? "  *best*" : "", rec.seconds);
     log(line);
-    ReportInput rin;
-    rin.title = cfg_.run.name + " (" + cfg_.stage.kind + ", fold " + std::to_string(cfg_.data.fold) + ")";
-    rin.config_toml = state.config_toml;
-    rin.epochs = history;
-    rin.best_epoch = state.best_epoch;
-    rin.roc = result.best_roc;
-    fault_point("epoch files", "report.html");
-    write_report((fs::path(dir_) / "report.html").string(), rin);
+    records.report(cfg_.run.name + " (" + cfg_.stage.kind + ", fold " + std::to_string(cfg_.data.fold) + ")",
+                   state.config_toml, state.best_epoch, result.best_roc);
     result.last = rec;
     ++result.epochs_run;
+    // No rank runs ahead of the files of the epoch (a resume reads them).
+    if (distributed) comm->barrier();
   }
-  result.history = history;
+  result.history = records.history();
   result.best_epoch = state.best_epoch;
   result.best_mean_auc = state.best_metric;
   return result;
@@ -690,6 +599,11 @@ TrainResult train(const TrainConfig& cfg_in, const TrainHooks& hooks_in) {
   resolve_prep(cfg, data::ImageCache::open(cfg.data.cache_dir, "train").info(),
                data::cache_index_path(cfg.data.cache_dir, "train"));
   const fs::path dir = fs::path(cfg.run.out_dir) / cfg.run.name;
+  // In a data-parallel launch rank 0 alone prepares the folder.
+  if (detect_dist_env().rank != 0) {
+    Run run(cfg, dir.string(), hooks);
+    return run.execute(false);
+  }
   RZ_CHECK(!fs::exists(dir / "last.ckpt"), "run folder ", dir.string(),
            " already holds a checkpoint: resume it (ranzcr train --resume ", dir.string(),
            ") or choose another run.name");
@@ -723,12 +637,15 @@ TrainResult resume(const std::string& run_dir, const TrainHooks& hooks_in) {
   for (const char* f : {"config.toml", "last.ckpt"})
     RZ_CHECK(fs::is_regular_file(dir / f), "cannot resume ", run_dir, ": ", (dir / f).string(),
              " is missing (a run folder that never finished an epoch has nothing to resume: start it again)");
-  if (const int n = remove_run_temporaries(run_dir))
-    hooks.log("removed " + std::to_string(n) + " temporary file(s) of interrupted writes in " + run_dir);
+  const bool writer = detect_dist_env().rank == 0;  // rank 0 alone repairs the folder
+  if (writer) {
+    if (const int n = remove_run_temporaries(run_dir))
+      hooks.log("removed " + std::to_string(n) + " temporary file(s) of interrupted writes in " + run_dir);
+  }
   const TrainConfig cfg = load_config((dir / "config.toml").string());
   validate_config(cfg);
   check_resume(run_dir, cfg, read_checkpoint_state((dir / "last.ckpt").string()), hooks.allow_config_change,
-               hooks.log);
+               writer ? hooks.log : RunLog([](const std::string&) {}));
   Run run(cfg, run_dir, hooks);
   return run.execute(true);
 }

@@ -37,4 +37,25 @@ RZ_HD BnFold bn_fold(double gamma, double beta, double mean, double var, double 
   return {scale, beta - mean * scale};
 }
 
+// Synchronized batch norm (kernels/cpu/sync_bn.h): the batch statistics of
+// a channel from its sum and sum of squares over n values on all ranks
+// (biased variance, clamped at 0 against rounding), and the running
+// statistics' update (unbiased variance, as PyTorch; n == 1: the biased).
+struct BnBatchStats {
+  double mean, var;
+};
+
+RZ_HD BnBatchStats bn_stats_from_sums(double sum, double sum_sq, double n) {
+  const double mean = sum / n;
+  const double var = sum_sq / n - mean * mean;
+  return {mean, var > 0.0 ? var : 0.0};
+}
+
+RZ_HD void bn_running_update(double mean, double var, double n, double momentum, double* running_mean,
+                             double* running_var) {
+  const double unbiased = n > 1.0 ? var * n / (n - 1.0) : var;
+  *running_mean = (1.0 - momentum) * *running_mean + momentum * mean;
+  *running_var = (1.0 - momentum) * *running_var + momentum * unbiased;
+}
+
 }  // namespace rz

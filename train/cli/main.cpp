@@ -9,6 +9,7 @@
 
 #include "engine/device.h"
 #include "engine/error.h"
+#include "engine/comm.h"
 #include "train/cli/commands.h"
 #include "engine/atomic_file.h"
 #include "train/config.h"
@@ -128,6 +129,18 @@ void add_info(CLI::App& app) {
 
 }  // namespace rz::cli
 
+namespace {
+// " (rank R of W)" in a data-parallel launch, else "".
+std::string rank_tag() {
+  try {
+    const rz::DistEnv env = rz::detect_dist_env();
+    if (env.world_size > 1) return " (rank " + std::to_string(env.rank) + " of " + std::to_string(env.world_size) + ")";
+  } catch (...) {
+  }
+  return "";
+}
+}  // namespace
+
 int main(int argc, char** argv) {
   CLI::App app{"ranzcr: SE-ResNet teacher/student training for RANZCR CLiP"};
   app.require_subcommand(1);
@@ -146,15 +159,20 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const rz::Error& e) {
-    std::fprintf(stderr, "ranzcr: error: %s\n", e.what());
+    std::fprintf(stderr, "ranzcr: error%s: %s\n", rank_tag().c_str(), e.what());
+    std::fflush(stderr);
+    rz::abort_job(1);  // the other ranks end too, never wait on this one
     return 1;
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr,
                  "ranzcr: error: out of host memory; lower the batch size (train.batch), the "
                  "image size (model.img_size) or the loader workers (data.workers)\n");
+    rz::abort_job(1);
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "ranzcr: error: %s\n", e.what());
+    std::fprintf(stderr, "ranzcr: error%s: %s\n", rank_tag().c_str(), e.what());
+    std::fflush(stderr);
+    rz::abort_job(1);
     return 1;
   }
   return 0;
