@@ -332,6 +332,7 @@ for r in "$CUDNN_FROM" "$CUBLAS_FROM" "$NCCL_FROM"; do
 done
 [[ -d "$CUDNN_FROM" ]] && CMAKE_ARGS+=(-DRZ_CUDNN_ROOT="$CUDNN_FROM")
 [[ -d "$CUBLAS_FROM" && "$CUBLAS_FROM" != toolkit ]] && CMAKE_ARGS+=(-DRZ_CUBLAS_ROOT="$CUBLAS_FROM")
+[[ -d "$NCCL_FROM" ]] && CMAKE_ARGS+=(-DRZ_NCCL_ROOT="$NCCL_FROM")
 [[ -n "$LIB_PATH" ]] && export LD_LIBRARY_PATH="$LIB_PATH${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 command -v ninja >/dev/null 2>&1 && [[ ! -f "$BUILD_DIR/CMakeCache.txt" ]] && CMAKE_ARGS+=(-G Ninja)
 
