@@ -297,7 +297,16 @@ std::string mpirun(int np, std::string* why) {
   if (::geteuid() == 0) m += " --allow-run-as-root";
   // Loopback only: shared memory between the local ranks, one OpenMP
   // thread each (the ranks share this machine's cores).
-  m += " --oversubscribe --mca btl self,vader --mca btl_vader_single_copy_mechanism none -x OMP_NUM_THREADS=1 -np ";
+  m += " --oversubscribe --mca btl self,vader --mca btl_vader_single_copy_mechanism none -x OMP_NUM_THREADS=1";
+#if defined(__SANITIZE_ADDRESS__)
+  // Under ASan the ranks unwind fully on malloc, so that Open MPI's own
+  // leaks reach the MPI_Init frames that tests/sanitize/lsan.supp names
+  // (its plugins have no frame pointers).
+  const char* asan = std::getenv("ASAN_OPTIONS");
+  m += " -x ASAN_OPTIONS=" + std::string(asan != nullptr && *asan != '\0' ? std::string(asan) + ":" : "") +
+       "fast_unwind_on_malloc=0";
+#endif
+  m += " -np ";
   return np > 0 ? m + std::to_string(np) + " " : m;
 #else
   (void)np;
