@@ -52,16 +52,18 @@ void set_active(const std::shared_ptr<Communicator>& c) {
 }
 
 // Polls `done` until it returns true or `timeout_s` passes (then throws with
-// `what`): a short spin, then sleeps of 50 us so a waiting rank leaves the
-// cores to the work it overlaps.
+// `what`). MPI moves a large message only while it is polled (no progress
+// thread), so the first half second is a busy poll; a longer wait (a slow
+// or stalled rank) polls every 200 us and leaves the core alone.
 template <class Done>
 void wait_until(Done done, const std::string& what, double timeout_s, int rank, int world) {
   const auto t0 = Clock::now();
-  for (int spins = 0; !done(); ++spins) {
-    if (std::chrono::duration<double>(Clock::now() - t0).count() > timeout_s)
+  while (!done()) {
+    const double waited = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (waited > timeout_s)
       RZ_THROW(what, " did not complete within ", timeout_s, " s on rank ", rank, " of ", world,
                " (dist.timeout_s): another rank failed or stalled");
-    if (spins > 200) std::this_thread::sleep_for(std::chrono::microseconds(50));
+    if (waited > 0.5) std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
 }
 

@@ -282,6 +282,57 @@ def demo_explore():
                   "distilled - control", "wall time"], rows)
 
 
+# ---- data parallel -------------------------------------------------------------
+
+def dist_allreduce():
+    """allreduce_bench's CSVs: the Communicator (MPI_Iallreduce, polled) beside blocking MPI_Allreduce."""
+    def rows_of(name):
+        lines = read(f"2026-12-05-dist/{name}").strip().splitlines()
+        if lines[0] != "communicator,world_size,bytes,median_us,algbw_gbps,busbw_gbps":
+            raise RawError(f"2026-12-05-dist/{name}: unexpected header {lines[0]!r}")
+        return {int(r[2]): (float(r[3]), float(r[5])) for r in (l.split(",") for l in lines[1:])}
+    ours = rows_of("allreduce_mpi_2ranks.csv")
+    blocking = rows_of("allreduce_mpi_blocking_2ranks.csv")
+    if sorted(ours) != sorted(blocking):
+        raise RawError("2026-12-05-dist: the two CSVs time different sizes")
+
+    def size(b):
+        return f"{b // 1048576} MiB" if b >= 1048576 else f"{b // 1024} KiB"
+    rows = [[size(b), f"{ours[b][0]:.1f}", f"{ours[b][1]:.2f}", f"{blocking[b][0]:.1f}", f"{blocking[b][1]:.2f}"]
+            for b in sorted(ours)]
+    return table(["f32 message", "Communicator time (us)", "Communicator busbw (GB/s)",
+                  "MPI_Allreduce time (us)", "MPI_Allreduce busbw (GB/s)"], rows)
+
+
+EPOCH_LINE = re.compile(r"^epoch (\d+)/(\d+): train loss ([0-9.]+)  val loss ([0-9.]+)  val mean AUC ([0-9.]+)", re.M)
+
+
+def dist_teacher():
+    """The demo teacher in 1 process at batch 32 against 2 ranks at batch 16, SyncBN on both."""
+    def epochs(name):
+        rows = [(int(m[1]), float(m[3]), float(m[4]), float(m[5]))
+                for m in EPOCH_LINE.finditer(read(f"2026-12-05-dist/{name}"))]
+        if not rows:
+            raise RawError(f"2026-12-05-dist/{name}: no epoch lines")
+        return rows
+    runs = [("1 process, batch 32, 2 threads", epochs("teacher_1proc_batch32.log")),
+            ("1 process, batch 32, 1 thread", epochs("teacher_1proc_batch32_1thread.log")),
+            ("`mpirun -np 2`, batch 16 per rank", epochs("teacher_2ranks_batch16.log"))]
+    ref = runs[0][1]
+    rows = []
+    for name, r in runs:
+        if [e[0] for e in r] != [e[0] for e in ref]:
+            raise RawError(f"{name}: its epochs differ from the reference run's")
+        best = max(r, key=lambda e: (e[3], -e[0]))
+        rows.append([name, f"{r[0][2]:.4f}", f"{r[9][2]:.4f}", f"{r[-1][1]:.4f}", f"{r[-1][2]:.4f}", f"{r[-1][3]:.4f}",
+                     f"{best[3]:.4f} (epoch {best[0]})",
+                     f"{max(abs(a[2] - b[2]) for a, b in zip(r, ref)):.4f}",
+                     f"{max(abs(a[3] - b[3]) for a, b in zip(r, ref)):.4f}"])
+    return table(["run", "val loss, epoch 1", "val loss, epoch 10", "train loss, epoch 40", "val loss, epoch 40",
+                  "val AUC, epoch 40", "best val AUC", "largest val loss difference", "largest val AUC difference"],
+                 rows)
+
+
 GENERATORS = {
     "demo": demo,
     "demo-explore": demo_explore,
@@ -295,6 +346,8 @@ GENERATORS = {
     "h200-run3-step": h200_run3_step,
     "roofline-model": roofline_model,
     "roofline-join": roofline_join,
+    "dist-allreduce": dist_allreduce,
+    "dist-teacher": dist_teacher,
 }
 
 

@@ -384,8 +384,11 @@ TrainResult Run::execute(bool resuming) {
         comm, trainable,
         ReducerOptions{.bucket_mb = cfg_.dist.bucket_mb,
                        .reduce_dtype = cfg_.dist.reduce_dtype == "bf16" ? DType::BF16 : DType::F32});
-    log("data parallel: " + std::to_string(comm->world_size()) + " ranks, " + std::to_string(reducer->bucket_count()) +
-        " gradient buckets of up to " + std::to_string(cfg_.dist.bucket_mb) + " MB (" + cfg_.dist.reduce_dtype + ")");
+    char line[160];
+    std::snprintf(line, sizeof line, "data parallel: %d ranks, %lld gradient buckets of up to %g MB (%s)",
+                  comm->world_size(), static_cast<long long>(reducer->bucket_count()), cfg_.dist.bucket_mb,
+                  cfg_.dist.reduce_dtype.c_str());
+    log(line);
   }
 
   // Data: each rank reads its shard of every epoch.
@@ -427,6 +430,7 @@ TrainResult Run::execute(bool resuming) {
   step.set_gradient_sync(reducer.get());
   TrainResult result;
   result.run_dir = dir_;
+  result.rank = comm->rank();
   int64_t nonfinite_in_a_row = 0;
   // Out of memory inside the loop names the step and the settings to lower.
   const AllocationPurpose purpose(

@@ -42,6 +42,7 @@ struct TrainResult {
   EpochRecord last;
   std::vector<EpochRecord> history;
   std::vector<RocCurve> best_roc;  // per label, at the best epoch of this call
+  int rank = 0;                    // this process's rank in data-parallel training (0 alone reports)
 };
 
 struct TrainHooks {

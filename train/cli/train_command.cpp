@@ -7,6 +7,16 @@
 #include "train/trainer.h"
 
 namespace rz::cli {
+namespace {
+
+// The run's one-line summary; in data-parallel training rank 0 alone prints it.
+void print_summary(const TrainResult& r) {
+  if (r.rank != 0) return;
+  std::printf("best mean AUC %.4f at epoch %lld -> %s\n", r.best_mean_auc, static_cast<long long>(r.best_epoch),
+              r.run_dir.c_str());
+}
+
+}  // namespace
 
 void add_train(CLI::App& app) {
   auto* cmd = app.add_subcommand("train", "Train one stage (teacher, student-kd, student-transfer, finetune)");
@@ -51,9 +61,7 @@ void add_train(CLI::App& app) {
           !conv_impl->empty())
         throw CLI::ValidationError("--resume", "continues with the run's saved config.toml; "
                                                "--config/--set/--stage/--precision cannot be combined with it");
-      const auto r = resume(*resume_dir, hooks);
-      std::printf("best mean AUC %.4f at epoch %lld -> %s\n", r.best_mean_auc,
-                  static_cast<long long>(r.best_epoch), r.run_dir.c_str());
+      print_summary(resume(*resume_dir, hooks));
       return;
     }
     TrainConfig cfg = config->empty() ? TrainConfig{} : load_config(*config);
@@ -63,9 +71,7 @@ void add_train(CLI::App& app) {
     if (!precision->empty()) cfg.run.precision = *precision;
     if (!conv_impl->empty()) cfg.run.conv_impl = *conv_impl;
     for (const auto& s : *sets) apply_override(cfg, s);
-    const auto r = train(cfg, hooks);
-    std::printf("best mean AUC %.4f at epoch %lld -> %s\n", r.best_mean_auc,
-                static_cast<long long>(r.best_epoch), r.run_dir.c_str());
+    print_summary(train(cfg, hooks));
   });
 }
 
