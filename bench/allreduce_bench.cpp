@@ -18,17 +18,20 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <fstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include <CLI/CLI.hpp>
 
 #include "engine/comm.h"
 #include "engine/device.h"
 #include "engine/tensor.h"
 #if defined(RZ_HAVE_CUDA)
 #include <cuda_runtime.h>
+
+#include "engine/cuda_check.h"
 #endif
 #if defined(RZ_HAVE_MPI)
 #include <mpi.h>
@@ -45,7 +48,7 @@ double median(std::vector<double> v) {
 
 void sync_device(const rz::Device& d) {
 #if defined(RZ_HAVE_CUDA)
-  if (d.is_cuda()) cudaStreamSynchronize(cudaStreamPerThread);
+  if (d.is_cuda()) RZ_CUDA_CHECK(cudaStreamSynchronize(cudaStreamPerThread));
 #else
   (void)d;
 #endif
@@ -58,26 +61,14 @@ int main(int argc, char** argv) {
   double max_mb = 256;
   int reps = 20, warmup = 5;
   bool mpi_blocking = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "allreduce_bench: %s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (a == "--device") device = next();
-    else if (a == "--max-mb") max_mb = std::atof(next().c_str());
-    else if (a == "--reps") reps = std::atoi(next().c_str());
-    else if (a == "--warmup") warmup = std::atoi(next().c_str());
-    else if (a == "--csv") csv = next();
-    else if (a == "--mpi-blocking") mpi_blocking = true;
-    else {
-      std::fprintf(stderr, "usage: allreduce_bench [--device cpu|cuda] [--max-mb MB] [--reps N] [--warmup N] [--csv FILE] [--mpi-blocking]\n");
-      return 2;
-    }
-  }
+  CLI::App app("All-reduce bandwidth per message size through the Communicator", "allreduce_bench");
+  app.add_option("--device", device, "cpu (MPI) or cuda (NCCL, the GPU of the local rank)");
+  app.add_option("--max-mb", max_mb, "largest message in MiB")->check(CLI::Range(0.004, 65536.0));
+  app.add_option("--reps", reps, "timed all-reduces per size")->check(CLI::Range(1, 1000000));
+  app.add_option("--warmup", warmup, "untimed all-reduces per size")->check(CLI::Range(0, 1000000));
+  app.add_option("--csv", csv, "also write the rows to this CSV file");
+  app.add_flag("--mpi-blocking", mpi_blocking, "time blocking MPI_Allreduce instead (CPU, 2+ ranks)");
+  CLI11_PARSE(app, argc, argv);
   try {
     const rz::DistEnv env = rz::detect_dist_env();
     rz::Device dev = rz::parse_device(device);
@@ -93,6 +84,7 @@ int main(int argc, char** argv) {
     std::ofstream csv_out;
     if (out && !csv.empty()) {
       csv_out.open(csv);
+      if (!csv_out) throw std::runtime_error("cannot write " + csv);
       csv_out << "communicator,world_size,bytes,median_us,algbw_gbps,busbw_gbps\n";
     }
     if (out)
@@ -108,7 +100,9 @@ int main(int argc, char** argv) {
         const auto t0 = Clock::now();
         if (mpi_blocking) {
 #if defined(RZ_HAVE_MPI)
-          MPI_Allreduce(MPI_IN_PLACE, t.raw_data(), static_cast<int>(t.numel()), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+          if (MPI_Allreduce(MPI_IN_PLACE, t.raw_data(), static_cast<int>(t.numel()), MPI_FLOAT, MPI_SUM,
+                            MPI_COMM_WORLD) != MPI_SUCCESS)
+            throw std::runtime_error("MPI_Allreduce failed");
 #endif
         } else {
           comm->all_reduce_sum(t);

@@ -417,6 +417,40 @@ double weights_diff(const fs::path& a, const fs::path& b) {
   return worst;
 }
 
+// The tiny run's config for comparing W ranks with one process: no dropout
+// (its masks depend on the batch each rank holds), SyncBN, `batch` per rank,
+// `train_extra` added to [train] and `stage` (a [stage] body) for the
+// fine-tune stage.
+std::string dist_toml(const rz::test::TinyRunData& data, const std::string& name, const fs::path& runs, int epochs,
+                      int batch, const std::string& train_extra = "", const std::string& stage = "") {
+  std::string t = data.toml(name, runs.string(), epochs);
+  t.replace(t.find("drop_rate = 0.1"), 15, "drop_rate = 0.0\nsync_bn = true");
+  t.replace(t.find("batch = 8"), 9, "batch = " + std::to_string(batch));
+  if (!stage.empty()) t.replace(t.find("kind = \"finetune\"\n"), 18, stage);
+  return t + train_extra;
+}
+
+struct OneAndTwo {
+  rz::test::CommandOutput two;                      // the 2-rank job's output
+  std::vector<nlohmann::json> one_lines, two_lines;  // each run's metrics.jsonl
+};
+
+// `ranzcr train` of one.toml in one process and of two.toml under `m` (2
+// ranks), both into `runs`; both must succeed.
+OneAndTwo train_one_and_two(const std::string& m, const rz::test::TempDir& work, const fs::path& runs,
+                            const std::string& one_toml, const std::string& two_toml) {
+  const std::string cli = RZ_CLI_PATH;
+  OneAndTwo r;
+  const auto one = rz::test::run_command(cli + " train --config " + work.write("one.toml", one_toml));
+  REQUIRE_MESSAGE(one.status == 0, one.text);
+  r.two = rz::test::run_command(m + cli + " train --config " + work.write("two.toml", two_toml));
+  REQUIRE_MESSAGE(r.two.status == 0, r.two.text);
+  r.one_lines = metrics_lines(runs / "one" / "metrics.jsonl");
+  r.two_lines = metrics_lines(runs / "two" / "metrics.jsonl");
+  REQUIRE(r.one_lines.size() == r.two_lines.size());  // and rank 1 added no line of its own
+  return r;
+}
+
 }  // namespace
 
 TEST_CASE("mpirun -np 2 ranzcr train: SyncBN at batch 4 per rank trains as one process at batch 8; rank 0 "
@@ -427,21 +461,13 @@ TEST_CASE("mpirun -np 2 ranzcr train: SyncBN at batch 4 per rank trains as one p
   const rz::test::TinyRunData data;
   const rz::test::TempDir work("dist_train");
   const std::string cli = RZ_CLI_PATH;
-  // No dropout: its masks depend on the batch each rank holds.
-  const std::string base = data.toml("x", (work.path() / "runs").string());
-  auto write = [&](const std::string& name, int batch) {
-    std::string t = base;
-    t.replace(t.find("name = \"x\""), 10, "name = \"" + name + "\"");
-    t.replace(t.find("drop_rate = 0.1"), 15, "drop_rate = 0.0\nsync_bn = true");
-    t.replace(t.find("batch = 8"), 9, "batch = " + std::to_string(batch));
-    return work.write(name + ".toml", t);
-  };
   const fs::path runs = work.path() / "runs";
-  const auto one = rz::test::run_command(cli + " train --config " + write("one", 8));
-  REQUIRE_MESSAGE(one.status == 0, one.text);
-  const auto two = rz::test::run_command(m + cli + " train --config " + write("two", 4));
+  auto write = [&](const std::string& name, int batch) {
+    return work.write(name + ".toml", dist_toml(data, name, runs, 3, batch));
+  };
+  const auto [two, l1, l2] = train_one_and_two(m, work, runs, dist_toml(data, "one", runs, 3, 8),
+                                                dist_toml(data, "two", runs, 3, 4));
   const std::string mp = mpirun(0, &why);
-  REQUIRE_MESSAGE(two.status == 0, two.text);
   CHECK(two.text.find("rank 0 of 2 (mpi, openmpi), global batch 8") != std::string::npos);
   CHECK(two.text.find("sync_bn: ") != std::string::npos);
   // Rank 0 alone speaks: one stage line, one summary line.
@@ -454,8 +480,6 @@ TEST_CASE("mpirun -np 2 ranzcr train: SyncBN at batch 4 per rank trains as one p
   CHECK(count(two.text, "best mean AUC") == 1);
 
   // The same run: losses, AUCs and weights within fp32 rounding.
-  const auto l1 = metrics_lines(runs / "one" / "metrics.jsonl"), l2 = metrics_lines(runs / "two" / "metrics.jsonl");
-  REQUIRE(l1.size() == l2.size());  // and rank 1 added no line of its own
   int epochs = 0;
   for (size_t i = 0; i < l1.size(); ++i) {
     CHECK(l1[i]["type"] == l2[i]["type"]);
@@ -514,26 +538,15 @@ TEST_CASE("mpirun -np 2 ranzcr train: gradient accumulation, clipping and EMA tr
   if (m.empty()) RZ_SKIP_TEST(why.c_str());
   const rz::test::TinyRunData data;
   const rz::test::TempDir work("dist_accum");
-  const std::string cli = RZ_CLI_PATH;
   // Micro-batch k holds the same 4 studies in both runs (1 process: 4 of
   // them; 2 ranks: 2 each, DistributedSampler order), so with SyncBN the
   // two runs average the same per-study gradients over 2 micro-batches,
   // clip the same global norm (tight: it binds) and update the same EMA.
-  auto write = [&](const std::string& name, int batch) {
-    std::string t = data.toml(name, (work.path() / "runs").string(), 2);
-    t.replace(t.find("drop_rate = 0.1"), 15, "drop_rate = 0.0\nsync_bn = true");
-    t.replace(t.find("batch = 8"), 9,
-              "batch = " + std::to_string(batch) + "\naccum_steps = 2\nclip_grad = 0.05");
-    return work.write(name + ".toml", t);
-  };
   const fs::path runs = work.path() / "runs";
-  const auto one = rz::test::run_command(cli + " train --config " + write("one", 4));
-  REQUIRE_MESSAGE(one.status == 0, one.text);
-  const auto two = rz::test::run_command(m + cli + " train --config " + write("two", 2));
-  REQUIRE_MESSAGE(two.status == 0, two.text);
+  const std::string accum_clip = "accum_steps = 2\nclip_grad = 0.05\n";
+  const auto [two, l1, l2] = train_one_and_two(m, work, runs, dist_toml(data, "one", runs, 2, 4, accum_clip),
+                                                dist_toml(data, "two", runs, 2, 2, accum_clip));
   CHECK(two.text.find("global batch 4") != std::string::npos);
-  const auto l1 = metrics_lines(runs / "one" / "metrics.jsonl"), l2 = metrics_lines(runs / "two" / "metrics.jsonl");
-  REQUIRE(l1.size() == l2.size());
   int steps = 0;
   for (size_t i = 0; i < l1.size(); ++i) {
     CHECK(l1[i]["step"] == l2[i]["step"]);
@@ -571,20 +584,10 @@ TEST_CASE("mpirun -np 2 ranzcr train: distillation runs the frozen teacher on ea
   // image, the student the plain one, both from the same crop and rotation.
   // A rank that paired a teacher image with another study's student image,
   // or fed the teacher the wrong shard, would change the feature loss.
-  auto write = [&](const std::string& name, int batch) {
-    std::string s = data.toml(name, runs.string(), 2);
-    s.replace(s.find("drop_rate = 0.1"), 15, "drop_rate = 0.0\nsync_bn = true");
-    s.replace(s.find("kind = \"finetune\""), 17,
-              "kind = \"student-kd\"\nteacher = \"" + (runs / "teacher" / "best.ckpt").string() + "\"");
-    s.replace(s.find("batch = 8"), 9, "batch = " + std::to_string(batch));
-    return work.write(name + ".toml", s);
-  };
-  const auto one = rz::test::run_command(cli + " train --config " + write("one", 8));
-  REQUIRE_MESSAGE(one.status == 0, one.text);
-  const auto two = rz::test::run_command(m + cli + " train --config " + write("two", 4));
-  REQUIRE_MESSAGE(two.status == 0, two.text);
-  const auto l1 = metrics_lines(runs / "one" / "metrics.jsonl"), l2 = metrics_lines(runs / "two" / "metrics.jsonl");
-  REQUIRE(l1.size() == l2.size());
+  const std::string kd =
+      "kind = \"student-kd\"\nteacher = \"" + (runs / "teacher" / "best.ckpt").string() + "\"\n";
+  const auto [two, l1, l2] = train_one_and_two(m, work, runs, dist_toml(data, "one", runs, 2, 8, "", kd),
+                                                dist_toml(data, "two", runs, 2, 4, "", kd));
   int epochs = 0;
   for (size_t i = 0; i < l1.size(); ++i) {
     if (l1[i]["type"] != "epoch") continue;
