@@ -34,16 +34,18 @@ void constrain(double coef, double lo_rhs, double hi_rhs, double& lo, double& hi
 }
 
 void draw_polylines(Image& img, const std::vector<Annotation>& annotations, int64_t orig_h,
-                    int64_t orig_w, float thickness, bool per_label_colour) {
+                    int64_t orig_w, float thickness, AnnotationStyle style) {
   const double sx = static_cast<double>(img.width) / static_cast<double>(orig_w);
   const double sy = static_cast<double>(img.height) / static_cast<double>(orig_h);
   const std::array<uint8_t, 4> black{};
   for (const Annotation& ann : annotations) {
     const uint8_t* colour = black.data();
-    if (per_label_colour) {
+    if (style != AnnotationStyle::seed) {
       RZ_CHECK(ann.label >= 0 && ann.label < kNumRanzcrLabels, "draw_annotations: annotation of ",
                ann.uid, " has label ", ann.label, ", expected 0..", kNumRanzcrLabels - 1);
-      colour = kAnnotationPalette[static_cast<size_t>(ann.label)].data();
+      colour = style == AnnotationStyle::color
+                   ? kAnnotationPalette[static_cast<size_t>(ann.label)].data()
+                   : kDevicePalette[static_cast<size_t>(device_of_label(ann.label))].data();
     }
     const auto& pts = ann.points;
     const auto px = [&](size_t i) { return static_cast<float>(pts[i][0] * sx); };
@@ -119,20 +121,41 @@ Image draw_annotations_seed(const Image& img, const std::vector<Annotation>& ann
                        2.0;
   const float thickness =
       static_cast<float>(std::max(1.0, static_cast<double>(thickness_orig) * scale));
-  draw_polylines(out, annotations, orig_h, orig_w, thickness, false);
+  draw_polylines(out, annotations, orig_h, orig_w, thickness, AnnotationStyle::seed);
   return out;
 }
 
+namespace {
+Image draw_coloured(const Image& img, const std::vector<Annotation>& annotations, int64_t orig_h,
+                    int64_t orig_w, float thickness_work, AnnotationStyle style, const char* what) {
+  check_image(img, what);
+  check_thickness(thickness_work, what);
+  check_orig_size(orig_h, orig_w, what);
+  RZ_CHECK(img.channels == 1 || img.channels == 3, what, ": expected a gray or RGB image, got ", img.channels,
+           " channels");
+  Image out = img.channels == 1 ? gray_to_rgb(img) : img;
+  draw_polylines(out, annotations, orig_h, orig_w, std::max(1.0f, thickness_work), style);
+  return out;
+}
+}  // namespace
+
 Image draw_annotations_color(const Image& img, const std::vector<Annotation>& annotations,
                              int64_t orig_h, int64_t orig_w, float thickness_work) {
-  check_image(img, "draw_annotations_color");
-  check_thickness(thickness_work, "draw_annotations_color");
-  check_orig_size(orig_h, orig_w, "draw_annotations_color");
-  RZ_CHECK(img.channels == 1 || img.channels == 3,
-           "draw_annotations_color: expected a gray or RGB image, got ", img.channels, " channels");
-  Image out = img.channels == 1 ? gray_to_rgb(img) : img;
-  draw_polylines(out, annotations, orig_h, orig_w, std::max(1.0f, thickness_work), true);
-  return out;
+  return draw_coloured(img, annotations, orig_h, orig_w, thickness_work, AnnotationStyle::color,
+                       "draw_annotations_color");
+}
+
+Image draw_annotations_device(const Image& img, const std::vector<Annotation>& annotations,
+                              int64_t orig_h, int64_t orig_w, float thickness_work) {
+  return draw_coloured(img, annotations, orig_h, orig_w, thickness_work, AnnotationStyle::device,
+                       "draw_annotations_device");
+}
+
+AnnotationStyle parse_annotation_style(const std::string& name) {
+  if (name == "seed") return AnnotationStyle::seed;
+  if (name == "color") return AnnotationStyle::color;
+  if (name == "device") return AnnotationStyle::device;
+  RZ_THROW("annotation style '", name, "' (expected seed, color or device)");
 }
 
 Image draw_annotations(const Image& img, const std::vector<Annotation>& annotations, int64_t orig_h,
@@ -142,6 +165,8 @@ Image draw_annotations(const Image& img, const std::vector<Annotation>& annotati
       return draw_annotations_seed(img, annotations, orig_h, orig_w, thickness);
     case AnnotationStyle::color:
       return draw_annotations_color(img, annotations, orig_h, orig_w, thickness);
+    case AnnotationStyle::device:
+      return draw_annotations_device(img, annotations, orig_h, orig_w, thickness);
   }
   RZ_THROW("draw_annotations: unknown style ", static_cast<int>(style));
 }

@@ -22,11 +22,18 @@
 //             scaled by (sx + sy) / 2 (at least 1 working pixel);
 //   * color - a 3-channel output (a gray input is replicated, an RGB input
 //             copied) with each label in its own colour from
-//             kAnnotationPalette; the thickness is in WORKING pixels.
+//             kAnnotationPalette; the thickness is in WORKING pixels;
+//   * device - as color, but one colour per device (kDevicePalette: ETT, NGT,
+//             CVC, Swan-Ganz), whatever its status: the lines say where each
+//             device runs and where its tip is, and leave normal / borderline /
+//             abnormal to be read from the tip's position against the anatomy,
+//             as a radiologist reads it. A teacher of this style learns
+//             localization features a student can predict from the plain image.
 #pragma once
 
 #include <array>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "data/image.h"
@@ -34,7 +41,10 @@
 
 namespace rz::data {
 
-enum class AnnotationStyle { seed, color };
+enum class AnnotationStyle { seed, color, device };
+
+// "seed", "color" or "device"; anything else throws rz::Error naming the value.
+AnnotationStyle parse_annotation_style(const std::string& name);
 
 // One RGB colour per label, in kRanzcrLabels order, far apart in hue and
 // away from gray so lines never look like anatomy: ETT red/orange/yellow,
@@ -53,6 +63,13 @@ inline constexpr std::array<std::array<uint8_t, 3>, kNumRanzcrLabels> kAnnotatio
     {160, 255, 96},   // Swan Ganz Catheter Present: lime
 }};
 
+// One RGB colour per device, for the device style: ETT red, NGT green, CVC blue,
+// Swan-Ganz yellow.
+inline constexpr std::array<std::array<uint8_t, 3>, 4> kDevicePalette = {{
+    {255, 0, 0}, {0, 255, 0}, {0, 96, 255}, {255, 255, 0}}};
+// The device (kDevicePalette index) of a label: 0-2 ETT, 3-6 NGT, 7-9 CVC, 10 Swan-Ganz.
+inline constexpr int device_of_label(int label) { return label < 3 ? 0 : label < 7 ? 1 : label < 10 ? 2 : 3; }
+
 inline constexpr float kSeedThicknessOrig = 2.0f;  // the public teacher pipeline's cv2.line
 inline constexpr float kColorThicknessWork = 3.0f;
 
@@ -68,8 +85,13 @@ Image draw_annotations_color(const Image& img, const std::vector<Annotation>& an
                              int64_t orig_h, int64_t orig_w,
                              float thickness_work = kColorThicknessWork);
 
-// Either style; `thickness` is in original pixels for seed and working
-// pixels for color (see above).
+// Device style: as the colour style, with kDevicePalette[device_of_label(label)].
+Image draw_annotations_device(const Image& img, const std::vector<Annotation>& annotations,
+                              int64_t orig_h, int64_t orig_w,
+                              float thickness_work = kColorThicknessWork);
+
+// Any style; `thickness` is in original pixels for seed and working
+// pixels for color and device (see above).
 Image draw_annotations(const Image& img, const std::vector<Annotation>& annotations, int64_t orig_h,
                        int64_t orig_w, AnnotationStyle style, float thickness);
 

@@ -202,12 +202,19 @@ ResNet::ResNet(const ResNetConfig& cfg, Generator& gen) : cfg_(cfg), dropout_gen
   fc = register_module("fc", std::make_shared<Linear>(inplanes, cfg.num_classes, gen));
 }
 
-Tensor ResNet::forward_features(const Tensor& x) {
+Tensor ResNet::forward_features(const Tensor& x) { return forward_stages(x).back(); }
+
+std::vector<Tensor> ResNet::forward_stages(const Tensor& x, int64_t stages) {
   RZ_CHECK(x.dim() == 4 && x.size(3) == cfg_.in_chans, "model ", cfg_.name, " expects NHWC input with ",
            cfg_.in_chans, " channels, got ", x.str());
+  RZ_CHECK(stages >= 1 && stages <= 4, "forward_stages: stages must be 1..4, got ", stages);
+  std::vector<Tensor> out;
   Tensor h = (*maxpool)(relu((*bn1)((*conv1)(x))));
-  for (auto& stage : layers) h = (*stage)(h);
-  return h;
+  for (int64_t i = 0; i < stages; ++i) {
+    h = (*layers[static_cast<size_t>(i)])(h);
+    out.push_back(h);
+  }
+  return out;
 }
 
 Tensor ResNet::forward_head(const Tensor& features) {

@@ -111,6 +111,9 @@ class ResNet : public Module {
   ResNet(const ResNetConfig& cfg, Generator& gen);
   Tensor forward(const Tensor& x) override;            // NHWC images -> logits [N, num_classes]
   Tensor forward_features(const Tensor& x);            // -> final feature map [N, h, w, num_features]
+  // The outputs of layer1..layer4 (stage i's at [i - 1]), each [N, h_i, w_i, C_i];
+  // the last is forward_features(x). Stops after `stages` stages (1..4).
+  std::vector<Tensor> forward_stages(const Tensor& x, int64_t stages = 4);
   Tensor forward_head(const Tensor& features);         // pool -> dropout -> fc
   std::string type_name() const override { return "ResNet"; }
   const ResNetConfig& config() const { return cfg_; }

@@ -86,7 +86,9 @@ std::vector<Field> fields(TrainConfig& c) {
       {"stage.freeze", &c.stage.freeze, "parameter-name prefixes to freeze (e.g. layer3, fc)"},
       {"stage.w_bce", &c.stage.w_bce, "weight of the BCE loss"},
       {"stage.w_feat", &c.stage.w_feat, "weight of the feature MSE (student-kd)"},
-      {"stage.annotation_style", &c.stage.annotation_style, "seed or color"},
+      {"stage.feat_layers", &c.stage.feat_layers,
+       "student-kd: stages compared by the feature MSE, any of layer1..layer4 (mean of their MSEs)"},
+      {"stage.annotation_style", &c.stage.annotation_style, "seed (black lines), color (a colour per label) or device (a colour per device)"},
       {"stage.annotation_thickness", &c.stage.annotation_thickness, "line thickness (original px)"},
       {"stage.input_noise", &c.stage.input_noise, "student input Gaussian noise std"},
       {"stage.input_dropout", &c.stage.input_dropout, "student input: share of pixels set to 0"},
@@ -307,7 +309,7 @@ void validate_config(const TrainConfig& c) {
   one_of("run.precision", c.run.precision, {"fp32", "bf16"});
   one_of("run.conv_impl", c.run.conv_impl, {"cudnn", "native", "auto"});
   one_of("stage.kind", c.stage.kind, {"teacher", "student-kd", "student-transfer", "finetune"});
-  one_of("stage.annotation_style", c.stage.annotation_style, {"seed", "color"});
+  one_of("stage.annotation_style", c.stage.annotation_style, {"seed", "color", "device"});
   one_of("optim.name", c.optim.name, {"sgd", "adam", "adamw"});
   one_of("sched.kind", c.sched.kind, {"constant", "step", "cosine"});
   one_of("dist.reduce_dtype", c.dist.reduce_dtype, {"f32", "bf16"});
@@ -345,6 +347,13 @@ void validate_config(const TrainConfig& c) {
   RZ_CHECK(c.train.max_nonfinite >= 1, "config: train.max_nonfinite = ", c.train.max_nonfinite);
   const bool student = c.stage.kind == "student-kd";
   RZ_CHECK(!student || !c.stage.teacher.empty(), "config: stage.kind = student-kd needs stage.teacher");
+  RZ_CHECK(!c.stage.feat_layers.empty(), "config: stage.feat_layers is empty (expected some of layer1..layer4)");
+  for (size_t i = 0; i < c.stage.feat_layers.size(); ++i) {
+    one_of("stage.feat_layers", c.stage.feat_layers[i], {"layer1", "layer2", "layer3", "layer4"});
+    for (size_t j = 0; j < i; ++j)
+      RZ_CHECK(c.stage.feat_layers[j] != c.stage.feat_layers[i], "config: stage.feat_layers lists '",
+               c.stage.feat_layers[i], "' twice");
+  }
   RZ_CHECK(c.stage.kind != "student-transfer" || !c.stage.init.empty(),
            "config: stage.kind = student-transfer needs stage.init (the teacher's weights)");
 }

@@ -76,7 +76,10 @@ struct TrainConfig {
     std::vector<std::string> freeze;  // parameter-name prefixes kept fixed
     double w_bce = 1.0;
     double w_feat = 0.5;
-    std::string annotation_style = "seed";  // seed | color
+    // student-kd: the stages whose outputs the feature MSE compares (the mean of
+    // their MSEs); layer4 is the final feature map, layer1..3 the finer ones.
+    std::vector<std::string> feat_layers{"layer4"};
+    std::string annotation_style = "seed";  // seed | color | device (data/draw.h)
     double annotation_thickness = 2.0;
     double input_noise = 0.0;         // extra student perturbation (Gaussian std)
     double input_dropout = 0.0;       // extra student perturbation: share of pixels zeroed

@@ -60,7 +60,7 @@ std::vector<DemoSampleImage> demo_samples(const std::string& data_dir, const std
     s.plain = cache.load(row);
     s.annotated = data::draw_annotations(
         s.plain, anns.by_study[static_cast<size_t>(train.find(study.uid))], entry.orig_h, entry.orig_w,
-        teacher.stage.annotation_style == "color" ? data::AnnotationStyle::color : data::AnnotationStyle::seed,
+        data::parse_annotation_style(teacher.stage.annotation_style),
         static_cast<float>(teacher.stage.annotation_thickness));
     s.labels = study.labels;
     out.push_back(std::move(s));

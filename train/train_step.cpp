@@ -1,5 +1,6 @@
 #include "train/train_step.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "engine/autograd.h"
@@ -15,19 +16,28 @@ TrainStep::TrainStep(const TrainConfig& cfg, const Compute& compute, ResNet& mod
   RZ_CHECK(!kd_ || teacher_, "student-kd step without a teacher");
 }
 
-// BCE (scaled by w_bce), plus w_feat * MSE between the student's and the
-// frozen teacher's final feature maps for student-kd (xt: the teacher's
-// input, the annotated image).
+// BCE (scaled by w_bce), plus w_feat * the mean over stage.feat_layers of the
+// MSE between the student's and the frozen teacher's stage outputs for
+// student-kd (xt: the teacher's input, the annotated image).
 Tensor TrainStep::forward_loss(const Tensor& x, const Tensor& xt, const Tensor& y) {
   if (!kd_) return scale(bce_with_logits(model_.forward(x), y), cfg_.stage.w_bce);
-  Tensor teacher_features;
+  std::vector<int64_t> picked;  // 0-based stage indices
+  for (const auto& name : cfg_.stage.feat_layers) picked.push_back(name.back() - '1');
+  const int64_t deepest = *std::max_element(picked.begin(), picked.end()) + 1;
+  std::vector<Tensor> teacher_stages;
   {
     NoGradGuard no_grad;
-    teacher_features = teacher_->forward_features(xt);
+    teacher_stages = teacher_->forward_stages(xt, deepest);
   }
-  Tensor features = model_.forward_features(x);
-  Tensor logits = model_.forward_head(features);
-  feat_term_ = mse_loss(features, teacher_features);
+  // The student always runs to the head; its shallower outputs come with it.
+  std::vector<Tensor> stages = model_.forward_stages(x);
+  Tensor logits = model_.forward_head(stages.back());
+  Tensor feat;
+  for (int64_t i : picked) {
+    const Tensor m = mse_loss(stages[static_cast<size_t>(i)], teacher_stages[static_cast<size_t>(i)]);
+    feat = feat.defined() ? add(feat, m) : m;
+  }
+  feat_term_ = picked.size() == 1 ? feat : scale(feat, 1.0 / static_cast<double>(picked.size()));
   return add(scale(bce_with_logits(logits, y), cfg_.stage.w_bce), scale(feat_term_, cfg_.stage.w_feat));
 }
 

@@ -127,7 +127,7 @@ data::SampleTransform make_transform(const Dataset& d, const TrainConfig& cfg, b
       .cache = d.cache.get(),
       .cache_row = &d.cache_row,
       .annotations = &d.annotations,
-      .style = cfg.stage.annotation_style == "color" ? data::AnnotationStyle::color : data::AnnotationStyle::seed,
+      .style = data::parse_annotation_style(cfg.stage.annotation_style),
       .thickness = static_cast<float>(cfg.stage.annotation_thickness)};
   return data::make_sample_transform(samples, input_spec(cfg, train), plain_is_annotated);
 }
@@ -277,7 +277,7 @@ Compute run_compute(const TrainConfig& cfg) {
              "(got ", cfg.train.accum_steps, ", ", cfg.train.clip_grad, ", ", cfg.model.drop_rate, ")");
   }
   RZ_CHECK(cfg.stage.annotation_style == "seed" || cfg.model.in_chans == 3,
-           "stage.annotation_style = color needs model.in_chans = 3");
+           "stage.annotation_style = ", cfg.stage.annotation_style, " needs model.in_chans = 3");
   return compute;
 }
 

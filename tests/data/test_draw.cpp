@@ -128,6 +128,38 @@ TEST_CASE("draw: colour style uses each label's palette entry") {
   CHECK(dot == 9);
 }
 
+TEST_CASE("draw: device style colours a line by its device, not its status") {
+  // The RANZCR label groups: ETT 0-2, NGT 3-6, CVC 7-9, Swan-Ganz 10.
+  const int expected_device[rz::kNumRanzcrLabels] = {0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 3};
+  std::set<std::array<uint8_t, 3>> distinct(rz::data::kDevicePalette.begin(), rz::data::kDevicePalette.end());
+  CHECK(distinct.size() == 4);
+  for (const auto& col : rz::data::kDevicePalette) CHECK_FALSE((col[0] == col[1] && col[1] == col[2]));
+  const Image img = gray(30, 30, 50);
+  std::vector<rz::Annotation> anns;
+  for (int label = 0; label < rz::kNumRanzcrLabels; ++label) {
+    CHECK(rz::data::device_of_label(label) == expected_device[label]);
+    anns.push_back(line(label, {{2.0f + 2.5f * float(label), 5}, {2.0f + 2.5f * float(label), 25}}));
+  }
+  const Image c = rz::data::draw_annotations(img, anns, 30, 30, rz::data::AnnotationStyle::device, 1.0f);
+  CHECK(c.channels == 3);
+  for (int label = 0; label < rz::kNumRanzcrLabels; ++label) {
+    const int64_t x = std::lround(2.0 + 2.5 * label);
+    CHECK(has_colour(c, 15, x, rz::data::kDevicePalette[size_t(expected_device[label])]));
+  }
+  CHECK(has_colour(c, 1, 1, {50, 50, 50}));
+  // Two statuses of one device look the same; the same lines in colour style differ.
+  const Image normal = rz::data::draw_annotations_device(img, {line(9, {{4, 4}, {20, 20}})}, 30, 30, 2.0f);
+  const Image abnormal = rz::data::draw_annotations_device(img, {line(7, {{4, 4}, {20, 20}})}, 30, 30, 2.0f);
+  CHECK(normal.pixels == abnormal.pixels);
+  CHECK(rz::data::draw_annotations_color(img, {line(9, {{4, 4}, {20, 20}})}, 30, 30, 2.0f).pixels !=
+        rz::data::draw_annotations_color(img, {line(7, {{4, 4}, {20, 20}})}, 30, 30, 2.0f).pixels);
+  CHECK_THROWS_AS(rz::data::draw_annotations_device(img, {line(11, {{1, 1}, {2, 2}})}, 20, 30), rz::Error);
+  CHECK(rz::data::parse_annotation_style("device") == rz::data::AnnotationStyle::device);
+  CHECK(rz::data::parse_annotation_style("seed") == rz::data::AnnotationStyle::seed);
+  CHECK(rz::data::parse_annotation_style("color") == rz::data::AnnotationStyle::color);
+  CHECK_THROWS_WITH_AS(rz::data::parse_annotation_style("colour"), doctest::Contains("'colour'"), rz::Error);
+}
+
 TEST_CASE("draw: points outside the image are clipped safely") {
   const Image img = gray(20, 30);
   // Crosses the image horizontally: the visible part is all of row 10.

@@ -81,7 +81,7 @@ void add_demo(CLI::App& app) {
   auto o = std::make_shared<DemoOptions>();
   cmd->add_option("--out", o->out_dir, "demo folder (data, cache, runs); reruns continue in it");
   cmd->add_option("--seed", o->seed, "seed");
-  cmd->add_flag("--full", o->full, "seresnet152d at 512 px on 6000 studies (for a GPU)");
+  cmd->add_flag("--full", o->full, "seresnet152d at 512 px on 3000 studies (for a GPU)");
   cmd->add_option("--n", o->n_images, "synthetic training studies (0: preset)");
   cmd->add_option("--epochs", o->epochs, "epochs per student stage, half for the fine-tune (0: preset)");
   cmd->add_option("--teacher-epochs", o->teacher_epochs, "teacher epochs (0: preset)");
