@@ -113,10 +113,15 @@ DemoPlan make_demo_plan(const DemoOptions& opt, const std::string& device, const
     c.run.precision = precision;
     c.model.name = opt.full ? "seresnet152d" : "seresnet_tiny";
     c.model.img_size = img;
-    // The teacher's input as in the public 3-stage pipeline: each label's lines in
-    // their own colour on the grayscale image, so every model reads 3 channels.
+    // The teacher's input: each device's lines in its own colour on the grayscale
+    // image (data/draw.h, device style), so every model reads 3 channels. The
+    // lines say where each device runs and ends, not its status: the teacher
+    // learns to read the tip against the anatomy, and those are features a
+    // student can learn to produce from the plain image (a colour per label
+    // would hand the teacher the answer and give the student nothing to learn
+    // from its features; bench/RESULTS.md, demo).
     c.model.in_chans = 3;
-    c.stage.annotation_style = "color";
+    c.stage.annotation_style = "device";
     c.stage.annotation_thickness = opt.full ? 6.0 : 3.0;
     c.data.dir = so.out_dir;
     c.data.cache_dir = po.out_dir;
@@ -136,11 +141,15 @@ DemoPlan make_demo_plan(const DemoOptions& opt, const std::string& device, const
     return c;
   };
   plan.teacher = base("teacher", "teacher");
-  // The teacher reads colours, an easy task, but its rarer labels (the ETT statuses
-  // share a short stretch of trachea) need more passes over its fewer studies.
-  plan.teacher.train.epochs = opt.teacher_epochs > 0 ? opt.teacher_epochs : (opt.full ? epochs : 2 * epochs);
+  // The teacher sees where the devices are but must learn each status from the tip's
+  // position (CVC tips around the cavo-atrial junction are a few pixels apart at
+  // 128 px): on the CPU it needs 4x the students' passes over its studies.
+  plan.teacher.train.epochs = opt.teacher_epochs > 0 ? opt.teacher_epochs : (opt.full ? epochs : 4 * epochs);
   plan.distilled = base("student_distilled", "student-kd");
   plan.distilled.stage.teacher = (fs::path(plan.teacher.run.out_dir) / "teacher" / "best.ckpt").string();
+  // The student starts from the teacher's weights (the staged transfer) and keeps its
+  // features close to the teacher's on the paired annotated image (the feature MSE).
+  if (plan.distilled.stage.init.empty()) plan.distilled.stage.init = plan.distilled.stage.teacher;
   // The control: the same student, the same studies and schedule, no teacher.
   plan.control = base("student_control", "finetune");
   plan.control.data.annotated_only = true;
@@ -287,12 +296,13 @@ DemoResult run_demo(const DemoOptions& opt, const std::function<void(const std::
   // The side-by-side report.
   DemoReportInput rep;
   rep.title = std::string("ranzcr demo") + (opt.full ? " --full" : "") + ": teacher, students, fine-tune";
-  char setup[500];
+  char setup[700];
   std::snprintf(setup, sizeof setup,
                 "%lld synthetic studies (seed %llu, %.0f%% of those with devices annotated), %s at %lld px on %s; "
                 "epochs: teacher %lld, students %lld, fine-tune %lld; held-out fold %lld of 5. The teacher and both "
                 "students train on the annotated studies (the teacher reads the line annotations drawn on them, %s "
-                "style; the students the plain images), the fine-tune on all studies.",
+                "style; the students the plain images; the distilled student starts from the teacher's weights "
+                "and matches its features, the control starts from scratch), the fine-tune on all studies.",
                 static_cast<long long>(n), static_cast<unsigned long long>(opt.seed), 100.0 * so.annotated_fraction,
                 teacher_cfg.model.name.c_str(), static_cast<long long>(img), compute.str().c_str(),
                 static_cast<long long>(teacher_cfg.train.epochs), static_cast<long long>(kd.train.epochs),
@@ -305,7 +315,7 @@ DemoResult run_demo(const DemoOptions& opt, const std::function<void(const std::
   };
   add_run("teacher", "annotated images", r.teacher, teacher);
   add_run("control student", "plain, no teacher", r.control, control_st);
-  add_run("distilled student", "plain + teacher features", r.distilled, distilled);
+  add_run("distilled student", "plain; teacher's weights + features", r.distilled, distilled);
   add_run("fine-tuned student", "plain, all studies", r.finetuned, ft_st);
   rep.other_seconds = {{"synth + prep", data_seconds}, {"evaluation", eval_seconds}};
   rep.samples = demo_samples(so.out_dir, po.out_dir, teacher_cfg, r.teacher.uids, 6);

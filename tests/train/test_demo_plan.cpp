@@ -17,16 +17,18 @@ TEST_CASE("demo plan: the CPU preset and --full, stages chained, overrides appli
   CHECK(cpu.synth.tube_contrast == 3.0);
   CHECK(cpu.prep.image_size == 160);
   CHECK(cpu.teacher.stage.kind == "teacher");
-  CHECK(cpu.teacher.stage.annotation_style == "color");
+  CHECK(cpu.teacher.stage.annotation_style == "device");
   CHECK(cpu.teacher.model.in_chans == 3);
   CHECK(cpu.distilled.stage.kind == "student-kd");
   CHECK(cpu.distilled.stage.teacher == "d/runs/teacher/best.ckpt");
+  CHECK(cpu.distilled.stage.init == cpu.distilled.stage.teacher);  // the staged transfer, then features
+  CHECK(cpu.control.stage.init.empty());  // the control starts from scratch
   CHECK(cpu.control.stage.kind == "finetune");
   CHECK(cpu.control.data.annotated_only);  // the distilled student's studies, no teacher
   CHECK(cpu.control.train.epochs == cpu.distilled.train.epochs);
   CHECK(cpu.finetuned.stage.init == "d/runs/student_distilled/best.ckpt");
   CHECK(cpu.finetuned.train.epochs == cpu.distilled.train.epochs / 2);
-  CHECK(cpu.teacher.train.epochs == 2 * cpu.distilled.train.epochs);
+  CHECK(cpu.teacher.train.epochs == 4 * cpu.distilled.train.epochs);
   CHECK(cpu.synth.annotated_fraction == 0.5);
   CHECK(cpu.finetuned.optim.lr == doctest::Approx(cpu.teacher.optim.lr / 4));
   CHECK(cpu.eval_teacher.stage.kind == "teacher");
@@ -51,7 +53,7 @@ TEST_CASE("demo plan: the CPU preset and --full, stages chained, overrides appli
   CHECK(full.training_images() > 0.5 * 360.0 * 158.75);  // and not a token run
   // The CPU preset's expected work, against the counts its runs logged: 437 annotated
   // training studies (seed 0) and 960 in all.
-  const double cpu_work = 437.0 * (40 + 20 * 1.35 + 20) + 960.0 * 10;
+  const double cpu_work = 437.0 * (80 + 20 * 1.35 + 20) + 960.0 * 10;
   CHECK(cpu.training_images() == doctest::Approx(cpu_work).epsilon(0.05));
   CHECK(full.str().find("work: about") != std::string::npos);
 
