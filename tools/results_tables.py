@@ -208,7 +208,7 @@ def cpu_vs_pytorch_before():
     return cpu_vs_pytorch("2026-12-05-cpu-vs-pytorch-before")
 
 
-# ---- the demo, 2026-12-05 ------------------------------------------------------
+# ---- the demo, 2026-12-05 and 2026-12-06 ---------------------------------------
 
 def demo_table(text, name):
     """The final AUC table of a `ranzcr demo` log: {run: (mean, [per-label AUC or None])}, and its wall time."""
@@ -231,8 +231,7 @@ def demo_table(text, name):
     return mean, labels, float(m[1])
 
 
-def demo():
-    folder = "2026-12-05-demo"
+def demo(folder="2026-12-05-demo"):
     names = sorted(f for f in os.listdir(os.path.join(RAW, folder)) if re.match(r"^seed\d+\.log$", f))
     if not names:
         raise RawError(f"{folder}: no seed*.log")
@@ -253,25 +252,23 @@ def demo():
 
     def spread(v):
         return (max(v) - min(v)) / 2
-    # The students' weakest label in the mean over seeds.
-    worst = []
-    for k in ("control", "distilled", "finetuned"):
-        for li in range(11):
-            vals = [p[k][li] for p in per_label if p[k][li] is not None]
-            if vals:
-                worst.append(avg(vals))
+    # Each run's weakest label in the mean over seeds.
+    def worst(k):
+        return min(avg(v) for v in ([p[k][li] for p in per_label if p[k][li] is not None] for li in range(11)) if v)
     gain = [d - c for d, c in zip(means["distilled"], means["control"])]
-    rows.append([f"mean of {n} (± half range)", f"{avg(means['teacher']):.4f} ± {spread(means['teacher']):.4f}", "",
+    rows.append([f"mean of {n} (± half range)", f"{avg(means['teacher']):.4f} ± {spread(means['teacher']):.4f}",
+                 f"{worst('teacher'):.3f}",
                  f"{avg(means['control']):.4f} ± {spread(means['control']):.4f}",
                  f"{avg(means['distilled']):.4f} ± {spread(means['distilled']):.4f}",
                  f"{avg(means['finetuned']):.4f} ± {spread(means['finetuned']):.4f}",
-                 f"{avg(gain):+.4f}", f"lowest student label (mean over seeds) {min(worst):.3f}"])
+                 f"{avg(gain):+.4f}", ""])
+    rows.append(["students' lowest label, mean over seeds", "", "", f"{worst('control'):.3f}",
+                 f"{worst('distilled'):.3f}", f"{worst('finetuned'):.3f}", "", ""])
     return table(["seed", "teacher", "teacher's lowest label", "control", "distilled", "fine-tuned",
                   "distilled - control", "wall time"], rows)
 
 
-def demo_explore():
-    folder = "2026-12-05-demo"
+def demo_explore(folder="2026-12-05-demo"):
     rows = []
     for name in sorted(f for f in os.listdir(os.path.join(RAW, folder)) if f.startswith("explore-")):
         mean, labels, seconds = demo_table(read(f"{folder}/{name}"), name)
@@ -336,6 +333,8 @@ def dist_teacher():
 GENERATORS = {
     "demo": demo,
     "demo-explore": demo_explore,
+    "demo-2026-12-06": lambda: demo("2026-12-06-demo"),
+    "demo-explore-2026-12-06": lambda: demo_explore("2026-12-06-demo"),
     "cpu-vs-pytorch": cpu_vs_pytorch_after,
     "cpu-vs-pytorch-implicit-gemm": cpu_vs_pytorch_implicit_gemm,
     "cpu-vs-pytorch-before": cpu_vs_pytorch_before,
