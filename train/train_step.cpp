@@ -14,6 +14,10 @@ TrainStep::TrainStep(const TrainConfig& cfg, const Compute& compute, ResNet& mod
     : cfg_(cfg), compute_(compute), model_(model), teacher_(teacher), ema_(ema), optim_(optim),
       trainable_(std::move(trainable)), log_(std::move(log)), kd_(cfg.stage.kind == "student-kd") {
   RZ_CHECK(!kd_ || teacher_, "student-kd step without a teacher");
+  for (const auto& name : cfg.stage.feat_layers) {  // "layer1".."layer4", checked by validate_config
+    feat_stages_.push_back(static_cast<size_t>(name.back() - '1'));
+    teacher_stages_ = std::max(teacher_stages_, static_cast<int64_t>(feat_stages_.back()) + 1);
+  }
 }
 
 // BCE (scaled by w_bce), plus w_feat * the mean over stage.feat_layers of the
@@ -21,23 +25,20 @@ TrainStep::TrainStep(const TrainConfig& cfg, const Compute& compute, ResNet& mod
 // student-kd (xt: the teacher's input, the annotated image).
 Tensor TrainStep::forward_loss(const Tensor& x, const Tensor& xt, const Tensor& y) {
   if (!kd_) return scale(bce_with_logits(model_.forward(x), y), cfg_.stage.w_bce);
-  std::vector<int64_t> picked;  // 0-based stage indices
-  for (const auto& name : cfg_.stage.feat_layers) picked.push_back(name.back() - '1');
-  const int64_t deepest = *std::max_element(picked.begin(), picked.end()) + 1;
   std::vector<Tensor> teacher_stages;
   {
     NoGradGuard no_grad;
-    teacher_stages = teacher_->forward_stages(xt, deepest);
+    teacher_stages = teacher_->forward_stages(xt, teacher_stages_);
   }
   // The student always runs to the head; its shallower outputs come with it.
   std::vector<Tensor> stages = model_.forward_stages(x);
   Tensor logits = model_.forward_head(stages.back());
   Tensor feat;
-  for (int64_t i : picked) {
-    const Tensor m = mse_loss(stages[static_cast<size_t>(i)], teacher_stages[static_cast<size_t>(i)]);
+  for (size_t i : feat_stages_) {
+    const Tensor m = mse_loss(stages[i], teacher_stages[i]);
     feat = feat.defined() ? add(feat, m) : m;
   }
-  feat_term_ = picked.size() == 1 ? feat : scale(feat, 1.0 / static_cast<double>(picked.size()));
+  feat_term_ = feat_stages_.size() == 1 ? feat : scale(feat, 1.0 / static_cast<double>(feat_stages_.size()));
   return add(scale(bce_with_logits(logits, y), cfg_.stage.w_bce), scale(feat_term_, cfg_.stage.w_feat));
 }
 

@@ -79,6 +79,8 @@ class TrainStep {
   std::function<void(const std::string&)> log_;
   GradientSync* sync_ = nullptr;
   bool kd_;
+  std::vector<size_t> feat_stages_;  // student-kd: stage.feat_layers as 0-based stage indices
+  int64_t teacher_stages_ = 0;       // how far the teacher runs: the deepest of those, 1-based
   Tensor feat_term_;  // student-kd: the last forward's unweighted feature MSE
 
   // train.cuda_graph: static inputs and outputs, then step 1 eager, step 2
