@@ -719,15 +719,39 @@ Image render_chest(const Anatomy& anatomy, const Pose& pose, const Look& look,
   add_value_noise(lowf, size, std::max<int64_t>(4, size / 16), look.noise_corr_sigma, nullptr, g);
   const double S = static_cast<double>(size);
 
-  Image img(size, size, 1);
+  // Exposure before the 8-bit mapping.
+  std::vector<float> exposure(static_cast<size_t>(size * size));
   for (int64_t y = 0; y < size; ++y) {
     const double v = static_cast<double>(y) / S - 0.5;
-    uint8_t* row = img.row(y);
     for (int64_t x = 0; x < size; ++x) {
       const double u = static_cast<double>(x) / S - 0.5;
       const double illum = look.illum_x * u + look.illum_y * v + look.illum_r * (u * u + v * v);
       const size_t idx = static_cast<size_t>(y * size + x);
-      double t = look.offset + look.gain * cv.density[idx] + illum;
+      exposure[idx] = static_cast<float>(look.offset + look.gain * cv.density[idx] + illum);
+    }
+  }
+  // Windowing: a radiograph's processing maps the detector's range onto the
+  // display range, so dense regions (mediastinum, heart, upper abdomen) stay
+  // below white and the lines over them stay visible. The exposure is scaled so
+  // that its 99.5th percentile lands at kWindowTop: only small bright objects
+  // (side markers, electrodes, the odd bone edge) clip. Clipping everything
+  // above 1 instead whitened the mediastinum and heart of about one image in
+  // ten, and with them the tips that decide the CVC and NGT labels.
+  constexpr double kWindowTop = 0.97;
+  double window = 1.0;
+  {
+    std::vector<float> sorted = exposure;
+    const auto q = sorted.begin() + static_cast<std::ptrdiff_t>(sorted.size() * 995 / 1000);
+    std::nth_element(sorted.begin(), q, sorted.end());
+    if (*q > kWindowTop) window = kWindowTop / *q;
+  }
+
+  Image img(size, size, 1);
+  for (int64_t y = 0; y < size; ++y) {
+    uint8_t* row = img.row(y);
+    for (int64_t x = 0; x < size; ++x) {
+      const size_t idx = static_cast<size_t>(y * size + x);
+      double t = static_cast<double>(exposure[idx]) * window;
       t = std::clamp(t, 0.0, 1.0) * kLut;
       const int64_t i0 = static_cast<int64_t>(t);
       const double f = t - static_cast<double>(i0);
