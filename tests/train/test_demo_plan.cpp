@@ -14,7 +14,7 @@ TEST_CASE("demo plan: the CPU preset and --full, stages chained, overrides appli
   CHECK(cpu.teacher.model.name == "seresnet_tiny");
   CHECK(cpu.teacher.model.img_size == 128);
   CHECK(cpu.synth.n == 1200);
-  CHECK(cpu.synth.tube_contrast == 3.0);
+  CHECK(cpu.synth.tube_contrast == 4.0);
   CHECK(cpu.prep.image_size == 160);
   CHECK(cpu.teacher.stage.kind == "teacher");
   CHECK(cpu.teacher.stage.annotation_style == "device");
@@ -30,7 +30,13 @@ TEST_CASE("demo plan: the CPU preset and --full, stages chained, overrides appli
   CHECK(cpu.finetuned.train.epochs == cpu.distilled.train.epochs / 2);
   CHECK(cpu.teacher.train.epochs == 4 * cpu.distilled.train.epochs);
   CHECK(cpu.synth.annotated_fraction == 0.5);
-  CHECK(cpu.finetuned.optim.lr == doctest::Approx(cpu.teacher.optim.lr / 4));
+  // Batches of 8, the students at 1.5x the teacher's peak learning rate, the fine-tune at a quarter.
+  for (const TrainConfig* c : {&cpu.teacher, &cpu.distilled, &cpu.control, &cpu.finetuned}) CHECK(c->train.batch == 8);
+  CHECK(cpu.teacher.optim.lr == doctest::Approx(2e-3));
+  CHECK(cpu.distilled.optim.lr == doctest::Approx(3e-3));
+  CHECK(cpu.control.optim.lr == cpu.distilled.optim.lr);  // the same schedule, no teacher
+  CHECK(cpu.control.sched.min_lr == doctest::Approx(3e-5));
+  CHECK(cpu.finetuned.optim.lr == doctest::Approx(cpu.distilled.optim.lr / 4));
   CHECK(cpu.eval_teacher.stage.kind == "teacher");
   CHECK(cpu.eval_plain.stage.kind == "finetune");
   CHECK(cpu.str().find("stage student_control") != std::string::npos);
@@ -58,9 +64,11 @@ TEST_CASE("demo plan: the CPU preset and --full, stages chained, overrides appli
   CHECK(full.str().find("work: about") != std::string::npos);
 
   o.full = false;
-  o.sets = {"train.batch=8", "stage.w_feat=2"};
+  o.sets = {"train.batch=16", "stage.w_feat=2", "optim.lr=1e-3"};
   const DemoPlan set = make_demo_plan(o, "cpu", "fp32");
-  for (const TrainConfig* c : {&set.teacher, &set.distilled, &set.control, &set.finetuned}) CHECK(c->train.batch == 8);
+  for (const TrainConfig* c : {&set.teacher, &set.distilled, &set.control, &set.finetuned}) CHECK(c->train.batch == 16);
+  for (const TrainConfig* c : {&set.teacher, &set.distilled, &set.control}) CHECK(c->optim.lr == doctest::Approx(1e-3));
+  CHECK(set.finetuned.optim.lr == doctest::Approx(1e-3 / 4));
   CHECK(set.distilled.stage.w_feat == 2.0);
   o.sets = {"train.bogus=1"};
   CHECK_THROWS_WITH_AS(make_demo_plan(o, "cpu", "fp32"), doctest::Contains("train.bogus"), Error);
