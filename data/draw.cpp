@@ -152,10 +152,13 @@ Image draw_annotations_device(const Image& img, const std::vector<Annotation>& a
 }
 
 AnnotationStyle parse_annotation_style(const std::string& name) {
-  if (name == "seed") return AnnotationStyle::seed;
-  if (name == "color") return AnnotationStyle::color;
-  if (name == "device") return AnnotationStyle::device;
-  RZ_THROW("annotation style '", name, "' (expected seed, color or device)");
+  const size_t n = kAnnotationStyleNames.size();
+  std::string expected;
+  for (size_t i = 0; i < n; ++i) {
+    if (name == kAnnotationStyleNames[i]) return static_cast<AnnotationStyle>(i);
+    expected += (i == 0 ? "" : i + 1 == n ? " or " : ", ") + std::string(kAnnotationStyleNames[i]);
+  }
+  RZ_THROW("annotation style '", name, "' (expected ", expected, ")");
 }
 
 Image draw_annotations(const Image& img, const std::vector<Annotation>& annotations, int64_t orig_h,

@@ -32,6 +32,7 @@
 #pragma once
 
 #include <array>
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -43,7 +44,11 @@ namespace rz::data {
 
 enum class AnnotationStyle { seed, color, device };
 
-// "seed", "color" or "device"; anything else throws rz::Error naming the value.
+// The styles' names in enum order: parse_annotation_style and the check of
+// stage.annotation_style (train/config.cpp) both read this one list.
+inline constexpr std::array<const char*, 3> kAnnotationStyleNames = {"seed", "color", "device"};
+
+// One of kAnnotationStyleNames; anything else throws rz::Error naming the value.
 AnnotationStyle parse_annotation_style(const std::string& name);
 
 // One RGB colour per label, in kRanzcrLabels order, far apart in hue and

@@ -7,7 +7,9 @@
 #include <sstream>
 #include <toml++/toml.h>
 #include <variant>
+#include <vector>
 
+#include "data/draw.h"
 #include "engine/error.h"
 
 namespace rz {
@@ -300,17 +302,18 @@ std::string config_to_toml(const TrainConfig& cfg_const) {
 }
 
 void validate_config(const TrainConfig& c) {
-  auto one_of = [](const std::string& key, const std::string& v, std::initializer_list<const char*> ok) {
-    for (const char* o : ok)
+  auto one_of = [](const std::string& key, const std::string& v, const std::vector<std::string>& ok) {
+    for (const std::string& o : ok)
       if (v == o) return;
     std::string list;
-    for (const char* o : ok) list += (list.empty() ? "" : ", ") + std::string(o);
+    for (const std::string& o : ok) list += (list.empty() ? "" : ", ") + o;
     RZ_THROW("config: ", key, " = '", v, "' (expected one of ", list, ")");
   };
   one_of("run.precision", c.run.precision, {"fp32", "bf16"});
   one_of("run.conv_impl", c.run.conv_impl, {"cudnn", "native", "auto"});
   one_of("stage.kind", c.stage.kind, {"teacher", "student-kd", "student-transfer", "finetune"});
-  one_of("stage.annotation_style", c.stage.annotation_style, {"seed", "color", "device"});
+  one_of("stage.annotation_style", c.stage.annotation_style,
+         std::vector<std::string>(data::kAnnotationStyleNames.begin(), data::kAnnotationStyleNames.end()));
   one_of("optim.name", c.optim.name, {"sgd", "adam", "adamw"});
   one_of("sched.kind", c.sched.kind, {"constant", "step", "cosine"});
   one_of("dist.reduce_dtype", c.dist.reduce_dtype, {"f32", "bf16"});

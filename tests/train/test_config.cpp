@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "data/draw.h"
 #include "engine/error.h"
 #include "train/config.h"
 
@@ -47,6 +48,25 @@ TEST_CASE("config: errors name the file, line, key and value") {
   c = TrainConfig{};
   c.stage.kind = "student-kd";
   CHECK_THROWS_WITH_AS(validate_config(c), doctest::Contains("needs stage.teacher"), Error);
+}
+
+// stage.annotation_style takes exactly the names the drawing code parses.
+TEST_CASE("config: stage.annotation_style accepts every drawing style and names them when refused") {
+  for (const char* name : rz::data::kAnnotationStyleNames) {
+    TrainConfig c;
+    c.stage.annotation_style = name;
+    CAPTURE(name);
+    CHECK_NOTHROW(validate_config(c));
+    CHECK_NOTHROW(rz::data::parse_annotation_style(name));
+  }
+  TrainConfig c;
+  c.stage.annotation_style = "colour";
+  CHECK_THROWS_WITH_AS(
+      validate_config(c),
+      doctest::Contains("stage.annotation_style = 'colour' (expected one of seed, color, device)"),
+      Error);
+  CHECK_THROWS_WITH_AS(rz::data::parse_annotation_style("colour"),
+                       doctest::Contains("expected seed, color or device"), Error);
 }
 
 TEST_CASE("config: dotted overrides parse by the key's type") {
