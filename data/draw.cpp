@@ -153,11 +153,11 @@ Image draw_annotations_device(const Image& img, const std::vector<Annotation>& a
 
 AnnotationStyle parse_annotation_style(const std::string& name) {
   const size_t n = kAnnotationStyleNames.size();
-  std::string expected;
-  for (size_t i = 0; i < n; ++i) {
+  for (size_t i = 0; i < n; ++i)
     if (name == kAnnotationStyleNames[i]) return static_cast<AnnotationStyle>(i);
+  std::string expected;
+  for (size_t i = 0; i < n; ++i)
     expected += (i == 0 ? "" : i + 1 == n ? " or " : ", ") + std::string(kAnnotationStyleNames[i]);
-  }
   RZ_THROW("annotation style '", name, "' (expected ", expected, ")");
 }
 

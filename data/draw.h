@@ -32,7 +32,6 @@
 #pragma once
 
 #include <array>
-#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>

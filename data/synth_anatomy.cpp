@@ -735,8 +735,9 @@ Image render_chest(const Anatomy& anatomy, const Pose& pose, const Look& look,
   // below white and the lines over them stay visible. The exposure is scaled so
   // that its 99.5th percentile lands at kWindowTop: only small bright objects
   // (side markers, electrodes, the odd bone edge) clip. Clipping everything
-  // above 1 instead whitened the mediastinum and heart of about one image in
-  // ten, and with them the tips that decide the CVC and NGT labels.
+  // above 1 instead whitened the mediastinum and heart of about a third of the
+  // images (tests/data/test_synth.cpp), and with them the tips that decide the
+  // CVC and NGT labels.
   constexpr double kWindowTop = 0.97;
   double window = 1.0;
   {
